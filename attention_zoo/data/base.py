@@ -1,0 +1,90 @@
+"""The Task contract: what the one training loop needs to know about a task.
+
+A task bundles its dataset splits, its vocabulary, how a batch feeds a model, the loss and the
+metrics. The loop never looks at a task's name; it only uses the fields below.
+
+Batch conventions (numpy dicts from grain; PAD = 0, BOS = 1, EOS = 2 in every token vocabulary):
+  kind 'seq2seq':  source [B, S] int32, target_in [B, T] int32 (BOS + y), target_out [B, T] (y + EOS)
+                   model(source, target_in) -> logits [B, T, V_tgt]
+                   model.generate(source, max_len=T, beam_size=k) -> tokens [B, T] (no BOS)
+  kind 'classify': inputs [B, ...] (image float32 [B, H, W, C] or tokens int32 [B, L]), label [B]
+                   model(inputs) -> logits [B, num_classes]
+  kind 'qa':       story [B, M, W] int32, query [B, W] int32, label [B]   (bAbI, memory network)
+                   model(story, query) -> logits [B, num_answers]
+  kind 'lm':       inputs [B, L] int32, targets [B, L] int32 (inputs shifted by one)
+                   model(inputs) -> logits [B, L, V]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+PAD, BOS, EOS = 0, 1, 2
+
+# The batch keys that are fed to the model, in call order, per task kind.
+INPUT_KEYS: dict[str, tuple[str, ...]] = {
+    'seq2seq': ('source', 'target_in'),
+    'classify': ('inputs',),
+    'qa': ('story', 'query'),
+    'lm': ('inputs',),
+}
+# The batch key that holds what the logits are scored against, per task kind.
+TARGET_KEY: dict[str, str] = {
+    'seq2seq': 'target_out', 'classify': 'label', 'qa': 'label', 'lm': 'targets'}
+
+
+@dataclasses.dataclass
+class Task:
+  """A task: random-access splits plus everything the loop needs to train and score on them.
+
+  Attributes:
+    name: registry name (config.task.name).
+    kind: one of INPUT_KEYS ('seq2seq', 'classify', 'qa', 'lm').
+    splits: split name ('train', 'validation', 'test') -> random-access source
+      (len() and __getitem__ -> dict of numpy arrays, e.g. a tfds data source or a grain source).
+    model_dims: sizes a model needs from the data, merged into config.model by the loop
+      (e.g. {'src_vocab_size': 40, 'tgt_vocab_size': 13} or {'num_classes': 10, 'in_channels': 1}).
+    vocab: id -> token for decoding generated ids (seq2seq / lm / qa answers); None for images.
+    source_vocab: id -> token of the source side, when it differs from `vocab`.
+    max_target_len: decode length for generation tasks.
+    metrics_fn: (logits, batch) -> dict of scalar metrics on one batch (jit-friendly, jnp).
+    generation_metrics_fn: (predicted ids [B, T], batch) -> dict of metrics (numpy; seq2seq only).
+  """
+
+  name: str
+  kind: str
+  splits: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
+  model_dims: dict[str, Any]
+  vocab: Sequence[str] | None = None
+  source_vocab: Sequence[str] | None = None
+  max_target_len: int | None = None
+  metrics_fn: Callable[..., dict[str, Any]] | None = None
+  generation_metrics_fn: Callable[..., dict[str, Any]] | None = None
+
+  def __post_init__(self):
+    if self.kind not in INPUT_KEYS:
+      raise ValueError(f'task {self.name!r}: unknown kind {self.kind!r}; known: {sorted(INPUT_KEYS)}')
+
+  @property
+  def input_keys(self) -> tuple[str, ...]:
+    return INPUT_KEYS[self.kind]
+
+  @property
+  def target_key(self) -> str:
+    return TARGET_KEY[self.kind]
+
+  def model_inputs(self, batch: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The positional arguments of model(...) for this task's kind."""
+    return tuple(batch[k] for k in self.input_keys)
+
+  def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool = True,
+              num_epochs: int | None = None, drop_remainder: bool = True) -> Iterator[dict]:
+    """Batches of `split` through grain (deterministic from `seed`; num_epochs=None repeats)."""
+    from attention_zoo.data import pipeline  # local import: grain is only needed when iterating
+    if split not in self.splits:
+      raise ValueError(f'task {self.name!r} has no split {split!r}; splits: {sorted(self.splits)}')
+    return pipeline.batches(self.splits[split], batch_size, seed=seed, shuffle=shuffle,
+                            num_epochs=num_epochs, drop_remainder=drop_remainder)
