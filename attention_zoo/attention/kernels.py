@@ -1,0 +1,228 @@
+"""Attention kernels: how logits become outputs. Engineering only; all give the same numbers.
+
+  out[b, q, h] = Σ_k softmax_k(s(q, k) | mask)[b, h, q, k] · v[b, k, h]
+
+One signature for every kernel:
+  kernel(score, q, k, v, mask=None, *, causal=False, return_weights=False,
+         dropout_rate=0.0, dropout_rng=None) -> (out [B, Q, H, Dv], weights [B, H, Q, K] | None)
+
+  q [B, Q, H, Dq], k [B, K, Hkv, Dk], v [B, K, Hkv, Dv]; H must be a multiple of Hkv (grouped
+  key/value heads: query head h reads key/value head h // (H / Hkv)).
+  mask: bool, True = may attend, rank 4, broadcastable to [B, H, Q, K]. `causal=True` adds the
+  mask key <= query in-kernel (so no [Q, K] array needs to exist). A query with no key left gets
+  zero output and zero weights, never NaN, forward and backward.
+
+  dense:   materializes logits and weights [B, H, Q, K] (Bahdanau / Luong / Vaswani as written).
+  chunked: online softmax over key blocks, queries in blocks (Milakov & Gimelshein 2018;
+           Rabe & Staats 2021, "Self-attention does not need O(n²) memory"); each block is
+           rematerialized in the backward pass (jax.checkpoint), so memory is O(length). Works for
+           every score, additive included (the [B, Qc, Kc, H, A] block is the largest tensor).
+  fused:   jax.nn.dot_product_attention (cuDNN flash attention on GPU where eligible, XLA
+           elsewhere); dot and scaled_dot scores only.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_zoo.attention import masks as masks_lib
+from attention_zoo.registry import Registry
+
+KERNELS: Registry = Registry('kernel')
+
+
+def _check_shapes(q, k, v, mask):
+  """Validates ranks and dims; returns (B, Q, K, H, Hkv)."""
+  for name, x in (('q', q), ('k', k), ('v', v)):
+    if x.ndim != 4:
+      raise ValueError(f'{name} must be [B, L, H, D], got shape {x.shape}')
+  b, q_len, h, _ = q.shape
+  _, k_len, h_kv, _ = k.shape
+  if k.shape[:3] != v.shape[:3]:
+    raise ValueError(f'k {k.shape} and v {v.shape} must agree on [B, K, Hkv]')
+  if k.shape[0] != b:
+    raise ValueError(f'q {q.shape} and k {k.shape} must have the same batch size')
+  if h % h_kv:
+    raise ValueError(f'query heads ({h}) must be a multiple of key/value heads ({h_kv}); '
+                     f'q {q.shape}, k {k.shape}')
+  masks_lib.check_mask(mask, (b, h, q_len, k_len))
+  return b, q_len, k_len, h, h_kv
+
+
+def _repeat_kv(x: jax.Array, heads: int) -> jax.Array:
+  # [B, K, Hkv, D] -> [B, K, H, D]
+  return x if x.shape[2] == heads else jnp.repeat(x, heads // x.shape[2], axis=2)
+
+
+def _mask_value(dtype):
+  return jnp.asarray(-jnp.inf, dtype)
+
+
+def _dropout(p: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  if rate == 0.0 or rng is None:
+    return p
+  keep = jax.random.bernoulli(rng, 1.0 - rate, p.shape)
+  return jnp.where(keep, p / (1.0 - rate), 0.0)
+
+
+def _masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Softmax over the last axis where mask; rows with no True get all-zero weights, never NaN."""
+  if mask is not None:
+    logits = jnp.where(mask, logits, _mask_value(logits.dtype))
+  m = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  e = jnp.exp(logits - m)  # masked entries: exp(-inf) = 0
+  denom = jnp.sum(e, axis=-1, keepdims=True)
+  return e / jnp.where(denom == 0, 1.0, denom)
+
+
+def _block_mask(mask, causal: bool, q_pos, k_pos, k_len: int):
+  """The mask of one block: the caller's mask sliced to it, AND causal, AND real (unpadded) keys.
+
+  q_pos [Qc], k_pos [Kc] are absolute positions; `mask` is already padded to the blocked lengths.
+  """
+  valid = (k_pos < k_len)[None, None, None, :]  # [1, 1, 1, Kc]
+  if causal:
+    valid = jnp.logical_and(valid, (k_pos[None, :] <= q_pos[:, None])[None, None])
+  if mask is not None:
+    if mask.shape[2] > 1:
+      mask = jax.lax.dynamic_slice_in_dim(mask, q_pos[0], q_pos.shape[0], axis=2)
+    if mask.shape[3] > 1:
+      mask = jax.lax.dynamic_slice_in_dim(mask, k_pos[0], k_pos.shape[0], axis=3)
+    valid = jnp.logical_and(valid, mask)
+  return valid
+
+
+@KERNELS.register('dense')
+def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
+          dropout_rng=None):
+  """Materializes logits and weights [B, H, Q, K]; returns the weights when asked."""
+  b, q_len, k_len, h, _ = _check_shapes(q, k, v, mask)
+  k, v = _repeat_kv(k, h), _repeat_kv(v, h)
+  logits = score(q, k).astype(jnp.float32)  # [B, H, Q, K]
+  if causal:
+    mask = masks_lib.combine_masks(mask, masks_lib.causal_mask(q_len, k_len))
+  weights = _masked_softmax(logits, mask)  # [B, H, Q, K]
+  dropped = _dropout(weights, dropout_rate, dropout_rng)
+  out = jnp.matmul(dropped.astype(v.dtype), jnp.swapaxes(v, 1, 2))  # [B, H, Q, Dv]
+  return jnp.swapaxes(out, 1, 2), (weights if return_weights else None)
+
+
+@KERNELS.register('chunked')
+def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
+            dropout_rng=None, q_block: int = 1024, k_block: int = 1024):
+  """Online-softmax attention over [q_block x k_block] tiles; O(length) memory fwd and bwd.
+
+  Per query block, a scan over key blocks keeps a running max m, normalizer l and output acc:
+    m' = max(m, max_k s),  l' = l·e^{m-m'} + Σ_k e^{s-m'},  acc' = acc·e^{m-m'} + e^{s-m'} v.
+  Dropout (when rate > 0) drops entries of e^{s-m'} in acc but not in l, which equals dropout on
+  the normalized weights; each tile's dropout mask comes from fold_in(rng, tile index).
+  """
+  b, q_len, k_len, h, _ = _check_shapes(q, k, v, mask)
+  k, v = _repeat_kv(k, h), _repeat_kv(v, h)
+  qb, kb = min(q_block, q_len), min(k_block, k_len)
+  nq, nk = -(-q_len // qb), -(-k_len // kb)
+  pad = lambda x, n, axis: jnp.pad(x, [(0, n - x.shape[axis]) if a == axis else (0, 0)
+                                       for a in range(x.ndim)])
+  q = pad(q, nq * qb, 1)
+  k, v = pad(k, nk * kb, 1), pad(v, nk * kb, 1)
+  if mask is not None:
+    mask = jnp.asarray(mask, bool)
+    if mask.shape[2] > 1:
+      mask = pad(mask, nq * qb, 2)
+    if mask.shape[3] > 1:
+      mask = pad(mask, nk * kb, 3)
+
+  # Scores with parameters go through jax transforms as (graphdef, params) pairs.
+  graphdef, params = nnx.split(score)
+  score_fn = lambda p, qx, kx: nnx.merge(graphdef, p)(qx, kx)
+  dv = v.shape[-1]
+  k_tiles = k.reshape(b, nk, kb, h, -1).swapaxes(0, 1)  # [nk, B, Kc, H, Dk]
+  v_tiles = v.reshape(b, nk, kb, h, dv).swapaxes(0, 1)  # [nk, B, Kc, H, Dv]
+
+  def one_query_block(params, qi, q_tile):
+    q_pos = qi * qb + jnp.arange(qb)
+
+    @jax.checkpoint
+    def step(carry, tile):
+      m, l, acc = carry  # [B, H, Qc], [B, H, Qc], [B, H, Qc, Dv]
+      ki, k_tile, v_tile = tile
+      k_pos = ki * kb + jnp.arange(kb)
+      s = score_fn(params, q_tile, k_tile).astype(jnp.float32)  # [B, H, Qc, Kc]
+      valid = _block_mask(mask, causal, q_pos, k_pos, k_len)
+      s = jnp.where(valid, s, -jnp.inf)
+      m_new = jnp.maximum(m, jnp.max(s, axis=-1))  # [B, H, Qc]
+      m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+      p = jnp.exp(s - m_safe[..., None])  # [B, H, Qc, Kc]; masked -> 0
+      correction = jnp.exp(jnp.where(jnp.isfinite(m), m, m_safe) - m_safe)  # [B, H, Qc]
+      l = l * correction + jnp.sum(p, axis=-1)
+      if dropout_rate > 0.0 and dropout_rng is not None:
+        p = _dropout(p, dropout_rate, jax.random.fold_in(dropout_rng, qi * nk + ki))
+      pv = jnp.matmul(p.astype(v_tile.dtype), jnp.swapaxes(v_tile, 1, 2))  # [B, H, Qc, Dv]
+      acc = acc * correction[..., None] + pv.astype(jnp.float32)
+      return (m_new, l, acc), None
+
+    init = (jnp.full((b, h, qb), -jnp.inf, jnp.float32), jnp.zeros((b, h, qb), jnp.float32),
+            jnp.zeros((b, h, qb, dv), jnp.float32))
+    (_, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(nk), k_tiles, v_tiles))
+    out = acc / jnp.where(l == 0, 1.0, l)[..., None]  # [B, H, Qc, Dv]; no key -> 0
+    return jnp.swapaxes(out, 1, 2).astype(v.dtype)  # [B, Qc, H, Dv]
+
+  q_tiles = q.reshape(b, nq, qb, h, -1).swapaxes(0, 1)  # [nq, B, Qc, H, Dq]
+  block = jax.checkpoint(one_query_block)
+  outs = jax.lax.map(lambda x: block(params, *x), (jnp.arange(nq), q_tiles))  # [nq, B, Qc, H, Dv]
+  out = outs.swapaxes(0, 1).reshape(b, nq * qb, h, dv)[:, :q_len]
+  weights = None
+  if return_weights:  # for plots only: the [B, H, Q, K] matrix is what chunking avoids
+    _, weights = dense(score, q[:, :q_len], k[:, :k_len], v[:, :k_len],
+                       None if mask is None else mask[:, :, :q_len if mask.shape[2] > 1 else 1,
+                                                      :k_len if mask.shape[3] > 1 else 1],
+                       causal=causal, return_weights=True)
+  return out, weights
+
+
+@KERNELS.register('fused')
+def fused(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
+          dropout_rng=None, implementation: str | None = None):
+  """jax.nn.dot_product_attention: cuDNN flash attention on GPU where eligible, XLA elsewhere.
+
+  Only for scores that are a scaled dot product (dot, scaled_dot); has no attention dropout.
+  """
+  scale = getattr(score, 'fused_scale', None)
+  if scale is None:
+    raise ValueError(f'kernel "fused" supports only the dot and scaled_dot scores, got '
+                     f'{type(score).__name__}; use kernel="dense" or "chunked"')
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    raise ValueError('kernel "fused" has no attention dropout: set dropout_rate=0 or use '
+                     'kernel="dense" or "chunked"')
+  b, q_len, k_len, h, _ = _check_shapes(q, k, v, mask)
+  if v.shape[-1] != k.shape[-1]:
+    raise ValueError(f'kernel "fused" needs value dim == key dim, got k {k.shape}, v {v.shape}')
+  out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                     implementation=implementation)  # [B, Q, H, Dv]
+  # A query with no key to attend gets zero output (XLA would average v over masked keys).
+  any_key = _any_key(mask, causal, b, h, q_len, k_len)  # [B, Q, H, 1]
+  out = jnp.where(any_key, out, jnp.zeros((), out.dtype))
+  weights = None
+  if return_weights:
+    _, weights = dense(score, q, k, v, mask, causal=causal, return_weights=True)
+  return out, weights
+
+
+def _any_key(mask, causal, b, h, q_len, k_len):
+  """[B, Q, H, 1] bool: does query q of head h have at least one key it may attend?"""
+  full = masks_lib.combine_masks(mask, masks_lib.causal_mask(q_len, k_len) if causal else None)
+  if full is None:
+    return jnp.ones((1, 1, 1, 1), bool)
+  has = jnp.any(full, axis=-1)  # [B|1, H|1, Q|1]
+  return jnp.swapaxes(has, 1, 2)[..., None]
+
+
+def get_kernel(name: str) -> Callable:
+  """The kernel registered as `name` (ValueError listing the known names otherwise)."""
+  return KERNELS.get(name)

@@ -1,0 +1,195 @@
+"""The two attention layers every model is built from.
+
+  Attention:          seq2seq attention (Bahdanau 2014, Luong 2015): a decoder state queries the
+                      encoder states; one head, any score.
+  MultiHeadAttention: Vaswani et al. (2017), section 3.2: h heads of any score over projected
+                      queries, keys and values; self-attention or source-target attention;
+                      grouped key/value heads (Ainslie et al. 2023); an incremental decode cache.
+
+Shapes: B batch, Q queries, K keys, F features, H query heads, G key/value heads, D head dim.
+Masks are bool, True = may attend, broadcastable to [B, H, Q, K].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_zoo.attention import kernels as kernels_lib
+from attention_zoo.attention import masks as masks_lib
+from attention_zoo.attention import positional
+from attention_zoo.attention import scores as scores_lib
+
+
+def _key_mask(mask, batch: int, k_len: int):
+  """Accepts a [B, K] key-validity mask or a rank-4 mask; returns a rank-4 mask (or None)."""
+  if mask is None:
+    return None
+  mask = jnp.asarray(mask)
+  if mask.ndim == 2:
+    if mask.shape != (batch, k_len):
+      raise ValueError(f'mask [B, K] must have shape {(batch, k_len)}, got {mask.shape}')
+    return masks_lib.padding_mask(mask)
+  return mask
+
+
+class Attention(nnx.Module):
+  """Seq2seq attention: context = Σ_k softmax_k(s(query, key_k)) · value_k.
+
+  Args:
+    query_dim, key_dim: feature dims of the decoder state and of the encoder states.
+    score: a name in SCORES ('additive' = Bahdanau, 'dot' / 'general' / 'concat' = Luong, ...).
+    kernel: a name in KERNELS ('dense', 'chunked', 'fused').
+    score_dim: hidden size A of the additive / concat scores (default key_dim).
+    capture_weights: sow the weights [B, 1, Q, K] as nnx.Intermediate 'attention_weights'.
+
+  Call: query [B, Dq] or [B, Q, Dq], keys [B, K, Dk], values [B, K, Dv] (default keys),
+    mask [B, K] (True = real key) or rank 4 -> context [B, Dv] or [B, Q, Dv].
+  """
+
+  def __init__(self, query_dim: int, key_dim: int, *, score: str = 'general',
+               kernel: str = 'dense', score_dim: int | None = None,
+               capture_weights: bool = False, rngs: nnx.Rngs):
+    self.query_dim, self.key_dim = query_dim, key_dim
+    self.score = scores_lib.make_score(score, query_dim, key_dim, score_dim=score_dim, rngs=rngs)
+    self.kernel_name = kernel
+    self.kernel = kernels_lib.get_kernel(kernel)
+    self.capture_weights = capture_weights
+
+  def __call__(self, query: jax.Array, keys: jax.Array, values: jax.Array | None = None,
+               mask: jax.Array | None = None) -> jax.Array:
+    values = keys if values is None else values
+    single = query.ndim == 2
+    q = query[:, None] if single else query  # [B, Q, Dq]
+    if q.ndim != 3 or q.shape[-1] != self.query_dim:
+      raise ValueError(f'Attention: query must be [B, {self.query_dim}] or [B, Q, '
+                       f'{self.query_dim}], got shape {query.shape}')
+    if keys.ndim != 3 or keys.shape[-1] != self.key_dim or keys.shape[0] != q.shape[0]:
+      raise ValueError(f'Attention: keys must be [B={q.shape[0]}, K, {self.key_dim}], got shape '
+                       f'{keys.shape}')
+    if values.shape[:2] != keys.shape[:2]:
+      raise ValueError(f'Attention: values {values.shape} must match keys {keys.shape} on [B, K]')
+    mask = _key_mask(mask, keys.shape[0], keys.shape[1])
+    out, weights = self.kernel(self.score, q[:, :, None], keys[:, :, None], values[:, :, None],
+                               mask, return_weights=self.capture_weights)  # [B, Q, 1, Dv]
+    if self.capture_weights:
+      self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, 1, Q, K]
+    out = out[:, :, 0]  # [B, Q, Dv]
+    return out[:, 0] if single else out
+
+
+class MultiHeadAttention(nnx.Module):
+  """Multi-head attention: concat_h(attn(x W_q^h, c W_k^h, c W_v^h)) W_o.
+
+  Args:
+    num_heads: H, query heads.
+    in_features: F of the queries' input x (and of the context, unless kv_features is given).
+    qkv_features: H · D (default in_features); must be divisible by num_heads.
+    out_features: output width (default in_features).
+    num_kv_heads: G key/value heads (default H); H must be a multiple of G (grouped-query).
+    score / kernel: names in SCORES / KERNELS; each head uses the same score on its D features.
+    dropout_rate: dropout on the attention weights in training (`model.train()`).
+    rotary: rotate queries and keys by position (RoPE) in self-attention.
+    capture_weights: sow the weights [B, H, Q, K] as nnx.Intermediate 'attention_weights'.
+
+  Call: x [B, Q, F], context [B, K, Fc] (None: self-attention), mask rank 4 or [B, K],
+    causal=True adds the causal mask in-kernel -> [B, Q, out_features].
+  Decoding: init_cache(B, max_len) then decode_step(x_t [B, 1, F], cache) per step.
+  """
+
+  def __init__(self, num_heads: int, in_features: int, *, qkv_features: int | None = None,
+               out_features: int | None = None, kv_features: int | None = None,
+               num_kv_heads: int | None = None, score: str = 'scaled_dot',
+               kernel: str = 'dense', score_dim: int | None = None, dropout_rate: float = 0.0,
+               use_bias: bool = True, rotary: bool = False, capture_weights: bool = False,
+               deterministic: bool = True, rngs: nnx.Rngs):
+    qkv_features = in_features if qkv_features is None else qkv_features
+    out_features = in_features if out_features is None else out_features
+    kv_features = in_features if kv_features is None else kv_features
+    num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+    if qkv_features % num_heads:
+      raise ValueError(f'MultiHeadAttention: qkv_features={qkv_features} is not divisible by '
+                       f'num_heads={num_heads}')
+    if num_heads % num_kv_heads:
+      raise ValueError(f'MultiHeadAttention: num_heads={num_heads} is not a multiple of '
+                       f'num_kv_heads={num_kv_heads}')
+    head_dim = qkv_features // num_heads
+    self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+    self.in_features, self.kv_features = in_features, kv_features
+    proj = lambda fin, heads: nnx.LinearGeneral(fin, (heads, head_dim), use_bias=use_bias,
+                                                rngs=rngs)
+    self.query = proj(in_features, num_heads)  # [F] -> [H, D]
+    self.key = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
+    self.value = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
+    self.out = nnx.LinearGeneral((num_heads, head_dim), out_features, axis=(-2, -1),
+                                 use_bias=use_bias, rngs=rngs)  # [H, D] -> [F_out]
+    self.score = scores_lib.make_score(score, head_dim, head_dim, score_dim=score_dim, rngs=rngs)
+    self.kernel_name = kernel
+    self.kernel = kernels_lib.get_kernel(kernel)
+    self.dropout_rate = dropout_rate
+    self.deterministic = deterministic
+    self.rngs = rngs['dropout'].fork() if dropout_rate > 0 else None
+    self.rotary = rotary
+    self.capture_weights = capture_weights
+
+  def _attend(self, q, k, v, mask, causal):
+    dropout_rng = None
+    if self.dropout_rate > 0 and not self.deterministic:
+      dropout_rng = self.rngs()
+    out, weights = self.kernel(self.score, q, k, v, mask, causal=causal,
+                               return_weights=self.capture_weights,
+                               dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
+    if self.capture_weights:
+      self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, H, Q, K]
+    return self.out(out)  # [B, Q, H, D] -> [B, Q, F_out]
+
+  def _check(self, x, width, name):
+    if x.ndim != 3 or x.shape[-1] != width:
+      raise ValueError(f'MultiHeadAttention: {name} must be [B, L, {width}], got shape {x.shape}')
+
+  def __call__(self, x: jax.Array, context: jax.Array | None = None,
+               mask: jax.Array | None = None, *, causal: bool = False) -> jax.Array:
+    self._check(x, self.in_features, 'x')
+    self_attention = context is None
+    context = x if self_attention else context
+    self._check(context, self.kv_features, 'context')
+    if context.shape[0] != x.shape[0]:
+      raise ValueError(f'MultiHeadAttention: x {x.shape} and context {context.shape} differ in batch')
+    q = self.query(x)  # [B, Q, H, D]
+    k, v = self.key(context), self.value(context)  # [B, K, G, D]
+    if self.rotary and self_attention:
+      positions = jnp.arange(x.shape[1])
+      q, k = positional.apply_rotary(q, positions), positional.apply_rotary(k, positions)
+    mask = _key_mask(mask, x.shape[0], context.shape[1])
+    return self._attend(q, k, v, mask, causal)
+
+  def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """An empty self-attention cache: key/value [B, max_len, G, D], index [B] (next position)."""
+    shape = (batch_size, max_len, self.num_kv_heads, self.head_dim)
+    return {'key': jnp.zeros(shape, dtype), 'value': jnp.zeros(shape, dtype),
+            'index': jnp.zeros((batch_size,), jnp.int32)}
+
+  def decode_step(self, x: jax.Array, cache: dict[str, jax.Array],
+                  mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One causal self-attention step: x [B, 1, F] at position cache['index'] -> ([B, 1, F_out], cache).
+
+    Attends to every cached position <= index (and to `mask`, rank 4 over [B, H, 1, max_len]);
+    step-by-step outputs equal the causal full forward.
+    """
+    self._check(x, self.in_features, 'x')
+    if x.shape[1] != 1:
+      raise ValueError(f'decode_step takes one position, x [B, 1, F]; got shape {x.shape}')
+    index = cache['index'][0]  # all batch rows decode in lockstep
+    q = self.query(x)  # [B, 1, H, D]
+    k, v = self.key(x), self.value(x)  # [B, 1, G, D]
+    if self.rotary:
+      q, k = positional.apply_rotary(q, index[None]), positional.apply_rotary(k, index[None])
+    keys = jax.lax.dynamic_update_slice_in_dim(cache['key'], k.astype(cache['key'].dtype), index, 1)
+    values = jax.lax.dynamic_update_slice_in_dim(cache['value'], v.astype(cache['value'].dtype),
+                                                 index, 1)
+    max_len = keys.shape[1]
+    seen = (jnp.arange(max_len) <= index)[None, None, None, :]  # [1, 1, 1, max_len]
+    mask = masks_lib.combine_masks(seen, _key_mask(mask, x.shape[0], max_len))
+    y = self._attend(q, keys, values, mask, causal=False)
+    return y, {'key': keys, 'value': values, 'index': cache['index'] + 1}

@@ -1,0 +1,131 @@
+"""Attention scores: how a query and a key become a logit.
+
+Every score has one signature, `score(q, k) -> logits`, on blocks:
+  q [B, Q, H, Dq], k [B, K, H, Dk] -> logits [B, H, Q, K]
+so that a kernel may call it on the whole sequence (dense) or on blocks of queries and keys
+(chunked). Parameters are shared across heads and act on the last (feature) axis.
+
+Shapes: B batch, Q queries, K keys, H heads, Dq / Dk query / key feature dims, A score dim.
+References:
+  additive:   Bahdanau, Cho, Bengio (2014), eq. (6): vᵀ tanh(W_q q + W_k k).
+  concat:     Luong, Pham, Manning (2015), eq. (8): vᵀ tanh(W [q; k]).
+  dot:        Luong et al. (2015): qᵀ k.
+  general:    Luong et al. (2015): qᵀ W k.
+  scaled_dot: Vaswani et al. (2017), eq. (1): qᵀ k / √D.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_zoo.registry import Registry
+
+SCORES: Registry = Registry('score')
+
+
+def _dot(q: jax.Array, k: jax.Array) -> jax.Array:
+  # q [B, Q, H, D], k [B, K, H, D] -> [B, H, Q, K], written as a [B, H] batched matmul (fast on XLA CPU).
+  return jnp.matmul(jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2).swapaxes(-1, -2))
+
+
+def _same_dims(name: str, query_dim: int, key_dim: int):
+  if query_dim != key_dim:
+    raise ValueError(f'score {name!r} needs query_dim == key_dim, got query_dim={query_dim}, '
+                     f'key_dim={key_dim}; use score="general", "additive" or "concat"')
+
+
+class Score(nnx.Module):
+  """Base class. `fused_scale` is the logit scale when the score is a plain scaled dot product
+  (so the fused kernel may compute it), None otherwise."""
+
+  fused_scale: float | None = None
+
+  def __call__(self, q: jax.Array, k: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+
+@SCORES.register('dot')
+class DotScore(Score):
+  """Luong dot score: s(q, k) = qᵀ k."""
+
+  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
+               rngs: nnx.Rngs | None = None):
+    _same_dims('dot', query_dim, key_dim)
+    self.fused_scale = 1.0
+
+  def __call__(self, q, k):
+    return _dot(q, k)  # [B, H, Q, K]
+
+
+@SCORES.register('scaled_dot')
+class ScaledDotScore(Score):
+  """Vaswani scaled dot product: s(q, k) = qᵀ k / √D."""
+
+  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
+               rngs: nnx.Rngs | None = None):
+    _same_dims('scaled_dot', query_dim, key_dim)
+    self.fused_scale = 1.0 / math.sqrt(query_dim)
+
+  def __call__(self, q, k):
+    return _dot(q * jnp.asarray(self.fused_scale, q.dtype), k)  # [B, H, Q, K]
+
+
+@SCORES.register('general')
+class GeneralScore(Score):
+  """Luong general score: s(q, k) = qᵀ W k, W [Dq, Dk]."""
+
+  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
+               rngs: nnx.Rngs):
+    self.w = nnx.Linear(query_dim, key_dim, use_bias=False, rngs=rngs)
+
+  def __call__(self, q, k):
+    return _dot(self.w(q), k)  # (q W) [B, Q, H, Dk] . k -> [B, H, Q, K]
+
+
+@SCORES.register('additive')
+class AdditiveScore(Score):
+  """Bahdanau score: s(q, k) = vᵀ tanh(W_q q + W_k k)."""
+
+  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
+               rngs: nnx.Rngs):
+    score_dim = score_dim or key_dim
+    self.w_q = nnx.Linear(query_dim, score_dim, use_bias=False, rngs=rngs)
+    self.w_k = nnx.Linear(key_dim, score_dim, use_bias=False, rngs=rngs)
+    self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
+
+  def __call__(self, q, k):
+    hidden = jnp.tanh(self.w_q(q)[:, :, None] + self.w_k(k)[:, None])  # [B, Q, K, H, A]
+    return jnp.einsum('bqkh->bhqk', self.v(hidden)[..., 0])  # [B, H, Q, K]
+
+
+@SCORES.register('concat')
+class ConcatScore(Score):
+  """Luong concat score: s(q, k) = vᵀ tanh(W [q; k]), W [(Dq + Dk), A].
+
+  W [q; k] is computed as W[:Dq]ᵀ q + W[Dq:]ᵀ k, which is the same number without building the
+  [B, Q, K, H, Dq + Dk] concatenation.
+  """
+
+  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
+               rngs: nnx.Rngs):
+    score_dim = score_dim or key_dim
+    self.query_dim = query_dim
+    self.w = nnx.Linear(query_dim + key_dim, score_dim, use_bias=False, rngs=rngs)
+    self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
+
+  def __call__(self, q, k):
+    w = self.w.kernel[...]  # [Dq + Dk, A]
+    wq = q @ w[:self.query_dim].astype(q.dtype)  # [B, Q, H, A]
+    wk = k @ w[self.query_dim:].astype(k.dtype)  # [B, K, H, A]
+    hidden = jnp.tanh(wq[:, :, None] + wk[:, None])  # [B, Q, K, H, A]
+    return jnp.einsum('bqkh->bhqk', self.v(hidden)[..., 0])  # [B, H, Q, K]
+
+
+def make_score(name: str, query_dim: int, key_dim: int, *, score_dim: int | None = None,
+               rngs: nnx.Rngs) -> Score:
+  """Builds the score registered as `name` (ValueError listing the known names otherwise)."""
+  return SCORES.get(name)(query_dim, key_dim, score_dim=score_dim, rngs=rngs)
