@@ -1,0 +1,197 @@
+"""Every score x kernel against a hand-written numpy reference: outputs and gradients."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attention_zoo.attention import kernels, masks, scores
+from tests import numpy_reference as ref
+
+B, Q, K, H, D, A = 2, 9, 13, 2, 4, 5
+KERNELS = {
+    'dense': kernels.dense,
+    # small tiles so that queries and keys span several (uneven) blocks
+    'chunked': functools.partial(kernels.chunked, q_block=4, k_block=5),
+    'fused': kernels.fused,
+}
+FUSABLE = ('dot', 'scaled_dot')
+CASES = [(s, k) for s in scores.SCORES for k in KERNELS if k != 'fused' or s in FUSABLE]
+
+
+def _inputs(seed=0, dtype=np.float64):
+  rng = np.random.default_rng(seed)
+  q = rng.normal(size=(B, Q, H, D))
+  k = rng.normal(size=(B, K, H, D))
+  v = rng.normal(size=(B, K, H, D))
+  valid = np.ones((B, K), bool)
+  valid[0, 10:] = False  # padding in the first example
+  mask = np.logical_and(valid[:, None, None, :], np.tril(np.ones((Q, K), bool), k=2)[None, None])
+  mask[1, :, 4, :] = False  # one query with no key at all
+  return q.astype(dtype), k.astype(dtype), v.astype(dtype), mask
+
+
+def _params(score) -> dict:
+  """The score's weights as float64 numpy arrays, named as in tests/numpy_reference.py."""
+  return {name: np.asarray(getattr(score, name).kernel[...], np.float64)
+          for name in ('w', 'w_q', 'w_k', 'v') if hasattr(score, name)}
+
+
+@pytest.mark.parametrize('score_name,kernel_name', CASES)
+def test_output_matches_numpy(score_name, kernel_name):
+  score = scores.make_score(score_name, D, D, score_dim=A, rngs=nnx.Rngs(1))
+  q, k, v, mask = _inputs()
+  out, weights = KERNELS[kernel_name](score, *(jnp.asarray(x, jnp.float32) for x in (q, k, v)),
+                                      jnp.asarray(mask), return_weights=True)
+  want_out, want_w = ref.attention(score_name, q, k, v, mask, _params(score))
+  np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(weights, want_w, rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(out)[1, 4] == 0)  # the query with no key
+
+
+@pytest.mark.parametrize('score_name,kernel_name', CASES)
+def test_gradients_match_numpy(score_name, kernel_name):
+  score = scores.make_score(score_name, D, D, score_dim=A, rngs=nnx.Rngs(2))
+  q, k, v, mask = _inputs(seed=3)
+  cot = np.random.default_rng(4).normal(size=(B, Q, H, D))
+  graphdef, state = nnx.split(score)
+
+  def loss(state, q, k, v):
+    out, _ = KERNELS[kernel_name](nnx.merge(graphdef, state), q, k, v, jnp.asarray(mask))
+    return jnp.sum(out * cot)
+
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  grads = jax.grad(loss, argnums=(0, 1, 2, 3))(state, f32(q), f32(k), f32(v))
+  params = _params(score)
+  np_loss = lambda: float(np.sum(ref.attention(score_name, q, k, v, mask, params)[0] * cot))
+  for name, got, x in zip('qkv', grads[1:], (q, k, v)):
+    np.testing.assert_allclose(got, ref.numerical_grad(np_loss, x), rtol=1e-4, atol=1e-5,
+                               err_msg=f'd loss / d {name}')
+  for name, x in params.items():
+    got = getattr(grads[0], name)['kernel'][...]
+    np.testing.assert_allclose(got, ref.numerical_grad(np_loss, x), rtol=1e-4, atol=1e-5,
+                               err_msg=f'd loss / d {name}')
+
+
+@pytest.mark.parametrize('kernel_name', KERNELS)
+def test_fully_masked_query_is_zero_not_nan(kernel_name):
+  score = scores.make_score('scaled_dot', D, D, rngs=nnx.Rngs(0))
+  q, k, v, _ = (jnp.asarray(x, jnp.float32) for x in _inputs())
+  mask = jnp.ones((B, 1, Q, K), bool).at[:, :, 0].set(False)  # query 0 sees nothing
+  f = lambda q, k, v: KERNELS[kernel_name](score, q, k, v, mask, return_weights=True)
+  out, weights = f(q, k, v)
+  assert np.all(np.asarray(out)[:, 0] == 0) and np.all(np.asarray(weights)[:, :, 0] == 0)
+  grads = jax.grad(lambda *a: jnp.sum(f(*a)[0] ** 2), argnums=(0, 1, 2))(q, k, v)
+  for g in grads:
+    assert np.all(np.isfinite(g))
+  assert np.all(np.asarray(grads[0])[:, 0] == 0)
+  # Everything masked: all zeros, forward and backward.
+  none = jnp.zeros((B, 1, Q, K), bool)
+  out = KERNELS[kernel_name](score, q, k, v, none)[0]
+  g = jax.grad(lambda q: jnp.sum(KERNELS[kernel_name](score, q, k, v, none)[0]))(q)
+  assert np.all(np.asarray(out) == 0) and np.all(np.asarray(g) == 0)
+
+
+@pytest.mark.parametrize('kernel_name', KERNELS)
+def test_huge_logits_stay_finite(kernel_name):
+  score = scores.make_score('dot', D, D, rngs=nnx.Rngs(0))
+  q, k, v, mask = (jnp.asarray(x) for x in _inputs(dtype=np.float32))
+  q = q / jnp.linalg.norm(q, axis=-1, keepdims=True) * 100.0
+  k = k / jnp.linalg.norm(k, axis=-1, keepdims=True) * 100.0  # |logits| up to 1e4
+  logits = np.einsum('bqhd,bkhd->bhqk', q, k)
+  assert np.abs(logits).max() > 5e3
+  out, weights = KERNELS[kernel_name](score, q, k, v, mask, return_weights=True)
+  grads = jax.grad(lambda q: jnp.sum(KERNELS[kernel_name](score, q, k, v, mask)[0]))(q)
+  assert np.all(np.isfinite(out)) and np.all(np.isfinite(grads))
+  # softmax of such logits is one-hot on the largest unmasked logit
+  top = np.where(mask, logits, -np.inf).argmax(-1)  # [B, H, Q]
+  b, h, i = 0, 0, 3
+  np.testing.assert_allclose(np.asarray(out)[b, i, h], np.asarray(v)[b, top[b, h, i], h], atol=1e-4)
+
+
+@pytest.mark.parametrize('kernel_name', KERNELS)
+def test_bfloat16_inputs(kernel_name):
+  score = scores.make_score('scaled_dot', D, D, rngs=nnx.Rngs(0))
+  q, k, v, mask = _inputs()
+  out, _ = KERNELS[kernel_name](score, *(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)),
+                                jnp.asarray(mask))
+  assert out.dtype == jnp.bfloat16
+  want, _ = ref.attention('scaled_dot', q, k, v, mask, {})
+  np.testing.assert_allclose(np.asarray(out, np.float32), want, atol=5e-2)
+
+
+def test_causal_flag_equals_causal_mask():
+  score = scores.make_score('additive', D, D, score_dim=A, rngs=nnx.Rngs(0))
+  q, k, v, _ = (jnp.asarray(x, jnp.float32) for x in _inputs())
+  want, _ = kernels.dense(score, q, k, v, masks.causal_mask(Q, K))
+  for name, kern in KERNELS.items():
+    if name != 'fused':
+      np.testing.assert_allclose(kern(score, q, k, v, causal=True)[0], want, atol=1e-6)
+
+
+def test_grouped_kv_heads_equal_repeated_heads():
+  score = scores.make_score('scaled_dot', D, D, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.normal(size=(B, Q, 4, D)), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(B, K, 2, D)), jnp.float32) for _ in range(2))
+  want = ref.attention('scaled_dot', np.asarray(q), np.repeat(np.asarray(k), 2, 2),
+                       np.repeat(np.asarray(v), 2, 2), np.ones((1, 1, 1, 1), bool), {})[0]
+  for kern in KERNELS.values():
+    np.testing.assert_allclose(kern(score, q, k, v)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_memory_is_linear_in_length():
+  """Compiled fwd+bwd temp memory: chunked grows ~linearly with L, dense quadratically."""
+  score = scores.make_score('additive', 16, 16, score_dim=8, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(score)
+
+  def temp_bytes(kernel, length):
+    x = jax.ShapeDtypeStruct((1, length, 1, 16), jnp.float32)
+    loss = lambda s, q, k, v: jnp.sum(kernel(nnx.merge(graphdef, s), q, k, v)[0])
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).lower(state, x, x, x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  chunk = functools.partial(kernels.chunked, q_block=128, k_block=128)
+  small, big = temp_bytes(chunk, 512), temp_bytes(chunk, 2048)
+  assert big < 6 * small, (small, big)  # 4x length -> well under 16x memory
+  assert temp_bytes(kernels.dense, 2048) > 10 * big  # dense holds [L, L, A] activations
+
+
+def test_fused_rejects_other_scores():
+  q, k, v, _ = (jnp.asarray(x, jnp.float32) for x in _inputs())
+  score = scores.make_score('additive', D, D, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='fused.*dot and scaled_dot'):
+    kernels.fused(score, q, k, v)
+
+
+def test_bad_inputs_raise_clear_errors():
+  q, k, v, _ = (jnp.asarray(x, jnp.float32) for x in _inputs())
+  score = scores.make_score('dot', D, D, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r'rank 4.*got shape \(9, 13\)'):
+    kernels.dense(score, q, k, v, jnp.ones((Q, K), bool))
+  with pytest.raises(ValueError, match=r'\(2, 1, 9, 12\) does not broadcast'):
+    kernels.chunked(score, q, k, v, jnp.ones((B, 1, Q, K - 1), bool))
+  with pytest.raises(ValueError, match='bool'):
+    kernels.dense(score, q, k, v, jnp.ones((B, 1, Q, K)))
+  with pytest.raises(ValueError, match=r'query_dim == key_dim.*query_dim=4, key_dim=6'):
+    scores.make_score('scaled_dot', 4, 6, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"unknown score 'bahdanau'.*additive, concat, dot"):
+    scores.make_score('bahdanau', 4, 4, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"unknown kernel 'flash'.*chunked, dense, fused"):
+    kernels.get_kernel('flash')
+  with pytest.raises(ValueError, match=r'must be \[B, L, H, D\], got shape \(2, 9, 4\)'):
+    kernels.dense(score, q[..., 0, :], k, v)
+  with pytest.raises(ValueError, match=r'multiple of key/value heads'):
+    kernels.dense(score, q, jnp.concatenate([k] * 3, 2)[:, :, :3], jnp.concatenate([v] * 3, 2)[:, :, :3])
+
+
+def test_causal_mask_offset():
+  m = np.asarray(masks.causal_mask(2, 5, offset=3))[0, 0]
+  np.testing.assert_array_equal(m, [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+  np.testing.assert_array_equal(masks.padding_mask(jnp.array([[1, 0]], bool)).shape, (1, 1, 1, 2))
+  assert masks.combine_masks(None, None) is None
+  both = masks.combine_masks(masks.causal_mask(3), masks.padding_mask(jnp.array([[1, 1, 0]], bool)))
+  np.testing.assert_array_equal(np.asarray(both)[0, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
