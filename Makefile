@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.demo
+	$(PY) -m experiments.demo_attention --out=runs/attention_demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

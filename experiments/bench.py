@@ -1,0 +1,28 @@
+r"""Benchmarks, printed as tables (never timed tests).
+
+  python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
+  python -m experiments.bench data
+
+Each section lives in its own module (experiments/bench_<name>.py) with its flags and main(argv).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app
+
+SECTIONS = ('attention', 'data')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) < 2 or argv[1] not in SECTIONS:
+    sys.exit(f'usage: python -m experiments.bench {{{"|".join(SECTIONS)}}} [flags]; '
+             f'got {argv[1:] or "nothing"}')
+  module = importlib.import_module(f'experiments.bench_{argv[1]}')
+  app.run(module.main, argv=[argv[0]] + argv[2:])  # the section's absl flags are parsed here
+
+
+if __name__ == '__main__':
+  main(sys.argv)

@@ -1,0 +1,234 @@
+r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside the references.
+
+  python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
+
+Rows: ours (score x kernel), jax.nn.dot_product_attention, flax nnx.dot_product_attention,
+flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = H·D), PyTorch
+scaled_dot_product_attention when torch is importable, and this process's f32 matmul rate.
+GFLOP/s counts 4·B·H·L²·D for the forward pass and 3x that for forward+backward (the
+attention matmuls only; the additive score's tanh work is not counted). Memory is XLA's buffer
+assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak.
+Times are medians over --reps runs after one warm-up; compare rows of one run only.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from attention_zoo.attention import kernels, layers, scores
+
+flags.DEFINE_list('lengths', ['256', '1024', '4096'], 'Sequence lengths L.')
+flags.DEFINE_integer('reps', 5, 'Timed repetitions per row (median reported).')
+flags.DEFINE_integer('batch', 4, 'B.')
+flags.DEFINE_integer('heads', 8, 'H.')
+flags.DEFINE_integer('head_dim', 64, 'D.')
+flags.DEFINE_float('max_gib', 12.0, 'Skip a row whose compiled memory exceeds this.')
+flags.DEFINE_float('max_score_elements', 1.1e9,
+                   'Skip additive/concat rows whose B·H·L²·A tanh elements exceed this (CPU time).')
+flags.DEFINE_bool('memory_targets', True, 'Also print the long-sequence memory targets.')
+FLAGS = flags.FLAGS
+
+GIB = 2.0 ** 30
+# Tile sizes of the chunked kernel: the additive / concat tiles hold [B, Qc, Kc, H, A] floats.
+CHUNKS = {'additive': dict(q_block=128, k_block=128), 'concat': dict(q_block=128, k_block=128)}
+DEFAULT_CHUNK = dict(q_block=1024, k_block=1024)
+
+
+def _compile(fn, *args):
+  compiled = jax.jit(fn).lower(*args).compile()
+  mem = compiled.memory_analysis()
+  total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+  return compiled, total
+
+
+def _median_seconds(compiled, args, reps):
+  start = time.perf_counter()
+  jax.block_until_ready(compiled(*args))  # warm-up
+  warm = time.perf_counter() - start
+  times = []
+  for _ in range(max(1, min(reps, int(20 / max(warm, 1e-9))))):  # rows over ~20 s: fewer reps
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _fwd_and_grad(apply, params, x):
+  """(forward fn, forward+backward fn) of apply(params, *x) -> out, for a sum-of-squares loss."""
+  fwd = lambda p, *x: apply(p, *x)
+  loss = lambda p, *x: jnp.sum(apply(p, *x).astype(jnp.float32) ** 2)
+  bwd = jax.grad(loss, argnums=tuple(range(len(x) + 1)))
+  return fwd, bwd
+
+
+def _row(name, apply, params, x, flop_fwd, reps):
+  fwd, both = _fwd_and_grad(apply, params, x)
+  out = {'name': name}
+  for tag, fn, flop in (('fwd', fwd, flop_fwd), ('fwd+bwd', both, 3 * flop_fwd)):
+    compiled, mem = _compile(fn, params, *x)
+    if mem > FLAGS.max_gib * GIB:
+      out[tag] = f'skipped: needs {mem / GIB:.1f} GiB'
+      continue
+    sec = _median_seconds(compiled, (params, *x), reps)
+    out[tag] = (sec * 1e3, flop / sec / 1e9, mem / GIB)
+  return out
+
+
+def _fmt(cell):
+  if isinstance(cell, str):
+    return f'{cell:>36}'
+  ms, gflops, gib = cell
+  return f'{ms:10.1f} ms {gflops:7.1f} GFLOP/s {gib:6.2f} GiB'
+
+
+def _print(rows, header):
+  print(f'\n{header}')
+  print(f'| {"row":<36} | {"fwd":>36} | {"fwd+bwd":>36} |')
+  print(f'|{"-" * 38}|{"-" * 38}|{"-" * 38}|')
+  for r in rows:
+    print(f'| {r["name"]:<36} | {_fmt(r["fwd"])} | {_fmt(r["fwd+bwd"])} |', flush=True)
+
+
+def _ours(score_name, kernel_name, d):
+  score = scores.make_score(score_name, d, d, score_dim=d, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(score)
+  kern = kernels.get_kernel(kernel_name)
+  if kernel_name == 'chunked':
+    kern = functools.partial(kern, **CHUNKS.get(score_name, DEFAULT_CHUNK))
+  apply = lambda p, q, k, v: kern(nnx.merge(graphdef, p), q, k, v)[0]
+  return apply, state
+
+
+def attention_table(length, reps):
+  b, h, d = FLAGS.batch, FLAGS.heads, FLAGS.head_dim
+  keys = jax.random.split(jax.random.key(0), 3)
+  q, k, v = (jax.random.normal(key, (b, length, h, d), jnp.float32) for key in keys)
+  flop = 4 * b * h * length * length * d
+  rows = []
+  for score_name in scores.SCORES:
+    for kernel_name in kernels.KERNELS:
+      if kernel_name == 'fused' and score_name not in ('dot', 'scaled_dot'):
+        continue
+      name = f'{score_name} / {kernel_name}'
+      if score_name in ('additive', 'concat') and b * h * length ** 2 * d > FLAGS.max_score_elements:
+        rows.append({'name': name, 'fwd': 'skipped: too slow on CPU', 'fwd+bwd': 'skipped'})
+        continue
+      apply, state = _ours(score_name, kernel_name, d)
+      rows.append(_row(name, apply, state, (q, k, v), flop, reps))
+  scale = 1.0 / np.sqrt(d)
+  rows.append(_row('jax.nn.dot_product_attention',
+                   lambda p, q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale),
+                   (), (q, k, v), flop, reps))
+  rows.append(_row('flax nnx.dot_product_attention',
+                   lambda p, q, k, v: nnx.dot_product_attention(q, k, v), (), (q, k, v), flop,
+                   reps))
+  # Whole layers (projections included): ours vs flax, same weights layout, F = H·D.
+  x = jax.random.normal(keys[0], (b, length, h * d), jnp.float32)
+  theirs = nnx.MultiHeadAttention(h, h * d, decode=False, deterministic=True, rngs=nnx.Rngs(0))
+  layer_flop = flop + 4 * 2 * b * length * (h * d) ** 2
+  for label, module in (
+      ('nnx.MultiHeadAttention (layer)', theirs),
+      *((f'ours MultiHeadAttention / {kn}', layers.MultiHeadAttention(h, h * d, kernel=kn,
+                                                                      rngs=nnx.Rngs(0)))
+        for kn in ('dense', 'chunked', 'fused'))):
+    graphdef, state = nnx.split(module)
+    rows.append(_row(label, lambda p, x, g=graphdef: nnx.merge(g, p)(x), state, (x,), layer_flop,
+                     reps))
+  rows.extend(_torch_rows(b, h, d, length, flop, reps))
+  _print(rows, f'B={b} H={h} D={d} L={length} (GFLOP/s: 4BHL²D fwd, 3x fwd+bwd; layers add '
+               f'the 4 projections)')
+
+
+def _torch_rows(b, h, d, length, flop, reps):
+  try:
+    import torch  # optional: only a comparison
+  except ImportError:
+    print('(torch not importable: no PyTorch SDPA row)')
+    return []
+  torch.manual_seed(0)
+  q, k, v = (torch.randn(b, h, length, d, requires_grad=True) for _ in range(3))
+  sdpa = torch.nn.functional.scaled_dot_product_attention
+
+  def fwd():
+    with torch.no_grad():
+      sdpa(q, k, v)
+
+  def both():
+    (sdpa(q, k, v) ** 2).sum().backward()
+
+  out = {'name': f'torch SDPA {torch.__version__}'}
+  for tag, fn, f in (('fwd', fwd, flop), ('fwd+bwd', both, 3 * flop)):
+    fn()
+    times = []
+    for _ in range(reps):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+    sec = statistics.median(times)
+    out[tag] = (sec * 1e3, f / sec / 1e9, float('nan'))
+  return [out]
+
+
+def matmul_rate(reps):
+  n = 2048
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  compiled, _ = _compile(lambda a: a @ a, a)
+  sec = _median_seconds(compiled, (a,), reps)
+  an = np.asarray(a)
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    an @ an
+    times.append(time.perf_counter() - start)
+  print(f'\nf32 matmul {n}x{n}: jax {2 * n ** 3 / sec / 1e9:.0f} GFLOP/s, '
+        f'numpy {2 * n ** 3 / statistics.median(times) / 1e9:.0f} GFLOP/s (the ceiling)')
+
+
+def memory_targets():
+  """Compiled fwd+bwd memory at the long lengths the chunked kernel exists for."""
+  print('\nMemory targets (fwd+bwd, XLA buffer assignment; compiled, not run):')
+  cases = (
+      ('scaled_dot / chunked', 'scaled_dot', 'chunked', 1, 8, 64, 64, 16384, 2.0),
+      ('scaled_dot / dense', 'scaled_dot', 'dense', 1, 8, 64, 64, 16384, None),
+      ('jax.nn.dot_product_attention', None, None, 1, 8, 64, 64, 16384, None),
+      ('additive / chunked (A=128)', 'additive', 'chunked', 1, 1, 64, 128, 4096, 2.0),
+      ('additive / dense (A=128)', 'additive', 'dense', 1, 1, 64, 128, 4096, None),
+  )
+  for label, score_name, kernel_name, b, h, d, a, length, limit in cases:
+    x = jax.ShapeDtypeStruct((b, length, h, d), jnp.float32)
+    if score_name is None:
+      apply, state = (lambda p, q, k, v: jax.nn.dot_product_attention(q, k, v)), ()
+    else:
+      score = scores.make_score(score_name, d, d, score_dim=a, rngs=nnx.Rngs(0))
+      graphdef, state = nnx.split(score)
+      kern = kernels.get_kernel(kernel_name)
+      if kernel_name == 'chunked':
+        kern = functools.partial(kern, **CHUNKS.get(score_name, DEFAULT_CHUNK))
+      apply = lambda p, q, k, v, g=graphdef, kern=kern: kern(nnx.merge(g, p), q, k, v)[0]
+    _, both = _fwd_and_grad(apply, state, (x, x, x))
+    _, mem = _compile(both, state, x, x, x)
+    verdict = '' if limit is None else ('  (target < %.0f GiB: %s)' % (limit, 'met' if mem < limit * GIB else 'MISSED'))
+    print(f'  {label:<32} B={b} H={h} D={d} L={length:>6}: {mem / GIB:7.2f} GiB{verdict}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s))')
+  matmul_rate(FLAGS.reps)
+  for length in FLAGS.lengths:
+    attention_table(int(length), FLAGS.reps)
+  if FLAGS.memory_targets:
+    memory_targets()
+
+
+if __name__ == '__main__':
+  app.run(main)
