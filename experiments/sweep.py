@@ -1,0 +1,36 @@
+r"""A sweep: every run of a config's get_sweep(arg), then the report with error bars.
+
+  python -m experiments.sweep --config=configs/dates_seq2seq.py:size=small \
+    --workdir=runs/dates_sweep --parallel=2
+
+Writes DIR/sweep.json, DIR/runs/<name>/ (one workdir each), DIR/report.md, DIR/report.json and
+DIR/plots/. Re-running the command skips finished runs and resumes interrupted ones.
+"""
+
+from absl import app, flags
+
+from attention_zoo.analysis import report
+from attention_zoo.train import sweep
+
+_CONFIG = flags.DEFINE_string('config', None, 'configs/<file>.py[:arg] with get_sweep(arg)')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'the sweep directory (created)')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'runs at a time, each in its own process')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only (re)write the report')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  status = {}
+  if not _REPORT_ONLY.value:
+    status = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value)
+  result = report.write(_WORKDIR.value, title=f'Sweep {_CONFIG.value}')
+  print(f'report: {_WORKDIR.value}/report.md ({len(result["variants"])} variants)')
+  failed = [name for name, s in status.items() if s == 'failed']
+  if failed:
+    raise SystemExit(f'{len(failed)} run(s) failed: {", ".join(failed)}')
+
+
+if __name__ == '__main__':
+  app.run(main)
