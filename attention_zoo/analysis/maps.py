@@ -1,0 +1,163 @@
+"""Look inside a trained model: its sown attention weights and SE channel weights, as heatmaps.
+
+Every model sows what it attends with (`capture_weights`), under one of these layouts:
+  [B, T, S]     seq2seq alignment: target step x source position
+  [B, H, Q, K]  a multi-head attention layer (self or source-target), per head
+  [B, K, M]     memory network: hop x memory slot
+  [B, C]        SE channel weights ('se_weights'), averaged per class here
+`capture(model, task, batch)` collects them by module path; `plot_examples` draws them with the
+tokens on the axes, cropped to the real (unpadded) lengths.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from attention_zoo.analysis.load import set_capture
+from attention_zoo.data.base import EOS, PAD
+
+NAMES = ('attention_weights', 'se_weights')
+
+
+def capture(model: nnx.Module, task, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Runs the model on `batch` with capture on -> {'path/to/module/name': array}."""
+  set_capture(model, True)
+  model.eval()
+  _, inter = nnx.capture(model, nnx.Intermediate)(*task.model_inputs(batch))
+  out = {}
+  for path, value in nnx.to_flat_state(inter):
+    keys = [str(p) for p in path]
+    name = next((n for n in NAMES if n in keys), None)
+    if name is None:
+      continue
+    value = value.get_value() if hasattr(value, 'get_value') else value
+    value = value[-1] if isinstance(value, tuple) else value
+    out['/'.join(keys[:keys.index(name)] + [name])] = np.asarray(jax.device_get(value))
+  return out
+
+
+def _tokens(vocab: Sequence[str] | None, ids: np.ndarray, stop_at_eos: bool = False) -> list[str]:
+  """ids -> tokens, dropping PAD (and everything after EOS when asked)."""
+  out = []
+  for i in np.asarray(ids).tolist():
+    if i == PAD:
+      continue
+    out.append(vocab[i] if vocab is not None and i < len(vocab) else str(i))
+    if stop_at_eos and i == EOS:
+      break
+  return out
+
+
+def axis_labels(task, batch: dict[str, np.ndarray], i: int) -> dict[int, list[str]]:
+  """{sequence length: tokens} of example i, so an axis of that length gets those labels."""
+  seqs = {}
+  if task.kind == 'seq2seq':
+    src_vocab = task.source_vocab if task.source_vocab is not None else task.vocab
+    seqs['source'] = (batch['source'][i], _tokens(src_vocab, batch['source'][i]))
+    seqs['target'] = (batch['target_out'][i], _tokens(task.vocab, batch['target_out'][i], True))
+  elif task.kind in ('lm', 'classify') and np.issubdtype(batch['inputs'].dtype, np.integer):
+    seqs['inputs'] = (batch['inputs'][i], _tokens(task.vocab, batch['inputs'][i]))
+  elif task.kind == 'qa':
+    story = [' '.join(_tokens(task.vocab, s)) for s in batch['story'][i]]
+    seqs['story'] = (batch['story'][i][:, 0], [s or '(empty)' for s in story])
+  return {len(ids): labels for ids, labels in seqs.values()}
+
+
+def matrices(path: str, w: np.ndarray, i: int, labels: dict[int, list[str]]):
+  """The 2-D maps of example i in one captured array -> [(title, matrix, ylabels, xlabels)]."""
+  def crop(m):  # to the real lengths of the labelled axes
+    rows = labels.get(m.shape[0], [str(r) for r in range(m.shape[0])])
+    cols = labels.get(m.shape[1], [str(c) for c in range(m.shape[1])])
+    return m[:len(rows), :len(cols)], rows, cols
+  if w.ndim == 4:  # [B, H, Q, K]
+    return [(f'{path} head {h}', *crop(w[i, h])) for h in range(w.shape[1])]
+  if w.ndim == 3:  # [B, T, S] or memory [B, K, M]
+    m, rows, cols = crop(w[i])
+    if path.endswith('attention_weights') and w.shape[1] != len(rows):
+      rows = [f'hop {k + 1}' for k in range(w.shape[1])]
+    return [(path, m, rows, cols)]
+  return []
+
+
+def plot_examples(model, task, batch, out_dir: pathlib.Path, examples: int = 2) -> list[dict]:
+  """One PNG per (captured attention array, example) -> records {file, path, shape}."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  out_dir.mkdir(parents=True, exist_ok=True)
+  captured = capture(model, task, batch)
+  records = []
+  for path, w in captured.items():
+    if path.endswith('se_weights'):
+      continue
+    for i in range(min(examples, w.shape[0])):
+      maps = matrices(path, w, i, axis_labels(task, batch, i))
+      if not maps:
+        continue
+      cols = min(4, len(maps))
+      rows = -(-len(maps) // cols)
+      fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+      for ax, (title, m, ylab, xlab) in zip(axes.flat, maps):
+        ax.imshow(m, cmap='viridis', vmin=0, vmax=max(float(m.max()), 1e-9), aspect='auto')
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks(range(len(xlab)), xlab, fontsize=6, rotation=90)
+        ax.set_yticks(range(len(ylab)), ylab, fontsize=6)
+      for ax in list(axes.flat)[len(maps):]:
+        ax.axis('off')
+      fig.tight_layout()
+      name = path.replace('/', '.') + f'.example{i}.png'
+      fig.savefig(out_dir / name, dpi=90)
+      plt.close(fig)
+      records.append({'file': str(out_dir / name), 'path': path, 'example': i,
+                      'shape': [list(m.shape) for _, m, _, _ in maps]})
+  se = {p: w for p, w in captured.items() if p.endswith('se_weights')}
+  if se and 'label' in batch:
+    records.append(plot_se_per_class(se, batch['label'], out_dir / 'se_weights_per_class.png'))
+  return records
+
+
+def plot_se_per_class(se: dict[str, np.ndarray], labels: np.ndarray, path: pathlib.Path) -> dict:
+  """Mean SE channel weight per class, one panel per SE block (Hu et al. 2018, fig. 6)."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  classes = np.unique(labels)
+  fig, axes = plt.subplots(len(se), 1, figsize=(9, 1.6 * len(se) + 1), squeeze=False)
+  shapes = []
+  for ax, (name, w) in zip(axes[:, 0], se.items()):
+    per_class = np.stack([w[labels == c].mean(0) for c in classes])  # [classes, C]
+    shapes.append(list(per_class.shape))
+    ax.imshow(per_class, cmap='magma', vmin=0, vmax=1, aspect='auto')
+    ax.set_title(name, fontsize=8)
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes], fontsize=6)
+    ax.set_ylabel('class', fontsize=7)
+  axes[-1, 0].set_xlabel('channel')
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return {'file': str(path), 'path': 'se_weights', 'shape': shapes}
+
+
+def plot_learning_curves(metrics: list[dict[str, Any]], path: pathlib.Path) -> dict | None:
+  """Train and validation loss (and the first accuracy-like metric) against step."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  keys = [k for k in ('loss', 'gen_exact_match', 'accuracy') if any(k in r for r in metrics)]
+  if not keys:
+    return None
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    for split in ('train', 'validation'):
+      rows = [r for r in metrics if r.get('split') == split and key in r]
+      if rows:
+        ax.plot([r['step'] for r in rows], [r[key] for r in rows], marker='.', label=split)
+    ax.set_xlabel('step')
+    ax.set_title(key)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return {'file': str(path), 'path': 'learning_curves', 'shape': None}
