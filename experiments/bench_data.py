@@ -11,16 +11,23 @@ Real-data tasks read $ATTENTION_ZOO_DATA (default ../shared/data) and are skippe
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
+
+from absl import app, flags
 
 from attention_zoo.data import get_task
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC = ('dates', 'addition', 'copy', 'reverse', 'sort', 'recall', 'listops')
 REAL = ('babi', 'mnist', 'tiny_shakespeare')
+
+flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
+flags.DEFINE_integer('batches', 200, 'Timed batches per task.')
+flags.DEFINE_list('tasks', list(SYNTHETIC + REAL), 'Tasks to measure.')
+flags.DEFINE_string('tfds_dir', None, 'TFDS cache (default: a fresh temp dir, so builds are measured).')
+FLAGS = flags.FLAGS
 
 
 def measure(config: dict, batch_size: int, batches: int, tfds_dir: str) -> dict:
@@ -40,19 +47,20 @@ def measure(config: dict, batch_size: int, batches: int, tfds_dir: str) -> dict:
           'open_s': t2 - t1, 'first_batch_s': t3 - t2, 'ex_per_s': batches * batch_size / (t4 - t3)}
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-  p = argparse.ArgumentParser(prog='bench_data', description=__doc__.splitlines()[0])
-  p.add_argument('--batch_size', type=int, default=128)
-  p.add_argument('--batches', type=int, default=200)
-  p.add_argument('--tasks', default=','.join(SYNTHETIC + REAL))
-  p.add_argument('--tfds_dir', default=None, help='default: a fresh temp dir (measures builds)')
-  args = p.parse_args(argv)
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  run(FLAGS)
+
+
+def run(args) -> list[dict]:
+  """Measures and prints the table; `args` has batch_size, batches, tasks, tfds_dir."""
   data = os.environ.get('ATTENTION_ZOO_DATA') or os.path.join(os.path.dirname(_REPO), 'shared',
                                                                'data')
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     tfds_dir = args.tfds_dir or tmp
-    for name in args.tasks.split(','):
+    for name in args.tasks:
       config = {'name': name}
       if name in REAL:
         if not os.path.isdir(data):
@@ -72,4 +80,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -64,7 +64,9 @@ def collect(sweep_dir: pathlib.Path) -> tuple[list[dict], list[str], list[str]]:
     run_dir = sweep_dir / 'runs' / entry['name']
     if (run_dir / 'results.json').exists():
       overrides = entry['overrides']
-      variant = ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items() if k != 'seed')
+      parts = [entry['arg']] if entry.get('arg') and entry['arg'] != sweep.get('arg') else []
+      parts += [f'{k.split(".")[-1]}={v}' for k, v in overrides.items() if k != 'seed']
+      variant = ','.join(parts)
       runs.append({'name': entry['name'], 'variant': variant or 'default',
                    'seed': overrides.get('seed', 0),
                    'results': json.loads((run_dir / 'results.json').read_text()),
