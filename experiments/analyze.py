@@ -24,7 +24,7 @@ def analyze(workdir: str, step: int | None = None, examples: int = 2,
             split: str = 'validation') -> list[dict]:
   """Writes the analysis of one run; returns the records of the files written."""
   workdir = pathlib.Path(workdir)
-  config, model, task = load.load_run(workdir, step)
+  config, model, task = load.load_run(workdir, step, capture_weights=True)
   out_dir = workdir / (f'analysis_step{step}' if step is not None else 'analysis')
   n = max(examples, 64) if task.kind in ('classify', 'qa') else examples  # SE per class needs more
   batch = next(iter(task.batches(split, n, seed=0, shuffle=False, num_epochs=1,

@@ -16,6 +16,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from attention_zoo.models import registry
 from attention_zoo.train import loop, steps
 
 
@@ -26,12 +27,21 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load_run(workdir: str | pathlib.Path, step: int | None = None):
-  """-> (config, model in eval mode with the params of `step` (default: latest), task)."""
+def load_run(workdir: str | pathlib.Path, step: int | None = None, *,
+             capture_weights: bool = False):
+  """-> (config, model in eval mode with the params of `step` (default: latest), task).
+
+  capture_weights=True rebuilds the model with that option (when the model has it), so that its
+  attention / SE weights are sown (read them with nnx.capture(model, nnx.Intermediate)).
+  """
   workdir = pathlib.Path(workdir).absolute()
   config = load_config(workdir)
   task = loop.get_task(config)
-  model = loop.build_model(config, task)
+  build_config = config
+  if capture_weights and 'capture_weights' in registry.constructor_params(config.model_name):
+    build_config = ml_collections.ConfigDict(config.to_dict())
+    build_config.model.capture_weights = True
+  model = loop.build_model(build_config, task)
   model.eval()
   _, params, _, other = steps.split_model(model)
   ckpt_dir = workdir / 'checkpoints'
@@ -48,11 +58,3 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None):
   if 'other' in items:
     nnx.update(model, restored['other'])
   return config, model, task
-
-
-def set_capture(model: nnx.Module, capture: bool = True) -> nnx.Module:
-  """Switches weight capture (attention weights, SE channel weights) on every submodule."""
-  for _, module in model.iter_modules():
-    if hasattr(module, 'capture_weights'):
-      module.capture_weights = capture
-  return model

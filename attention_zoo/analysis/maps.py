@@ -5,7 +5,8 @@ Every model sows what it attends with (`capture_weights`), under one of these la
   [B, H, Q, K]  a multi-head attention layer (self or source-target), per head
   [B, K, M]     memory network: hop x memory slot
   [B, C]        SE channel weights ('se_weights'), averaged per class here
-`capture(model, task, batch)` collects them by module path; `plot_examples` draws them with the
+`capture(model, task, batch)` collects them by module path (build the model with
+capture_weights=True, e.g. load_run(workdir, capture_weights=True)); `plot_examples` draws them with the
 tokens on the axes, cropped to the real (unpadded) lengths.
 """
 
@@ -18,15 +19,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from attention_zoo.analysis.load import set_capture
 from attention_zoo.data.base import EOS, PAD
 
 NAMES = ('attention_weights', 'se_weights')
 
 
 def capture(model: nnx.Module, task, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Runs the model on `batch` with capture on -> {'path/to/module/name': array}."""
-  set_capture(model, True)
+  """Runs the model (eval mode) on `batch` -> {'path/to/module/name': captured array}."""
   model.eval()
   _, inter = nnx.capture(model, nnx.Intermediate)(*task.model_inputs(batch))
   out = {}

@@ -45,7 +45,9 @@ class Attention(nnx.Module):
     capture_weights: sow the weights [B, 1, Q, K] as nnx.Intermediate 'attention_weights'.
 
   Call: query [B, Dq] or [B, Q, Dq], keys [B, K, Dk], values [B, K, Dv] (default keys),
-    mask [B, K] (True = real key) or rank 4 -> context [B, Dv] or [B, Q, Dv].
+    mask [B, K] (True = real key) or rank 4 -> context [B, Dv] or [B, Q, Dv];
+    with return_weights=True -> (context, weights [B, K] or [B, Q, K]), for use inside lax loops
+    where sowing is not possible.
   """
 
   def __init__(self, query_dim: int, key_dim: int, *, score: str = 'general',
@@ -58,7 +60,7 @@ class Attention(nnx.Module):
     self.capture_weights = capture_weights
 
   def __call__(self, query: jax.Array, keys: jax.Array, values: jax.Array | None = None,
-               mask: jax.Array | None = None) -> jax.Array:
+               mask: jax.Array | None = None, *, return_weights: bool = False):
     values = keys if values is None else values
     single = query.ndim == 2
     q = query[:, None] if single else query  # [B, Q, Dq]
@@ -72,11 +74,15 @@ class Attention(nnx.Module):
       raise ValueError(f'Attention: values {values.shape} must match keys {keys.shape} on [B, K]')
     mask = _key_mask(mask, keys.shape[0], keys.shape[1])
     out, weights = self.kernel(self.score, q[:, :, None], keys[:, :, None], values[:, :, None],
-                               mask, return_weights=self.capture_weights)  # [B, Q, 1, Dv]
+                               mask, return_weights=self.capture_weights or return_weights)
     if self.capture_weights:
       self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, 1, Q, K]
     out = out[:, :, 0]  # [B, Q, Dv]
-    return out[:, 0] if single else out
+    if single:
+      out, weights = out[:, 0], (None if weights is None else weights[:, 0, 0])  # [B, Dv], [B, K]
+    elif weights is not None:
+      weights = weights[:, 0]  # [B, Q, K]
+    return (out, weights) if return_weights else out
 
 
 class MultiHeadAttention(nnx.Module):

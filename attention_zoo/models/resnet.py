@@ -1,1 +1,138 @@
-"""(being written)"""
+"""CIFAR-style ResNet (He et al. 2016) and SE-ResNet (Hu et al. 2018).
+
+Three stages of basic blocks (two 3x3 convs) with `widths` channels; the first block of stages 2 and
+3 halves the resolution with stride 2. Depth = 6n + 2 for n blocks per stage (ResNet-20: n = 3).
+Shortcut option B of He et al. (2016): identity when the shape is unchanged, otherwise a 1x1
+strided conv + BatchNorm projection.
+
+SE-ResNet puts a squeeze-and-excitation block on each residual branch, after its last BatchNorm and
+before the addition (SENet, Fig. 3):  y = relu(x + SE(F(x))).
+
+Shapes: B batch, H height, W width, C channels (NHWC, images float32).
+References: He, Zhang, Ren, Sun (2016), "Deep Residual Learning for Image Recognition", sec. 4.2;
+Hu, Shen, Sun (2018), "Squeeze-and-Excitation Networks".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_zoo.attention.squeeze_excite import SqueezeExcite
+from attention_zoo.models.registry import register_model
+
+_BN_MOMENTUM = 0.9  # running = 0.9 running + 0.1 batch, as PyTorch's default 0.1
+_CONV_INIT = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')  # He init
+
+
+def _conv(cin: int, cout: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+  return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding='SAME', use_bias=False,
+                  kernel_init=_CONV_INIT, rngs=rngs)
+
+
+def _bn(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+  return nnx.BatchNorm(channels, momentum=_BN_MOMENTUM, epsilon=1e-5, rngs=rngs)
+
+
+class BasicBlock(nnx.Module):
+  """y = relu(shortcut(x) + [SE](bn(conv(relu(bn(conv(x))))))); option-B projection shortcut."""
+
+  def __init__(self, cin: int, cout: int, stride: int, *, se_reduction: int | None,
+               capture_weights: bool = False, rngs: nnx.Rngs):
+    self.conv1 = _conv(cin, cout, 3, stride, rngs)
+    self.bn1 = _bn(cout, rngs)
+    self.conv2 = _conv(cout, cout, 3, 1, rngs)
+    self.bn2 = _bn(cout, rngs)
+    self.se = (SqueezeExcite(cout, se_reduction, capture_weights=capture_weights, rngs=rngs)
+               if se_reduction is not None else None)
+    if stride != 1 or cin != cout:
+      self.proj_conv = _conv(cin, cout, 1, stride, rngs)
+      self.proj_bn = _bn(cout, rngs)
+    else:
+      self.proj_conv = self.proj_bn = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # x [B, H, W, Cin] -> [B, H/s, W/s, Cout]
+    h = jax.nn.relu(self.bn1(self.conv1(x)))  # [B, H/s, W/s, Cout]
+    h = self.bn2(self.conv2(h))  # [B, H/s, W/s, Cout]
+    if self.se is not None:
+      h = self.se(h)  # [B, H/s, W/s, Cout], channels rescaled by SE weights
+    shortcut = x if self.proj_conv is None else self.proj_bn(self.proj_conv(x))
+    return jax.nn.relu(shortcut + h)
+
+
+class ResNet(nnx.Module):
+  """CIFAR ResNet: conv3x3 stem, 3 stages of `blocks_per_stage` basic blocks, avg pool, linear.
+
+  Args:
+    num_classes: output logits.
+    in_channels: image channels C.
+    blocks_per_stage: n (depth 6n + 2).
+    widths: channels of the stem/stage 1, stage 2, stage 3 (16, 32, 64 in the paper).
+    se_reduction: None for a plain ResNet; r for SE-ResNet (SE hidden size C / r).
+    capture_weights: SE blocks sow their channel weights [B, C] as 'se_weights'.
+  """
+
+  def __init__(self, num_classes: int, in_channels: int = 3, *, blocks_per_stage: int,
+               widths: Sequence[int] = (16, 32, 64), se_reduction: int | None = None,
+               capture_weights: bool = False, rngs: nnx.Rngs):
+    if blocks_per_stage < 1:
+      raise ValueError(f'blocks_per_stage must be >= 1, got {blocks_per_stage}')
+    if len(widths) != 3:
+      raise ValueError(f'widths must have 3 entries (one per stage), got {tuple(widths)}')
+    self.stem_conv = _conv(in_channels, widths[0], 3, 1, rngs)
+    self.stem_bn = _bn(widths[0], rngs)
+    blocks = []
+    cin = widths[0]
+    for stage, cout in enumerate(widths):
+      for i in range(blocks_per_stage):
+        stride = 2 if stage > 0 and i == 0 else 1
+        blocks.append(BasicBlock(cin, cout, stride, se_reduction=se_reduction,
+                                 capture_weights=capture_weights, rngs=rngs))
+        cin = cout
+    self.blocks = nnx.List(blocks)
+    self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    # images [B, H, W, C] float32 -> logits [B, num_classes]
+    if images.ndim != 4:
+      raise ValueError(f'ResNet expects images [B, H, W, C], got shape {images.shape}')
+    h = jax.nn.relu(self.stem_bn(self.stem_conv(images)))  # [B, H, W, widths[0]]
+    for block in self.blocks:
+      h = block(h)  # [B, H/4, W/4, widths[2]] after the last stage
+    return self.head(jnp.mean(h, axis=(1, 2)))  # [B, num_classes]
+
+
+# name -> (blocks per stage, widths). 'small' suits 8x8 digits and 28x28 MNIST on a CPU.
+_SIZES = {
+    'resnet20': (3, (16, 32, 64)),
+    'resnet32': (5, (16, 32, 64)),
+    'resnet56': (9, (16, 32, 64)),
+    'resnet110': (18, (16, 32, 64)),
+    'resnet_small': (1, (8, 16, 32)),
+}
+# Default SE reduction r per size: SENet's 16, or 4 where 16 exceeds the 8 channels of 'small'.
+_SE_REDUCTION = {'resnet_small': 4}
+
+
+def _register(name: str, blocks: int, widths: tuple[int, ...]) -> None:
+  def resnet(num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs) -> ResNet:
+    return ResNet(num_classes, in_channels, blocks_per_stage=blocks, widths=widths, rngs=rngs)
+
+  def se_resnet(num_classes: int = 10, in_channels: int = 3, *,
+                reduction: int = _SE_REDUCTION.get(name, 16), capture_weights: bool = False,
+                rngs: nnx.Rngs) -> ResNet:
+    return ResNet(num_classes, in_channels, blocks_per_stage=blocks, widths=widths,
+                  se_reduction=reduction, capture_weights=capture_weights, rngs=rngs)
+
+  resnet.__doc__ = f'{name}: ResNet with {blocks} blocks per stage, widths {widths}.'
+  se_resnet.__doc__ = f'se_{name}: {name} with an SE block (reduction r) on each residual branch.'
+  register_model(name)(resnet)
+  register_model(f'se_{name}')(se_resnet)
+
+
+for _name, (_blocks, _widths) in _SIZES.items():
+  _register(_name, _blocks, _widths)

@@ -1,0 +1,282 @@
+"""Transformer building blocks: positions, norm placement, FFN, encoder/decoder layers and stacks.
+
+Vaswani et al. (2017), "Attention Is All You Need", sec. 3: each sublayer f (self-attention,
+source-target attention, position-wise FFN) meets its input stream x through
+  post-norm (the paper):  y = LayerNorm(combine(x, dropout(f(x))))
+  pre-norm (option):      y = combine(x, dropout(f(LayerNorm(x)))), plus a final LayerNorm,
+where combine is 'residual' (x + f, the paper), 'gate' (x * sigmoid(f)) or 'concat'.
+Embeddings are scaled by sqrt(d_model) and get positions from POSITIONS (sec. 3.4, 3.5).
+
+Shapes: B batch, S source length, T target length, L length, D d_model, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_zoo.attention import positional
+from attention_zoo.attention.combine import COMBINES, make_combine
+from attention_zoo.attention.kernels import KERNELS
+from attention_zoo.attention.layers import MultiHeadAttention
+from attention_zoo.attention.scores import SCORES
+from attention_zoo.registry import Registry
+
+POSITIONS: Registry = Registry('positional encoding')
+NORMS: Registry = Registry('norm placement')
+
+
+@POSITIONS.register('sinusoidal')
+class SinusoidalPositions(nnx.Module):
+  """x + PE(pos), PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(...) (sec. 3.5)."""
+
+  rotary = False
+
+  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
+    del rngs
+    self.max_len, self.dim = max_len, dim
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    # x [B, L, D], positions [L] int -> [B, L, D]
+    table = positional.sinusoidal(self.max_len, self.dim)  # [max_len, D], constant under jit
+    return x + table[positions][None].astype(x.dtype)
+
+
+@POSITIONS.register('learned')
+class LearnedPositions(nnx.Module):
+  """x + E_pos[pos], a learned table of max_len rows (Gehring et al. 2017; sec. 3.5 variant)."""
+
+  rotary = False
+
+  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
+    self.table = positional.LearnedPositional(max_len, dim, rngs=rngs)
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    # x [B, L, D], positions [L] int -> [B, L, D]
+    return x + self.table(positions)[None].astype(x.dtype)
+
+
+@POSITIONS.register('rotary')
+class RotaryPositions(nnx.Module):
+  """Rotary positions (Su et al. 2021): nothing added here; every attention rotates q and k."""
+
+  rotary = True
+
+  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
+    del max_len, dim, rngs
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    del positions
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class NormPlacement:
+  """Where LayerNorm sits around a sublayer; pre-norm stacks end with one more LayerNorm."""
+  pre: bool
+
+
+NORMS.register('post')(NormPlacement(pre=False))
+NORMS.register('pre')(NormPlacement(pre=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """The options every Transformer layer shares; validated once, with clear errors."""
+
+  d_model: int = 128
+  num_heads: int = 4
+  ffn_dim: int = 256
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  norm: str = 'post'
+  positional: str = 'sinusoidal'
+  score: str = 'scaled_dot'
+  kernel: str = 'dense'
+  combine: str = 'residual'
+  max_len: int = 512
+  capture_weights: bool = False
+
+  def __post_init__(self):
+    if self.num_heads < 1 or self.d_model % self.num_heads:
+      raise ValueError(f'num_heads ({self.num_heads}) must divide d_model ({self.d_model})')
+    for name, value in (('d_model', self.d_model), ('ffn_dim', self.ffn_dim),
+                        ('max_len', self.max_len)):
+      if value < 1:
+        raise ValueError(f'{name} must be >= 1, got {value}')
+    for name in ('dropout_rate', 'attention_dropout_rate'):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f'{name} must be in [0, 1), got {getattr(self, name)}')
+    NORMS.get(self.norm)
+    POSITIONS.get(self.positional)
+    SCORES.get(self.score)
+    KERNELS.get(self.kernel)
+    COMBINES.get(self.combine)
+
+  @property
+  def pre_norm(self) -> bool:
+    return NORMS.get(self.norm).pre
+
+  @property
+  def rotary(self) -> bool:
+    return POSITIONS.get(self.positional).rotary
+
+
+def make_attention(opts: BlockOptions, *, rngs: nnx.Rngs) -> MultiHeadAttention:
+  return MultiHeadAttention(opts.num_heads, opts.d_model, score=opts.score, kernel=opts.kernel,
+                            dropout_rate=opts.attention_dropout_rate, rotary=opts.rotary,
+                            capture_weights=opts.capture_weights, rngs=rngs)
+
+
+class FeedForward(nnx.Module):
+  """FFN(x) = max(0, x W1 + b1) W2 + b2 (sec. 3.3)."""
+
+  def __init__(self, d_model: int, ffn_dim: int, *, rngs: nnx.Rngs):
+    self.w1 = nnx.Linear(d_model, ffn_dim, rngs=rngs)
+    self.w2 = nnx.Linear(ffn_dim, d_model, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # x [B, L, D] -> [B, L, D]
+    return self.w2(jax.nn.relu(self.w1(x)))  # hidden [B, L, ffn_dim]
+
+
+class Sublayer(nnx.Module):
+  """One sublayer's wiring: norm placement, dropout on f's output, and combine (see module doc)."""
+
+  def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
+    self.pre = opts.pre_norm
+    self.norm = nnx.LayerNorm(opts.d_model, rngs=rngs)
+    self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
+    self.combine = make_combine(opts.combine, opts.d_model, rngs=rngs)
+
+  def __call__(self, x: jax.Array, fn) -> tuple[jax.Array, Any]:
+    """x [B, L, D]; fn(h [B, L, D]) -> (f(h) [B, L, D], aux) -> (y [B, L, D], aux)."""
+    fx, aux = fn(self.norm(x) if self.pre else x)
+    y = self.combine(x, self.dropout(fx))  # [B, L, D]
+    return (y if self.pre else self.norm(y)), aux
+
+
+class EncoderLayer(nnx.Module):
+  """Self-attention then FFN, each wrapped by a Sublayer."""
+
+  def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
+    self.self_attn = make_attention(opts, rngs=rngs)
+    self.ffn = FeedForward(opts.d_model, opts.ffn_dim, rngs=rngs)
+    self.attn_sub = Sublayer(opts, rngs=rngs)
+    self.ffn_sub = Sublayer(opts, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    # x [B, S, D], mask [B, 1, 1, S] -> [B, S, D]
+    x, _ = self.attn_sub(x, lambda h: (self.self_attn(h, mask=mask), None))
+    x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
+    return x
+
+
+class DecoderLayer(nnx.Module):
+  """Masked self-attention, [source-target attention], FFN; `cross=False` for a decoder-only LM."""
+
+  def __init__(self, opts: BlockOptions, *, cross: bool, rngs: nnx.Rngs):
+    self.self_attn = make_attention(opts, rngs=rngs)
+    self.self_sub = Sublayer(opts, rngs=rngs)
+    if cross:
+      self.cross_attn = make_attention(opts, rngs=rngs)
+      self.cross_sub = Sublayer(opts, rngs=rngs)
+    else:
+      self.cross_attn = self.cross_sub = None
+    self.ffn = FeedForward(opts.d_model, opts.ffn_dim, rngs=rngs)
+    self.ffn_sub = Sublayer(opts, rngs=rngs)
+
+  def _cross_and_ffn(self, x, memory, memory_mask):
+    if self.cross_attn is not None:
+      x, _ = self.cross_sub(
+          x, lambda h: (self.cross_attn(h, context=memory, mask=memory_mask), None))
+    x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
+    return x
+
+  def __call__(self, x: jax.Array, memory: jax.Array | None = None,
+               memory_mask: jax.Array | None = None) -> jax.Array:
+    # x [B, T, D], memory [B, S, D], memory_mask [B, 1, 1, S] -> [B, T, D]; causal self-attention
+    x, _ = self.self_sub(x, lambda h: (self.self_attn(h, causal=True), None))
+    return self._cross_and_ffn(x, memory, memory_mask)
+
+  def decode_step(self, x: jax.Array, cache: Any, memory: jax.Array | None = None,
+                  memory_mask: jax.Array | None = None) -> tuple[jax.Array, Any]:
+    # x [B, 1, D], cache of self_attn -> (y [B, 1, D], new cache)
+    x, cache = self.self_sub(x, lambda h: self.self_attn.decode_step(h, cache))
+    return self._cross_and_ffn(x, memory, memory_mask), cache
+
+
+class Embedder(nnx.Module):
+  """Token embedding scaled by sqrt(D) (sec. 3.4); `attend` gives tied output logits."""
+
+  def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
+    self.vocab_size, self.scale = vocab_size, math.sqrt(d_model)
+    self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    # tokens [B, L] int -> [B, L, D]
+    return self.embed(tokens) * self.scale
+
+  def attend(self, h: jax.Array) -> jax.Array:
+    # h [B, L, D] -> logits [B, L, V] = h E^T
+    return self.embed.attend(h)
+
+
+class Stack(nnx.Module):
+  """Positions + dropout on the (already embedded) inputs, N layers, final LayerNorm if pre-norm."""
+
+  def __init__(self, opts: BlockOptions, num_layers: int, *, cross: bool | None,
+               rngs: nnx.Rngs):
+    """cross=None builds encoder layers; True/False decoder layers with/without cross-attention."""
+    if num_layers < 1:
+      raise ValueError(f'num_layers must be >= 1, got {num_layers}')
+    self.positions = POSITIONS.get(opts.positional)(opts.max_len, opts.d_model, rngs=rngs)
+    self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
+    self.max_len = opts.max_len
+    if cross is None:
+      layers = [EncoderLayer(opts, rngs=rngs) for _ in range(num_layers)]
+    else:
+      layers = [DecoderLayer(opts, cross=cross, rngs=rngs) for _ in range(num_layers)]
+    self.layers = nnx.List(layers)
+    self.final_norm = nnx.LayerNorm(opts.d_model, rngs=rngs) if opts.pre_norm else None
+
+  def _inputs(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    return self.dropout(self.positions(x, positions))  # [B, L, D]
+
+  def _out(self, x: jax.Array) -> jax.Array:
+    return x if self.final_norm is None else self.final_norm(x)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+               memory: jax.Array | None = None, memory_mask: jax.Array | None = None) -> jax.Array:
+    """Encoder: x [B, L, D] embedded inputs, mask [B, 1, 1, L] -> [B, L, D].
+
+    Decoder (causal self-attention): x [B, T, D], memory [B, S, D], memory_mask [B, 1, 1, S].
+    """
+    if x.shape[1] > self.max_len:
+      raise ValueError(f'sequence length {x.shape[1]} exceeds max_len {self.max_len}')
+    x = self._inputs(x, jnp.arange(x.shape[1]))  # [B, L, D]
+    for layer in self.layers:
+      if isinstance(layer, EncoderLayer):
+        x = layer(x, mask)
+      else:
+        x = layer(x, memory, memory_mask)
+    return self._out(x)
+
+  def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> list:
+    """One self-attention cache per decoder layer (pytrees with leading dim B)."""
+    return [layer.self_attn.init_cache(batch_size, max_len, dtype) for layer in self.layers]
+
+  def decode_step(self, x: jax.Array, t: jax.Array, cache: list, memory: jax.Array | None = None,
+                  memory_mask: jax.Array | None = None) -> tuple[jax.Array, list]:
+    # x [B, 1, D] embedded token of step t (int32 scalar) -> (y [B, 1, D], new caches)
+    x = self._inputs(x, jnp.reshape(t, (1,)))  # [B, 1, D]
+    new_cache = []
+    for layer, layer_cache in zip(self.layers, cache):
+      x, layer_cache = layer.decode_step(x, layer_cache, memory, memory_mask)
+      new_cache.append(layer_cache)
+    return self._out(x), new_cache

@@ -1,0 +1,71 @@
+"""Pinned parameter counts of every registered model at its default size.
+
+A model whose count changes, or a registered model with no pinned count, fails here: update
+PINNED (and say why) when a change of size is intended.
+"""
+
+import jax
+import pytest
+from flax import nnx
+
+from attention_zoo.models import registry
+
+# Small task sizes per model (the loop gets them from task.model_dims); {} when none are needed.
+TASK_DIMS = {
+    'transformer': dict(src_vocab_size=40, tgt_vocab_size=13),
+    'transformer_lm': dict(vocab_size=65),
+    'transformer_classifier': dict(vocab_size=20, num_classes=10),
+    'seq2seq': dict(src_vocab_size=40, tgt_vocab_size=13),
+    'memn2n': dict(vocab_size=40, num_classes=40, memory_size=50, sentence_len=8),
+}
+
+PINNED = {
+    # Transformers: d = 128, ffn 256, 2 layers. Per layer: MHA 4·(128·128 + 128) = 66_048,
+    # FFN 128·256 + 256 + 256·128 + 128 = 65_920, LayerNorm 2·128 per sublayer.
+    # Encoder layer 132_480, decoder layer (self + source-target) 198_784.
+    # 40·128 + 13·128 embeds + 2·132_480 + 2·198_784 + output 128·13 + 13
+    'transformer': 670_989,
+    # 65·128 embed + 2·132_480 (decoder layers without cross-attention) + output 128·65 + 65
+    'transformer_lm': 281_665,
+    # 20·128 embed + 128 [CLS] + 2·132_480 + head 128·10 + 10
+    'transformer_classifier': 268_938,
+    # CIFAR ResNets, 10 classes, 3 input channels, option-B (1x1 conv + BN) projections:
+    # He et al.'s option-A 269_722 for ResNet-20 + 2_752 projection params (tests/test_resnet.py
+    # checks every count against a formula). SE adds 2·C·C/r + C/r + C per block, r = 16.
+    'resnet20': 272_474,
+    'resnet32': 466_906,
+    'resnet56': 855_770,
+    'resnet110': 1_730_714,
+    'resnet_small': 19_954,  # 1 block per stage, widths 8/16/32
+    'se_resnet20': 274_847,
+    'se_resnet32': 470_861,
+    'se_resnet56': 862_889,
+    'se_resnet110': 1_744_952,
+    'se_resnet_small': 20_696,  # r = 4
+    # embeds 40·32 + 13·32, encoder + decoder LSTM 2·4·(32·128 + 128·128 + 128),
+    # readout 128·13 + 13
+    'seq2seq': 168_237,
+    # adjacent tying, K = 3 hops, d = 20, TE: (K + 1)·40·20 words + (K + 1)·50·20 times
+    'memn2n': 7_200,
+}
+
+
+def count_params(model: nnx.Module) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def registered() -> list[str]:
+  registry._load_all()  # pylint: disable=protected-access
+  return registry.MODELS.names()
+
+
+@pytest.mark.parametrize('name', sorted(PINNED))
+def test_param_count_is_pinned(name):
+  model = nnx.eval_shape(lambda: registry.get_model(name, rngs=nnx.Rngs(0),
+                                                    **TASK_DIMS.get(name, {})))
+  assert count_params(model) == PINNED[name]
+
+
+def test_every_registered_model_has_a_pinned_count():
+  missing = sorted(set(registered()) - set(PINNED))
+  assert not missing, f'registered models without a pinned parameter count: {missing}'
