@@ -1,12 +1,15 @@
 r"""The default comparison (`make demo`): the story of attention on date normalization.
 
-  python -m experiments.sweep --config=configs/dates_demo.py --workdir=runs/demo --parallel=2
+  python -m experiments.main --workdir=runs/demo_one \
+    --config=configs/dates_demo.py:family=seq2seq,score=additive
 
-Variants (3 seeds each): the seq2seq RNN plain, with reversed input and peeky; seq2seq + Luong
-attention with the dot, general and additive scores; the Transformer with scaled_dot and with
-additive scores. Sizes are chosen so that the whole sweep trains on a 2-core CPU in minutes.
-One run: python -m experiments.main --config=configs/dates_demo.py:family=seq2seq,score=dot \
-  --workdir=runs/demo_one
+The whole comparison (8 variants x 3 seeds, then the report):
+  python -m experiments.sweep --config=configs/dates_demo.py --workdir=runs/demo --parallel=2
+Variants: the seq2seq RNN plain, with reversed input and peeky; seq2seq + Luong attention with
+the dot, general and additive scores; the Transformer with scaled_dot and with additive scores.
+Sizes are chosen so that the sweep trains on a 2-core CPU in minutes.
+Args: family = seq2seq | transformer, score = none | dot | general | additive | scaled_dot | ...,
+peeky, reverse = false | true, size = demo | tiny.
 """
 
 import ml_collections
@@ -14,34 +17,39 @@ import ml_collections
 from configs import common, dates_seq2seq, dates_transformer
 
 FAMILIES = {'seq2seq': dates_seq2seq, 'transformer': dates_transformer}
-TASK = dict(num_train=10_000, num_validation=500, num_test=1_000)  # shared by every variant
-TRAIN = dict(steps=1_200, batch_size=64, log_every=100, eval_every=300, checkpoint_every=1_200,
-             warmup_steps=100)
-MODEL = {
+SIZES = {  # size -> overrides shared by every variant
+    'demo': dict(task=dict(num_train=10_000, num_validation=500, num_test=1_000),
+                 train=dict(steps=1_200, batch_size=64, log_every=100, eval_every=300,
+                            checkpoint_every=1_200, warmup_steps=100)),
+    'tiny': dict(task=dict(num_train=512, num_validation=64, num_test=64),
+                 train=dict(steps=20, batch_size=32, log_every=5, eval_every=10,
+                            checkpoint_every=10, warmup_steps=2)),
+}
+MODEL = {  # family -> model size of the demo
     'seq2seq': dict(embed_dim=16, hidden=64),
     'transformer': dict(d_model=64, num_heads=4, num_layers=2, ffn_dim=128, dropout_rate=0.0),
 }
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, family='seq2seq', score='none', peeky=False, reverse=False)
+  arg = common.parse_arg(arg, family='seq2seq', score='none', peeky=False, reverse=False,
+                         size='demo')
   family = common.pick('family', arg.family, FAMILIES)
   if arg.family == 'seq2seq':
     c = family.get_config(f'score={arg.score},peeky={arg.peeky},size=small')
   else:
     c = family.get_config(f'score={arg.score},size=small')
-  c.task.update(TASK, reverse_source=arg.reverse)
+  c.task.reverse_source = arg.reverse
   c.model.update(MODEL[arg.family])
-  c.train.update(TRAIN)
-  c.eval.max_examples = 0  # the whole validation / test split
+  common.apply_size(c, common.pick('size', arg.size, SIZES))
   return c
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """The eight variants of the demo, 3 seeds each."""
-  del arg
+  """The eight variants of the demo, 3 seeds each (arg: the size, e.g. 'size=tiny')."""
+  size = common.parse_arg(arg, size='demo').size
   variants = ['family=seq2seq,score=none', 'family=seq2seq,score=none,reverse=true',
               'family=seq2seq,score=none,peeky=true', 'family=seq2seq,score=dot',
               'family=seq2seq,score=general', 'family=seq2seq,score=additive',
               'family=transformer,score=scaled_dot', 'family=transformer,score=additive']
-  return [{'config_arg': v, 'seed': s} for v in variants for s in common.seeds()]
+  return [{'config_arg': f'{v},size={size}', 'seed': s} for v in variants for s in common.seeds()]
