@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.demo_attention --out=runs/attention_demo
+	$(PY) -m experiments.demo --workdir=runs/demo --parallel=2
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

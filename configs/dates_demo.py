@@ -46,10 +46,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """The eight variants of the demo, 3 seeds each (arg: the size, e.g. 'size=tiny')."""
-  size = common.parse_arg(arg, size='demo').size
+  """The eight variants of the demo, 3 seeds each (arg: e.g. 'size=tiny,seeds=1')."""
+  arg = common.parse_arg(arg, size='demo', seeds=3)
   variants = ['family=seq2seq,score=none', 'family=seq2seq,score=none,reverse=true',
               'family=seq2seq,score=none,peeky=true', 'family=seq2seq,score=dot',
               'family=seq2seq,score=general', 'family=seq2seq,score=additive',
               'family=transformer,score=scaled_dot', 'family=transformer,score=additive']
-  return [{'config_arg': f'{v},size={size}', 'seed': s} for v in variants for s in common.seeds()]
+  size = '' if arg.size == 'demo' else f',size={arg.size}'
+  return [{'config_arg': v + size, 'seed': s} for v in variants for s in common.seeds(arg.seeds)]

@@ -1,6 +1,7 @@
 r"""`make demo`: the default comparison on date normalization, with error bars and heatmaps.
 
   python -m experiments.demo [--workdir=runs/demo] [--parallel=2]
+  python -m experiments.demo --workdir=/tmp/demo --arg=size=tiny,seeds=1   (a smoke run)
 
 Runs the sweep of configs/dates_demo.py (8 variants x 3 seeds; re-running skips finished runs),
 writes runs/demo/report.md (table with mean ± std and 95% CIs, plots), then draws the attention
@@ -16,28 +17,30 @@ from absl import app, flags
 
 from attention_zoo.analysis import report
 from attention_zoo.train import sweep
-from experiments import analyze
+from attention_zoo.analysis import run as analyze
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'the demo sweep directory')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'runs at a time')
+_ARG = flags.DEFINE_string('arg', '', "the sweep's arg, e.g. 'size=tiny,seeds=1'")
 CONFIG = 'configs/dates_demo.py'
 # The maps to show per model family: the source-target attention (seq2seq alignment; the last
 # decoder layer's cross-attention of the Transformer).
 SHOWN = ('attention_weights.example0.png', 'cross_attn.attention_weights.example0.png')
 
 
-def heatmaps(sweep_dir: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
+def heatmaps(spec: str, sweep_dir: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
   out_dir = sweep_dir / 'heatmaps'
   out_dir.mkdir(exist_ok=True)
   shown = []
-  for run in sweep.expand(CONFIG):
+  for run in sweep.expand(spec):
     run_dir = sweep_dir / 'runs' / run.name
     if run.overrides.get('seed') != 0 or 'score=none' in (run.arg or ''):
       continue
     if not (run_dir / 'results.json').exists():
       continue
     records = analyze.analyze(str(run_dir), examples=1)
-    cross = [r for r in records if r['file'].endswith(SHOWN)]
+    cross = ([r for r in records if r['file'].endswith(SHOWN[1])]
+             or [r for r in records if r['file'].endswith(SHOWN[0])])
     if cross:
       best = cross[-1]  # the last (deepest) source-target map
       target = out_dir / f'{run.arg.replace(",", "_").replace("=", "-")}.png'
@@ -50,11 +53,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   sweep_dir = pathlib.Path(_WORKDIR.value)
+  spec = f'{CONFIG}:{_ARG.value}' if _ARG.value else CONFIG
   start = time.perf_counter()
-  status = sweep.run_sweep(CONFIG, sweep_dir, parallel=_PARALLEL.value)
+  status = sweep.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value)
   trained = time.perf_counter() - start
-  result = report.write(sweep_dir, title='attention_zoo demo: date normalization')
-  maps = heatmaps(sweep_dir)
+  report.write(sweep_dir, title='attention_zoo demo: date normalization')
+  maps = heatmaps(spec, sweep_dir)
   with open(sweep_dir / 'report.md', 'a') as f:
     f.write('\n## Attention of one validation example (seed 0)\n\nRows: output characters; '
             'columns: input characters; bright = high weight.\n')

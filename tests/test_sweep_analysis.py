@@ -19,7 +19,7 @@ from attention_zoo.analysis import load
 from attention_zoo.train import build_model, sweep, train_and_evaluate
 from attention_zoo.train.steps import split_model
 from configs import dates_demo
-from experiments import analyze
+from attention_zoo.analysis import run as analyze
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_demo_config_and_sweep_expand():
     assert config.task.name == 'dates'
     assert config.model_name == ('transformer' if 'transformer' in run.arg else 'seq2seq')
   variants = {r.arg for r in runs}
-  assert 'family=seq2seq,score=none,reverse=true,size=demo' in variants
+  assert 'family=seq2seq,score=none,reverse=true' in variants
   assert sweep.run_config('configs/dates_demo.py', runs[3]).task.reverse_source
 
 

@@ -28,6 +28,9 @@ LOWER_IS_BETTER = ('loss', 'perplexity', 'bits_per_char', 'bpc', 'error')
 # The metric plotted and ranked first, by preference.
 PRIMARY = ('gen_exact_match', 'exact_match', 'accuracy', 'gen_token_accuracy', 'token_accuracy',
            'bleu', 'loss')
+# The metrics shown in report.md when present (report.json has them all), in this order.
+SHOWN = ('gen_exact_match', 'gen_token_accuracy', 'gen_bleu', 'bleu', 'accuracy', 'perplexity',
+         'bits_per_char', 'loss')
 
 
 def lower_is_better(metric: str) -> bool:
@@ -108,15 +111,18 @@ def build(sweep_dir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _cell(s: dict[str, Any], bold: bool) -> str:
-  text = f'{s["mean"]:.4f} ± {s["std"]:.4f} [{s["ci95"][0]:.4f}, {s["ci95"][1]:.4f}]'
+  if len(s['values']) > 1:
+    text = f'{s["mean"]:.4f} ± {s["std"]:.4f} [{s["ci95"][0]:.4f}, {s["ci95"][1]:.4f}]'
+  else:
+    text = f'{s["mean"]:.4f}'  # one seed: no spread
   return f'**{text}**' if bold else text
 
 
 def markdown(report: dict[str, Any], title: str) -> str:
-  metrics = report['metrics']
+  metrics = [m for m in SHOWN if m in report['metrics']] or report['metrics']
   lines = [f'# {title}', '',
-           'Final metrics per variant over seeds: mean ± std [95% CI]; best variant per metric '
-           'in bold.', '',
+           'Final test metrics per variant over seeds: mean ± std [95% CI]; the best variant per '
+           'metric in bold (report.json has every metric).', '',
            '| variant | seeds | ' + ' | '.join(metrics) + ' | params | steps/s | compile s |',
            '|' + '---|' * (len(metrics) + 5)]
   for v in report['variants']:
