@@ -189,6 +189,12 @@ def build(builder_cls: type[ArrayBuilder], options: Mapping[str, Any], *, tfds_d
       builder.download_and_prepare(
           file_format='array_record',
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except FileExistsError:
+      # Another process finished the same (deterministic) build first: use its files.
+      builder = builder_cls(data_dir=tfds_dir, config=config)
+      if not builder.is_prepared():
+        raise
+      logging.info('%s was built concurrently by another process; using it', builder.name)
     finally:
       tfds.display_progress_bar(True)  # TFDS's default
     logging.info('built %s in %.1f s at %s', builder.name, time.perf_counter() - start,

@@ -1,0 +1,49 @@
+"""The commands that BUILD.md shows are run here (tiny sizes, temp dirs), so the docs stay true."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PREFIX = '.venv/bin/python -m '
+
+
+def documented_commands() -> list[tuple[str, bool]]:
+  """(command, by_hand) for every `.venv/bin/python -m ...` line of BUILD.md, in order."""
+  out = []
+  for line in (REPO / 'BUILD.md').read_text().splitlines():
+    if line.startswith(PREFIX):
+      command, _, comment = line.partition('#')
+      out.append((command.strip(), 'by hand' in comment))
+  return out
+
+
+def test_build_md_commands_run(tmp_path):
+  commands = documented_commands()
+  assert len(commands) >= 8
+  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / 'tfds'))
+  ran = []
+  for command, by_hand in commands:
+    if by_hand:
+      continue
+    args = command[len(PREFIX):].replace('runs/', f'{tmp_path}/runs/').split()
+    proc = subprocess.run([sys.executable, '-m', *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f'{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    ran.append(args[0])
+  assert {'experiments.main', 'experiments.analyze', 'experiments.demo', 'experiments.sweep',
+          'experiments.bench', 'experiments.demo_attention'} <= set(ran)
+  demo = tmp_path / 'runs' / 'demo_tiny'
+  assert (demo / 'report.md').exists() and len(list((demo / 'heatmaps').glob('*.png'))) == 5
+  assert (tmp_path / 'runs' / 'dates_tiny' / 'analysis' / 'summary.txt').exists()
+
+
+def test_readme_starts_with_the_two_commands():
+  text = (REPO / 'README.md').read_text()
+  block = re.search(r'```\n(.*?)```', text, re.S).group(1)
+  assert [l.split('#')[0].strip() for l in block.strip().splitlines()] == ['make demo', 'make test']
+  makefile = (REPO / 'Makefile').read_text()
+  assert 'experiments.demo ' in makefile and 'pytest' in makefile
+  assert 'make test' in (REPO / '.ci' / 'run').read_text()
