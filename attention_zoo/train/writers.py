@@ -1,0 +1,74 @@
+"""What a run writes as it trains: metrics.jsonl, TensorBoard events, samples.jsonl, progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+import tqdm
+from tensorboardX import SummaryWriter
+
+
+def _plain(value: Any) -> Any:
+  """numpy / jax values -> Python float, int or list (JSON-ready)."""
+  value = np.asarray(value)
+  if value.ndim:
+    return value.tolist()
+  if np.issubdtype(value.dtype, np.integer):
+    return int(value)
+  return float(value)
+
+
+def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricWriter:
+  """Appends {'step', 'split', **metrics} rows to metrics.jsonl and scalars to TensorBoard."""
+
+  def __init__(self, workdir: str | pathlib.Path):
+    self.workdir = pathlib.Path(workdir)
+    self.path = self.workdir / 'metrics.jsonl'
+    self.samples_path = self.workdir / 'samples.jsonl'
+    self._tb = SummaryWriter(str(self.workdir))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops rows logged after `step` (a resumed run redoes those steps)."""
+    for path in (self.path, self.samples_path):
+      rows = [r for r in read_jsonl(path) if r['step'] <= step]
+      path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+
+  def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    row = {'step': int(step), 'split': split, **{k: _plain(v) for k, v in metrics.items()}}
+    with self.path.open('a') as f:
+      f.write(json.dumps(row) + '\n')  # NaN is written as JSON NaN (Python's json reads it)
+    for key, value in row.items():
+      if key not in ('step', 'split') and isinstance(value, float) and math.isfinite(value):
+        self._tb.add_scalar(f'{split}/{key}', value, step)
+    return row
+
+  def write_samples(self, step: int, split: str, samples: list[dict[str, str]]) -> None:
+    with self.samples_path.open('a') as f:
+      for s in samples:
+        f.write(json.dumps({'step': int(step), 'split': split, **s}) + '\n')
+    text = '\n\n'.join(f'`{s["source"]}` -> `{s["prediction"]}` (target `{s["target"]}`)'
+                       for s in samples)
+    self._tb.add_text(f'{split}/samples', text, step)
+
+  def flush(self) -> None:
+    self._tb.flush()
+
+  def close(self) -> None:
+    self._tb.close()
+
+
+def progress_bar(total: int, initial: int) -> tqdm.tqdm:
+  """tqdm bar with steps, ETA and steps/s; silent when stderr is not a TTY (disable=None)."""
+  return tqdm.tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, disable=None,
+                   smoothing=0.1)

@@ -1,0 +1,62 @@
+r"""RNN encoder-decoder on multi-digit addition ("123+45" -> "168").
+
+  python -m experiments.main --workdir=runs/addition_seq2seq \
+    --config=configs/addition_seq2seq.py:score=dot,reverse=true,size=small
+
+Args: score = none | additive | concat | dot | general | scaled_dot, reverse = false | true
+(reverse the source, Sutskever et al. 2014), peeky = false | true, size = tiny | small.
+"""
+
+import ml_collections
+
+from configs import common
+
+SIZES = {  # size -> overrides of the sections below
+    'tiny': dict(task=dict(num_train=512, num_validation=64, num_test=64),
+                 model=dict(embed_dim=8, hidden=16),
+                 train=dict(steps=20, batch_size=32, log_every=5, eval_every=10,
+                            checkpoint_every=10), eval=dict(batch_size=64)),
+    'small': dict(task=dict(num_train=20_000, num_validation=1_000, num_test=1_000),
+                  model=dict(embed_dim=16, hidden=128), train=dict(steps=5_000, batch_size=128)),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, score='none', reverse=False, peeky=False, size='small')
+  c = common.base_config()
+  c.task = dict(
+      name='addition',  # "a+b" -> str(a + b)
+      num_digits=3,  # a, b < 10**num_digits
+      num_train=20_000,  # training examples
+      num_validation=1_000,  # validation examples
+      num_test=1_000,  # test examples
+      reverse_source=arg.reverse,  # feed the source reversed
+      tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
+  )
+  c.model_name = 'seq2seq'
+  c.model = dict(
+      embed_dim=16,  # E, token embedding size
+      hidden=128,  # H, encoder / decoder state size
+      cell='lstm',  # lstm | lstm_unfused | gru
+      peeky=arg.peeky,  # feed the encoder summary to every decoder step
+      attention=arg.score,  # score name, or 'none'
+      attention_style='luong',  # luong | bahdanau
+      dropout=0.0,  # dropout on embeddings and read-out
+  )
+  c.train.lr = 3e-3
+  c.train.clip_norm = 5.0
+  c.train.schedule = 'cosine'
+  c.train.warmup_steps = 100
+  common.apply_size(c, common.pick('size', arg.size, SIZES))
+  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
+  return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """The seed article's ladder: plain, reversed source, peeky, attention; 3 seeds each."""
+  del arg
+  variants = [{}, {'task.reverse_source': True},
+              {'task.reverse_source': True, 'model.peeky': True},
+              {'task.reverse_source': True, 'model.attention': 'dot'},
+              {'task.reverse_source': True, 'model.attention': 'additive'}]
+  return [dict(v, seed=s) for v in variants for s in common.seeds()]

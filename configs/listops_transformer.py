@@ -1,0 +1,66 @@
+r"""Transformer classifier on ListOps (nested list operations -> a digit).
+
+  python -m experiments.main --workdir=runs/listops \
+    --config=configs/listops_transformer.py:score=scaled_dot,size=small
+
+Args: score = scaled_dot | dot | general | additive, kernel = dense | chunked | fused,
+pooling = cls | mean, size = tiny | small.
+"""
+
+import ml_collections
+
+from configs import common
+
+SIZES = {  # size -> overrides of the sections below
+    'tiny': dict(task=dict(num_train=256, num_validation=64, num_test=64, max_length=32,
+                           max_depth=2),
+                 model=dict(d_model=16, num_heads=2, num_layers=1, ffn_dim=32, max_len=64),
+                 train=dict(steps=20, batch_size=32, log_every=5, eval_every=10,
+                            checkpoint_every=10), eval=dict(batch_size=64)),
+    'small': dict(task=dict(num_train=20_000, num_validation=2_000, num_test=2_000),
+                  model=dict(d_model=64, num_heads=4, num_layers=2, ffn_dim=128),
+                  train=dict(steps=5_000, batch_size=64)),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, score='scaled_dot', kernel='dense', pooling='cls', size='small')
+  c = common.base_config()
+  c.task = dict(
+      name='listops',  # ListOps, 10 classes
+      num_train=20_000,  # training examples
+      num_validation=2_000,  # validation examples
+      num_test=2_000,  # test examples
+      max_depth=4,  # nesting depth
+      max_length=128,  # tokens per example (PAD-padded)
+      tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
+  )
+  c.model_name = 'transformer_classifier'
+  c.model = dict(
+      pooling=arg.pooling,  # cls | mean
+      d_model=64,  # model width
+      num_heads=4,  # attention heads
+      num_layers=2,  # encoder layers
+      ffn_dim=128,  # feed-forward hidden size
+      dropout_rate=0.1,  # residual dropout
+      score=arg.score,  # attention score
+      kernel=arg.kernel,  # dense | chunked | fused
+      max_len=256,  # longest input the positions cover (+1 for [CLS])
+  )
+  c.train.lr = 1e-3
+  c.train.clip_norm = 1.0
+  c.train.schedule = 'cosine'
+  c.train.warmup_steps = 200
+  c.train.optimizer = 'adamw'
+  c.train.weight_decay = 0.01
+  common.apply_size(c, common.pick('size', arg.size, SIZES))
+  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
+  return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Scores x pooling, 3 seeds each."""
+  del arg
+  return [{'model.score': s, 'model.pooling': p, 'seed': seed}
+          for s in ('scaled_dot', 'general', 'additive') for p in ('cls', 'mean')
+          for seed in common.seeds()]

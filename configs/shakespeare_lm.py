@@ -1,0 +1,64 @@
+r"""Decoder-only Transformer language model on tiny Shakespeare (characters).
+
+  python -m experiments.main --workdir=runs/shakespeare \
+    --config=configs/shakespeare_lm.py:size=small
+
+Needs $ATTENTION_ZOO_DATA/tinyshakespeare (or --config.task.data_dir). Args: score =
+scaled_dot | dot | general | additive, kernel = dense | chunked | fused, positional =
+sinusoidal | learned | rotary, size = tiny | small.
+"""
+
+import ml_collections
+
+from configs import common
+
+SIZES = {  # size -> overrides of the sections below
+    'tiny': dict(task=dict(seq_len=32, stride=256),
+                 model=dict(d_model=16, num_heads=2, num_layers=1, ffn_dim=32, max_len=32),
+                 train=dict(steps=6, batch_size=16, log_every=2, eval_every=3,
+                            checkpoint_every=3), eval=dict(batch_size=64, max_examples=128)),
+    'small': dict(train=dict(steps=5_000, batch_size=64), eval=dict(max_examples=2_048)),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, score='scaled_dot', kernel='dense', positional='sinusoidal',
+                         size='small')
+  c = common.base_config()
+  c.task = dict(
+      name='tiny_shakespeare',  # next-character prediction
+      seq_len=128,  # characters per example
+      stride=common.optional(int),  # step between example starts (None: seq_len)
+      data_dir=common.optional(str),  # text (None: $ATTENTION_ZOO_DATA/tinyshakespeare)
+      tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
+  )
+  c.model_name = 'transformer_lm'
+  c.model = dict(
+      d_model=128,  # model width
+      num_heads=4,  # attention heads
+      num_layers=4,  # decoder layers
+      ffn_dim=512,  # feed-forward hidden size
+      dropout_rate=0.1,  # residual dropout
+      norm='pre',  # pre | post layer norm
+      positional=arg.positional,  # sinusoidal | learned | rotary
+      score=arg.score,  # attention score
+      kernel=arg.kernel,  # dense | chunked | fused
+      max_len=128,  # longest context the positions cover
+  )
+  c.train.optimizer = 'adamw'
+  c.train.lr = 1e-3
+  c.train.weight_decay = 0.1
+  c.train.clip_norm = 1.0
+  c.train.schedule = 'cosine'
+  c.train.warmup_steps = 200
+  common.apply_size(c, common.pick('size', arg.size, SIZES))
+  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
+  return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Positional encodings x scores, 3 seeds each."""
+  del arg
+  return [{'model.positional': p, 'model.score': s, 'seed': seed}
+          for p in ('sinusoidal', 'learned', 'rotary') for s in ('scaled_dot', 'general')
+          for seed in common.seeds()]

@@ -1,0 +1,126 @@
+"""Every config: loads (each size), takes every sweep entry, builds its task and model."""
+
+import ast
+import functools
+import importlib
+import json
+import pathlib
+
+import pytest
+from flax import nnx
+
+from attention_zoo.train import build_model, config_utils
+from attention_zoo.train import sweep as sweep_lib
+from attention_zoo import data
+from configs import common
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem not in ('__init__', 'common'))
+# real-data task -> its folder under the data_dir fixture
+DATA_SUBDIR = {'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare', 'babi': 'babi/en'}
+
+
+def load(name):
+  return importlib.import_module(f'configs.{name}')
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny(name, tfds_dir, request, arg='size=tiny'):
+  """The config at `arg` (its tiny size), datasets cached under tfds_dir; real data from the
+  data_dir fixture (which skips the test when the data is absent)."""
+  c = load(name).get_config(arg)
+  c.task.tfds_dir = tfds_dir
+  if 'data_dir' in c.task:
+    root = pathlib.Path(request.getfixturevalue('data_dir'))
+    c.task.data_dir = str(root / DATA_SUBDIR[c.task.name])
+  return c
+
+
+@functools.lru_cache(maxsize=None)
+def _task(task_json):
+  return data.get_task(json.loads(task_json))
+
+
+def test_configs_are_found():
+  assert {'dates_seq2seq', 'dates_transformer', 'listops_transformer'} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_docstring_starts_with_its_command(name):
+  doc = load(name).__doc__.strip().splitlines()
+  command = ' '.join(line.strip().rstrip('\\') for line in doc[2:4])
+  assert command.startswith('python -m experiments.main --workdir=')
+  assert f'--config=configs/{name}.py' in command
+
+
+def _uncommented_fields(path):
+  """Fields set in `c.<x> = dict(k=v, ...)` or, in common.py, `c.<x>.<y> = v` with no comment."""
+  src = path.read_text()
+  lines = src.splitlines()
+  missing = []
+  for node in ast.walk(ast.parse(src)):
+    if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)):
+      continue
+    target = ast.unparse(node.targets[0])
+    if not target.startswith('c.'):
+      continue
+    if isinstance(node.value, ast.Call) and ast.unparse(node.value.func) == 'dict':
+      for kw in node.value.keywords:
+        if '#' not in lines[kw.value.end_lineno - 1]:
+          missing.append(f'{target}.{kw.arg or "**"}')
+    elif path.name == 'common.py' and '#' not in lines[node.end_lineno - 1]:
+      missing.append(target)
+  return missing
+
+
+@pytest.mark.parametrize('name', CONFIGS + ['common'])
+def test_every_field_has_a_comment(name):
+  assert _uncommented_fields(CONFIG_DIR / f'{name}.py') == []
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_bad_arg_names_the_valid_ones(name):
+  with pytest.raises(ValueError, match='valid'):
+    load(name).get_config('nonsense=1')
+  with pytest.raises(ValueError, match="valid values: .*'tiny'"):
+    load(name).get_config('size=huge')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_sweep_entry_builds_task_and_model(name, tfds_dir, request):
+  sweep = load(name).get_sweep('size=tiny')
+  assert len(sweep) >= 2
+  for entry in sweep:
+    overrides = {k: v for k, v in entry.items() if k != sweep_lib.CONFIG_ARG}
+    config = tiny(name, tfds_dir, request, entry.get(sweep_lib.CONFIG_ARG, 'size=tiny'))
+    c = config_utils.apply_overrides(config, overrides)
+    for key, value in overrides.items():
+      assert config_utils.flatten(config_utils.to_dict(c))[key] == value
+    task = _task(json.dumps(c.task.to_dict(), sort_keys=True))
+    model = nnx.eval_shape(lambda: build_model(c, task))  # checks every model option, cheaply
+    assert sum(x.size for x in jax_leaves(nnx.state(model, nnx.Param))) > 0
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree.leaves(tree)
+
+
+def test_parse_arg_casts_to_default_types():
+  arg = common.parse_arg('peeky=true,steps=5,lr=0.5', peeky=False, steps=1, lr=1.0, name='x')
+  assert (arg.peeky, arg.steps, arg.lr, arg.name) == (True, 5, 0.5, 'x')
+  valid = r"\['lr', 'name', 'peeky', 'steps'\]"
+  with pytest.raises(ValueError, match=r"unknown config arg 'stepz'; valid keys: " + valid):
+    common.parse_arg('stepz=5', peeky=False, steps=1, lr=1.0, name='x')
+
+
+@pytest.mark.parametrize('task', ['copy', 'reverse', 'sort', 'recall'])
+def test_sequence_tasks_each_build(task, tfds_dir, request):
+  c = tiny('sequence_seq2seq', tfds_dir, request, f'task={task},size=tiny')
+  built = _task(json.dumps(c.task.to_dict(), sort_keys=True))
+  assert built.kind == 'seq2seq' and c.task.name == task
+  nnx.eval_shape(lambda: build_model(c, built))
