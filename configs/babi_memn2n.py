@@ -39,13 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temporal=True,  # learned temporal encodings
       random_noise=0.1,  # fraction of empty memories inserted during training
   )
-  c.train.optimizer = 'sgd'  # as in the paper
-  c.train.momentum = 0.0
-  c.train.lr = 0.01
-  c.train.schedule = 'cosine'
-  c.train.clip_norm = 40.0
-  common.apply_size(c, common.pick('size', arg.size, SIZES))
-  return c
+  # SGD, lr 0.01, gradient norm clipped at 40: as in the paper (section 4.2)
+  return common.finish(c, SIZES, arg.size,
+                       optimizer='sgd', momentum=0.0, lr=0.01, schedule='cosine', clip_norm=40.0)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

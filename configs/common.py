@@ -94,3 +94,13 @@ def seeds(n: int = 3) -> range:
 def optional(kind: type) -> Any:
   """A field that is None by default and can be set from the command line to a `kind` value."""
   return config_dict.placeholder(kind)
+
+
+def finish(c: ml_collections.ConfigDict, sizes: dict[str, dict[str, dict[str, Any]]], size: str,
+           **train: Any) -> ml_collections.ConfigDict:
+  """Sets the config's training fields, applies SIZES[size] on top, and caps the warmup at a
+  tenth of the steps (so that small sizes still reach the peak learning rate)."""
+  c.train.update(train)
+  apply_size(c, pick('size', size, sizes))
+  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
+  return c

@@ -51,13 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       combine=arg.combine,  # residual | gate
       max_len=64,  # longest source / target the positions cover
   )
-  c.train.lr = 1e-3
-  c.train.clip_norm = 1.0
-  c.train.schedule = 'cosine'
-  c.train.warmup_steps = 200
-  common.apply_size(c, common.pick('size', arg.size, SIZES))
-  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
-  return c
+  return common.finish(c, SIZES, arg.size,
+                       lr=1e-3, clip_norm=1.0, schedule='cosine', warmup_steps=200)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -31,14 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.model_name = arg.model  # resnet_small | se_resnet_small | resnet20 | se_resnet20 | ...
   c.model = ml_collections.ConfigDict()  # the resnet constructors take only sizes from the task
-  c.train.optimizer = 'sgd'
-  c.train.lr = 0.05
-  c.train.momentum = 0.9
-  c.train.schedule = 'cosine'
-  c.train.warmup_steps = 100
-  common.apply_size(c, common.pick('size', arg.size, SIZES))
-  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
-  return c
+  return common.finish(c, SIZES, arg.size,
+                       optimizer='sgd', lr=0.05, momentum=0.9, schedule='cosine', warmup_steps=100)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

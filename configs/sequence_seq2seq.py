@@ -45,13 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       attention=arg.score,  # score name, or 'none'
       attention_style='luong',  # luong | bahdanau
   )
-  c.train.lr = 3e-3
-  c.train.clip_norm = 5.0
-  c.train.schedule = 'cosine'
-  c.train.warmup_steps = 100
-  common.apply_size(c, common.pick('size', arg.size, SIZES))
-  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
-  return c
+  return common.finish(c, SIZES, arg.size,
+                       lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

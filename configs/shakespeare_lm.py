@@ -45,15 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       kernel=arg.kernel,  # dense | chunked | fused
       max_len=128,  # longest context the positions cover
   )
-  c.train.optimizer = 'adamw'
-  c.train.lr = 1e-3
-  c.train.weight_decay = 0.1
-  c.train.clip_norm = 1.0
-  c.train.schedule = 'cosine'
-  c.train.warmup_steps = 200
-  common.apply_size(c, common.pick('size', arg.size, SIZES))
-  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
-  return c
+  return common.finish(c, SIZES, arg.size,
+                       optimizer='adamw', lr=1e-3, weight_decay=0.1, clip_norm=1.0, schedule='cosine', warmup_steps=200)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
