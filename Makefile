@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m experiments.demo --workdir=runs/demo --parallel=2
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench attention

@@ -102,5 +102,5 @@ def finish(c: ml_collections.ConfigDict, sizes: dict[str, dict[str, dict[str, An
   tenth of the steps (so that small sizes still reach the peak learning rate)."""
   c.train.update(train)
   apply_size(c, pick('size', size, sizes))
-  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)
+  c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)  # at most 10% of steps
   return c
