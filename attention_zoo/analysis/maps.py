@@ -52,8 +52,8 @@ def _tokens(vocab: Sequence[str] | None, ids: np.ndarray, stop_at_eos: bool = Fa
   return out
 
 
-def axis_labels(task, batch: dict[str, np.ndarray], i: int) -> dict[int, list[str]]:
-  """{sequence length: tokens} of example i, so an axis of that length gets those labels."""
+def axis_labels(task, batch: dict[str, np.ndarray], i: int) -> dict[int, tuple[str, list[str]]]:
+  """{sequence length: (name, tokens)} of example i, so an axis of that length gets those labels."""
   seqs = {}
   if task.kind == 'seq2seq':
     src_vocab = task.source_vocab if task.source_vocab is not None else task.vocab
@@ -64,14 +64,14 @@ def axis_labels(task, batch: dict[str, np.ndarray], i: int) -> dict[int, list[st
   elif task.kind == 'qa':
     story = [' '.join(_tokens(task.vocab, s)) for s in batch['story'][i]]
     seqs['story'] = (batch['story'][i][:, 0], [s or '(empty)' for s in story])
-  return {len(ids): labels for ids, labels in seqs.values()}
+  return {len(ids): (name, labels) for name, (ids, labels) in seqs.items()}
 
 
-def matrices(path: str, w: np.ndarray, i: int, labels: dict[int, list[str]]):
+def matrices(path: str, w: np.ndarray, i: int, labels: dict[int, tuple[str, list[str]]]):
   """The 2-D maps of example i in one captured array -> [(title, matrix, ylabels, xlabels)]."""
   def crop(m):  # to the real lengths of the labelled axes
-    rows = labels.get(m.shape[0], [str(r) for r in range(m.shape[0])])
-    cols = labels.get(m.shape[1], [str(c) for c in range(m.shape[1])])
+    rows = labels.get(m.shape[0], ('', [str(r) for r in range(m.shape[0])]))[1]
+    cols = labels.get(m.shape[1], ('', [str(c) for c in range(m.shape[1])]))[1]
     return m[:len(rows), :len(cols)], rows, cols
   if w.ndim == 4:  # [B, H, Q, K]
     return [(f'{path} head {h}', *crop(w[i, h])) for h in range(w.shape[1])]
@@ -96,9 +96,11 @@ def plot_examples(model, task, batch, out_dir: pathlib.Path, examples: int = 2) 
     if path.endswith('se_weights'):
       continue
     for i in range(min(examples, w.shape[0])):
-      maps = matrices(path, w, i, axis_labels(task, batch, i))
+      labels = axis_labels(task, batch, i)
+      maps = matrices(path, w, i, labels)
       if not maps:
         continue
+      name_of = {len(tokens): name for name, tokens in labels.values()}
       cols = min(4, len(maps))
       rows = -(-len(maps) // cols)
       fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
@@ -107,6 +109,8 @@ def plot_examples(model, task, batch, out_dir: pathlib.Path, examples: int = 2) 
         ax.set_title(title, fontsize=8)
         ax.set_xticks(range(len(xlab)), xlab, fontsize=6, rotation=90)
         ax.set_yticks(range(len(ylab)), ylab, fontsize=6)
+        ax.set_xlabel(name_of.get(len(xlab), 'key'), fontsize=7)
+        ax.set_ylabel(name_of.get(len(ylab), 'query'), fontsize=7)
       for ax in list(axes.flat)[len(maps):]:
         ax.axis('off')
       fig.tight_layout()
