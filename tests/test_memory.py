@@ -9,6 +9,7 @@ from flax import nnx
 
 from attention_zoo.models import get_model
 from attention_zoo.models import memory
+from tests import learning
 
 V, M, W, D = 12, 5, 4, 8
 STORY = jnp.asarray(np.random.default_rng(0).integers(3, V, (3, M, W))).at[:, 3:].set(0).at[
@@ -150,19 +151,7 @@ def where_is(num=24, seed=0):
 def test_overfits_a_tiny_batch():
   story, query, label = where_is()
   model = build(embed_dim=16, random_noise=0.1)
-  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-
-  @nnx.jit
-  def train_step(model, optimizer):
-    def loss_fn(model):
-      logits = model(story, query)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, label).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
-
-  for _ in range(300):
-    train_step(model, optimizer)
+  learning.fit(model, (story, query), label, steps=300)
   model.eval()
   logits = model(story, query)
   assert float(optax.softmax_cross_entropy_with_integer_labels(logits, label).mean()) < 0.05

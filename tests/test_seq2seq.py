@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -11,6 +10,7 @@ from attention_zoo.attention.scores import SCORES
 from attention_zoo.data.base import BOS, EOS
 from attention_zoo.models import decoding, get_model
 from attention_zoo.models import seq2seq
+from tests import learning
 
 SRC_V, TGT_V = 12, 10
 SOURCE = jnp.array([[5, 6, 7, 8, 0, 0], [9, 4, 3, 0, 0, 0], [3, 3, 4, 5, 6, 7]])  # [B=3, S=6]
@@ -195,18 +195,5 @@ def reverse_task(num=8, length=5, seed=0):
 def test_overfits_a_tiny_batch(options):
   src, target_in, target_out = reverse_task()
   model = build(hidden=32, **options)
-  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-
-  @nnx.jit
-  def train_step(model, optimizer):
-    def loss_fn(model):
-      logits = model(src, target_in)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, target_out).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
-
-  for _ in range(200):
-    loss = train_step(model, optimizer)
-  assert float(loss) < 0.05
+  assert learning.fit(model, (src, target_in), target_out, steps=200) < 0.05
   np.testing.assert_array_equal(model.generate(src, max_len=6), target_out)
