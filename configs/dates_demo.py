@@ -19,15 +19,15 @@ from configs import common, dates_seq2seq, dates_transformer
 FAMILIES = {'seq2seq': dates_seq2seq, 'transformer': dates_transformer}
 SIZES = {  # size -> overrides shared by every variant
     'demo': dict(task=dict(num_train=10_000, num_validation=300, num_test=1_000),
-                 train=dict(batch_size=64, log_every=100, eval_every=500, checkpoint_every=10_000,
+                 train=dict(batch_size=64, log_every=100, eval_every=400, checkpoint_every=10_000,
                             warmup_steps=100)),
     'tiny': dict(task=dict(num_train=512, num_validation=64, num_test=64),
                  train=dict(steps=20, batch_size=32, log_every=5, eval_every=10,
                             checkpoint_every=10, warmup_steps=2)),
 }
 FAMILY = {  # family -> model size and training steps of the demo
-    'seq2seq': dict(model=dict(embed_dim=16, hidden=64), train=dict(steps=1_500, lr=3e-3)),
-    'transformer': dict(model=dict(d_model=64, num_heads=4, num_layers=1, ffn_dim=128,
+    'seq2seq': dict(model=dict(embed_dim=16, hidden=64), train=dict(steps=1_200, lr=3e-3)),
+    'transformer': dict(model=dict(d_model=64, num_heads=4, num_layers=2, ffn_dim=128,
                                    dropout_rate=0.0), train=dict(steps=800, lr=3e-3)),
 }
 
