@@ -47,20 +47,24 @@ def runs(tmp_path_factory, tfds_dir):
   return out
 
 
-def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir):
-  config_file = tmp_path / 'two_runs.py'
-  config_file.write_text(textwrap.dedent(f'''
+def _sweep_config(path, tfds_dir, entries, **train):
+  """Writes a config file whose get_sweep returns `entries` over the tiny demo seq2seq."""
+  path.write_text(textwrap.dedent(f'''
       from configs import dates_demo
       def get_config(arg=None):
         c = dates_demo.get_config('family=seq2seq,score=dot,size=tiny')
         c.task.tfds_dir = {tfds_dir!r}
-        c.train.steps = 4
-        c.train.eval_every = 0
-        c.train.checkpoint_every = 2
+        c.train.update(eval_every=0, **{train!r})
         return c
       def get_sweep(arg=None):
-        return [{{'seed': 0}}, {{'seed': 1}}]
+        return {entries!r}
   '''))
+  return path
+
+
+def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir):
+  config_file = _sweep_config(tmp_path / 'two_runs.py', tfds_dir, [{'seed': 0}, {'seed': 1}],
+                              steps=4, checkpoint_every=2)
   sweep_dir = tmp_path / 'sweep'
   first, second = sweep_dir / 'runs' / 'seed=0', sweep_dir / 'runs' / 'seed=1'
   proc = subprocess.Popen([sys.executable, '-m', 'experiments.sweep', f'--config={config_file}',
@@ -90,18 +94,8 @@ def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir
 
 
 def test_sweep_reports_a_failed_run_and_goes_on(tmp_path, tfds_dir):
-  config_file = tmp_path / 'one_bad.py'
-  config_file.write_text(textwrap.dedent(f'''
-      from configs import dates_demo
-      def get_config(arg=None):
-        c = dates_demo.get_config('family=seq2seq,score=dot,size=tiny')
-        c.task.tfds_dir = {tfds_dir!r}
-        c.train.steps = 2
-        c.train.eval_every = 0
-        return c
-      def get_sweep(arg=None):
-        return [{{'model.hidden': -3, 'seed': 0}}, {{'seed': 0}}]
-  '''))
+  config_file = _sweep_config(tmp_path / 'one_bad.py', tfds_dir,
+                              [{'model.hidden': -3, 'seed': 0}, {'seed': 0}], steps=2)
   status = sweep.run_sweep(str(config_file), tmp_path / 's', log=lambda _: None)
   assert status == {'hidden=-3,seed=0': 'failed', 'seed=0': 'done'}
   assert (tmp_path / 's' / 'runs' / 'hidden=-3,seed=0' / 'error.log').read_text().strip()
