@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       norm='post',  # post | pre layer norm
       positional=arg.positional,  # sinusoidal | learned | rotary
       score=arg.score,  # attention score
+      score_dim=common.optional(int),  # additive / concat A per head (None: the head dim)
       kernel='dense',  # dense | chunked | fused
       combine=arg.combine,  # residual | gate
       max_len=64,  # longest source / target the positions cover

@@ -21,6 +21,8 @@ from attention_zoo.analysis import run as analyze
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'the demo sweep directory')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'runs at a time')
+_PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
+                          '(XLA single-threaded when that is one CPU each)')
 _ARG = flags.DEFINE_string('arg', '', "the sweep's arg, e.g. 'size=tiny,seeds=1'")
 CONFIG = 'configs/dates_demo.py'
 # The maps to show per model family: the source-target attention (seq2seq alignment; the last
@@ -55,7 +57,7 @@ def main(argv):
   sweep_dir = pathlib.Path(_WORKDIR.value)
   spec = f'{CONFIG}:{_ARG.value}' if _ARG.value else CONFIG
   start = time.perf_counter()
-  status = sweep.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value)
+  status = sweep.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value, pin=_PIN.value)
   trained = time.perf_counter() - start
   report.write(sweep_dir, title='attention_zoo demo: date normalization')
   maps = heatmaps(spec, sweep_dir)

@@ -15,6 +15,8 @@ from attention_zoo.train import sweep
 _CONFIG = flags.DEFINE_string('config', None, 'configs/<file>.py[:arg] with get_sweep(arg)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'the sweep directory (created)')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'runs at a time, each in its own process')
+_PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
+                          '(XLA single-threaded when that is one CPU each)')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only (re)write the report')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -24,7 +26,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   status = {}
   if not _REPORT_ONLY.value:
-    status = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value)
+    status = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value, pin=_PIN.value)
   result = report.write(_WORKDIR.value, title=f'Sweep {_CONFIG.value}')
   print(f'report: {_WORKDIR.value}/report.md ({len(result["variants"])} variants)')
   failed = [name for name, s in status.items() if s == 'failed']

@@ -69,3 +69,21 @@ def test_param_count_is_pinned(name):
 def test_every_registered_model_has_a_pinned_count():
   missing = sorted(set(registered()) - set(PINNED))
   assert not missing, f'registered models without a pinned parameter count: {missing}'
+
+
+@pytest.mark.parametrize('score_dim', [4, 32])
+def test_transformer_score_dim_is_the_additive_size_per_head(score_dim):
+  # One layer each side: 3 MHAs (encoder self, decoder self, cross), head dim 64 / 4 = 16;
+  # each additive score has W_q, W_k [16, A] and v [A].
+  def count(**kw):
+    return count_params(nnx.eval_shape(lambda: registry.get_model(
+        'transformer', src_vocab_size=40, tgt_vocab_size=13, d_model=64, num_heads=4,
+        num_layers=1, ffn_dim=64, score='additive', rngs=nnx.Rngs(0), **kw)))
+  per_score = lambda a: 2 * 16 * a + a
+  assert count(score_dim=score_dim) - count() == 3 * (per_score(score_dim) - per_score(16))
+
+
+def test_transformer_rejects_a_bad_score_dim():
+  with pytest.raises(ValueError, match='score_dim'):
+    registry.get_model('transformer', src_vocab_size=40, tgt_vocab_size=13, score='additive',
+                       score_dim=0, rngs=nnx.Rngs(0))

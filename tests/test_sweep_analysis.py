@@ -1,5 +1,6 @@
 """Sweeps (interrupt, re-run), load_run, and analyze on tiny real runs of the date task."""
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -62,7 +63,15 @@ def _sweep_config(path, tfds_dir, entries, **train):
   return path
 
 
-def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir):
+def _cache_entries(cache_dir: pathlib.Path) -> set[str]:
+  return {p.name for p in cache_dir.iterdir()} if cache_dir.exists() else set()
+
+
+def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir, monkeypatch):
+  # Every run's programs go to a fresh persistent compilation cache, kept even when fast.
+  cache = tmp_path / 'xla_cache'
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(cache))
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   config_file = _sweep_config(tmp_path / 'two_runs.py', tfds_dir, [{'seed': 0}, {'seed': 1}],
                               steps=4, checkpoint_every=2)
   sweep_dir = tmp_path / 'sweep'
@@ -80,8 +89,12 @@ def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir
     proc.wait()
   assert not (second / 'results.json').exists()
   stamp = (first / 'results.json').stat().st_mtime_ns
+  compiled_by_seed0 = _cache_entries(cache)
+  assert compiled_by_seed0
   status = sweep.run_sweep(str(config_file), sweep_dir, log=lambda _: None)
   assert status == {'seed=0': 'skipped', 'seed=1': 'done'}
+  # Seed 1 compiles to the same programs as seed 0 (the seed is an argument, not a constant).
+  assert _cache_entries(cache) == compiled_by_seed0
   assert (first / 'results.json').stat().st_mtime_ns == stamp  # not run again
   out = subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--config={config_file}',
                         f'--workdir={sweep_dir}', '--report_only'], cwd=REPO, check=True,
@@ -99,6 +112,41 @@ def test_sweep_reports_a_failed_run_and_goes_on(tmp_path, tfds_dir):
   status = sweep.run_sweep(str(config_file), tmp_path / 's', log=lambda _: None)
   assert status == {'hidden=-3,seed=0': 'failed', 'seed=0': 'done'}
   assert (tmp_path / 's' / 'runs' / 'hidden=-3,seed=0' / 'error.log').read_text().strip()
+
+
+def _runs(*names):
+  return [sweep.Run(n, {'model.score': n[0], 'seed': int(n[1])}) for n in names]
+
+
+def test_scheduler_first_runs_first_then_longest_variant_first():
+  a0, a1, a2, b0, b1, c0, c1 = _runs('a0', 'a1', 'a2', 'b0', 'b1', 'c0', 'c1')
+  scheduler = sweep.Scheduler([a0, a1, a2, b0, b1, c0, c1])
+  assert [scheduler.next() for _ in range(3)] == [a0, b0, c0]  # one compile per variant
+  scheduler.finished(a0, 5.0)
+  scheduler.finished(b0, 20.0)  # c0 still running: c1 waits (its program is not cached yet)
+  assert scheduler.next() == b1  # b took longest
+  assert [scheduler.next() for _ in range(3)] == [a1, a2, c1]
+  assert scheduler.next() is None
+
+
+def test_cpu_lanes_split_the_cpus(monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 4}, raising=False)
+  assert sweep.cpu_lanes(2) == [{0, 1}, {2, 3}]
+  assert sweep.cpu_lanes(5) == [{0}, {1}, {2}, {3}, {4}]
+  assert sweep.cpu_lanes(1) is None and sweep.cpu_lanes(6) is None
+
+
+@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity'), reason='Linux CPU affinity')
+def test_launch_runs_the_child_on_its_cpus_single_threaded():
+  cpu = min(os.sched_getaffinity(0))
+  code = 'import os, json; print(json.dumps([sorted(os.sched_getaffinity(0)), os.environ["XLA_FLAGS"]]))'
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:  # launch pins the calling thread
+    proc = pool.submit(sweep.launch, [sys.executable, '-c', code], {cpu}).result()
+  cpus, flags = json.loads(proc.stdout)
+  assert cpus == [cpu] and sweep.SINGLE_THREAD_XLA in flags
+  assert sweep.run_env(None)['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] == os.environ.get(
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  assert len(os.sched_getaffinity(0)) >= 1 and cpu in os.sched_getaffinity(0)  # test thread free
 
 
 def test_sweep_rejects_a_typo_before_running(tmp_path):

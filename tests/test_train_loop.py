@@ -48,3 +48,39 @@ def test_progress_bar_is_quiet_without_a_tty(capsys):
   bar.update(3)
   bar.close()
   assert bar.disable and capsys.readouterr().err == ''  # pytest's captured stderr is no TTY
+
+
+def test_evaluation_is_exact_with_a_short_last_batch_and_compiles_once():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from attention_zoo.train import batching, evaluation, steps  # pylint: disable=import-outside-toplevel
+  from attention_zoo.train.loop import build_model  # pylint: disable=import-outside-toplevel
+
+  config = h.tiny_config()
+  task = h.reverse_task(n_val=40, n_test=50)
+  model = build_model(config, task)
+  model.eval()
+  graphdef, params, rngs, other = steps.split_model(model)
+  cfg = config.eval.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.batch_size = 16  # validation 16 + 16 + 8, test 16 + 16 + 16 + 2
+  generate = steps.make_generate(graphdef, task.max_target_len)
+  evaluator = evaluation.Evaluator(task, steps.make_eval_step(graphdef, task), generate,
+                                   batching.make_mesh(), cfg)
+  for split in ('validation', 'test'):
+    metrics, _ = evaluator(split, params, rngs, other)
+    # The whole split as one batch, by hand.
+    full = {k: np.stack([ex[k] for ex in task.splits[split]]) for k in task.splits[split][0]}
+    logits = nnx.merge(graphdef, params, rngs, other)(full['source'], full['target_in'])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, full['target_out'])
+    pred = np.asarray(generate(params, rngs, other, jnp.asarray(full['source'])))
+    np.testing.assert_allclose(metrics['loss'], float(ce.mean()), rtol=1e-5)
+    np.testing.assert_allclose(metrics['accuracy'], float(
+        (jnp.argmax(logits, -1) == full['target_out']).mean()), rtol=1e-6)
+    np.testing.assert_allclose(metrics['seq_accuracy'],
+                               float(task.metrics_fn(logits, full)['seq_accuracy']), rtol=1e-6)
+    assert metrics['gen_exact_match'] == np.mean(np.all(pred == full['target_out'], 1))
+  assert evaluator.eval_step._cache_size() == 1  # pylint: disable=protected-access
+  assert evaluator.generate._cache_size() == 1  # pylint: disable=protected-access

@@ -28,11 +28,12 @@ POOLINGS: Registry = Registry('pooling')
 
 
 def _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm, positional,
-          score, kernel, combine, max_len, capture_weights) -> BlockOptions:
+          score, kernel, combine, max_len, capture_weights, score_dim) -> BlockOptions:
   return BlockOptions(d_model=d_model, num_heads=num_heads, ffn_dim=ffn_dim,
                       dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
                       norm=norm, positional=positional, score=score, kernel=kernel,
-                      combine=combine, max_len=max_len, capture_weights=capture_weights)
+                      combine=combine, max_len=max_len, capture_weights=capture_weights,
+                      score_dim=score_dim)
 
 
 def captured_weights(fn, *args) -> tuple[Any, dict[str, jax.Array]]:
@@ -66,9 +67,9 @@ class EncoderDecoder(nnx.Module):
                norm: str = 'post', positional: str = 'sinusoidal', score: str = 'scaled_dot',
                kernel: str = 'dense', combine: str = 'residual', share_embeddings: bool = False,
                tie_output: bool = False, max_len: int = 256, capture_weights: bool = False,
-               rngs: nnx.Rngs):
+               score_dim: int | None = None, rngs: nnx.Rngs):
     opts = _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm,
-                 positional, score, kernel, combine, max_len, capture_weights)
+                 positional, score, kernel, combine, max_len, capture_weights, score_dim)
     if share_embeddings and src_vocab_size != tgt_vocab_size:
       raise ValueError(f'share_embeddings=True needs src_vocab_size == tgt_vocab_size, got '
                        f'{src_vocab_size} and {tgt_vocab_size}; use tie_output=True to share '
@@ -161,9 +162,10 @@ class TransformerLM(nnx.Module):
                attention_dropout_rate: float = 0.0, norm: str = 'post',
                positional: str = 'sinusoidal', score: str = 'scaled_dot', kernel: str = 'dense',
                combine: str = 'residual', tie_output: bool = False, max_len: int = 256,
-               capture_weights: bool = False, rngs: nnx.Rngs):
+               capture_weights: bool = False, score_dim: int | None = None,
+               rngs: nnx.Rngs):
     opts = _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm,
-                 positional, score, kernel, combine, max_len, capture_weights)
+                 positional, score, kernel, combine, max_len, capture_weights, score_dim)
     self.embed = Embedder(vocab_size, d_model, rngs=rngs)
     self.decoder = Stack(opts, num_layers, cross=False, rngs=rngs)
     self.out = None if tie_output else nnx.Linear(d_model, vocab_size, rngs=rngs)
@@ -254,9 +256,10 @@ class TransformerClassifier(nnx.Module):
                dropout_rate: float = 0.1, attention_dropout_rate: float = 0.0,
                norm: str = 'post', positional: str = 'sinusoidal', score: str = 'scaled_dot',
                kernel: str = 'dense', combine: str = 'residual', max_len: int = 512,
-               capture_weights: bool = False, rngs: nnx.Rngs):
+               capture_weights: bool = False, score_dim: int | None = None,
+               rngs: nnx.Rngs):
     opts = _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm,
-                 positional, score, kernel, combine, max_len, capture_weights)
+                 positional, score, kernel, combine, max_len, capture_weights, score_dim)
     self.embed = Embedder(vocab_size, d_model, rngs=rngs)
     self.pooling = POOLINGS.get(pooling)(d_model, rngs=rngs)
     self.encoder = Stack(opts, num_layers, cross=None, rngs=rngs)

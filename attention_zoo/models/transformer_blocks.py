@@ -101,12 +101,14 @@ class BlockOptions:
   combine: str = 'residual'
   max_len: int = 512
   capture_weights: bool = False
+  score_dim: int | None = None  # A of the additive / concat score per head (None: head dim)
 
   def __post_init__(self):
     if self.num_heads < 1 or self.d_model % self.num_heads:
       raise ValueError(f'num_heads ({self.num_heads}) must divide d_model ({self.d_model})')
-    for name, value in (('d_model', self.d_model), ('ffn_dim', self.ffn_dim),
-                        ('max_len', self.max_len)):
+    sizes = (('d_model', self.d_model), ('ffn_dim', self.ffn_dim), ('max_len', self.max_len),
+             ('score_dim', 1 if self.score_dim is None else self.score_dim))
+    for name, value in sizes:
       if value < 1:
         raise ValueError(f'{name} must be >= 1, got {value}')
     for name in ('dropout_rate', 'attention_dropout_rate'):
@@ -129,6 +131,7 @@ class BlockOptions:
 
 def make_attention(opts: BlockOptions, *, rngs: nnx.Rngs) -> MultiHeadAttention:
   return MultiHeadAttention(opts.num_heads, opts.d_model, score=opts.score, kernel=opts.kernel,
+                            score_dim=opts.score_dim,
                             dropout_rate=opts.attention_dropout_rate, rotary=opts.rotary,
                             capture_weights=opts.capture_weights, rngs=rngs)
 

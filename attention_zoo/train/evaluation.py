@@ -2,8 +2,13 @@
 
 Metric names (also the keys of metrics.jsonl rows with split 'validation' / 'test'):
   loss, accuracy (token accuracy without PAD, or label accuracy), the task's metrics_fn keys
-  (example-weighted means over batches), and for seq2seq with eval.generate:
+  (means over examples of each example's value), and for seq2seq with eval.generate:
   gen_<key> for each key of task.generation_metrics_fn over the whole split (e.g. gen_exact_match).
+
+Every batch of every split has one shape, min(eval.batch_size, split size): the last batch is
+filled up with copies of its first example, masked out of every sum and of the generations. So
+eval_step and generate compile once per run, not once per remainder (a 2-layer Transformer's
+greedy decoder took seconds to compile on CPU, for each of validation's and test's remainders).
 """
 
 from __future__ import annotations
@@ -41,26 +46,31 @@ class Evaluator:
   def __call__(self, split: str, params, rngs, other) -> tuple[dict[str, float], list[dict]]:
     """-> (metrics, decoded samples) of `split`."""
     task, cfg = self.task, self.cfg
-    sums: dict[str, float] = {}
-    n_examples, loss_sum, weight, correct = 0, 0.0, 0.0, 0.0
-    predictions, batches = [], []
-    for batch in batching.eval_batches(task.splits[split], cfg.batch_size, cfg.max_examples):
-      b = len(batch[task.target_key])
-      device_batch = batching.to_device(batch, self.mesh, global_size=b)
-      m = jax.device_get(self.eval_step(params, rngs, other, device_batch))
-      loss_sum += float(m.pop('loss_sum'))
-      weight += float(m.pop('weight'))
-      correct += float(m.pop('correct'))
-      for k, v in m.items():
-        sums[k] = sums.get(k, 0.0) + float(v) * b
-      n_examples += b
-      if self.generate is not None:
-        source = device_batch[task.input_keys[0]]
-        predictions.append(np.asarray(jax.device_get(self.generate(params, rngs, other, source))))
-        batches.append(batch)
-    if not n_examples:
+    source = task.splits[split]
+    n = len(source) if cfg.max_examples <= 0 else min(len(source), cfg.max_examples)
+    if not n:
       raise ValueError(f'task {task.name!r}: split {split!r} is empty')
-    metrics = {k: v / n_examples for k, v in sums.items()}
+    size = min(cfg.batch_size, n)  # the one shape of every batch
+    sums: dict[str, float] = {}
+    predictions, batches = [], []
+    for batch in batching.eval_batches(source, cfg.batch_size, cfg.max_examples):
+      b = len(batch[task.target_key])
+      padded = {k: np.concatenate([v, np.repeat(v[:1], size - b, axis=0)])
+                for k, v in batch.items()}
+      example_mask = (np.arange(size) < b).astype(np.float32)
+      device_batch = batching.to_device(dict(padded, example_mask=example_mask), self.mesh,
+                                        global_size=size)
+      mask = device_batch.pop('example_mask')
+      m = jax.device_get(self.eval_step(params, rngs, other, device_batch, mask))
+      for k, v in m.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      if self.generate is not None:
+        tokens = self.generate(params, rngs, other, device_batch[task.input_keys[0]])
+        predictions.append(np.asarray(jax.device_get(tokens))[:b])
+        batches.append(batch)
+    loss_sum, weight = sums.pop('loss_sum'), sums.pop('weight')
+    correct, count = sums.pop('correct'), sums.pop('count')
+    metrics = {k: v / count for k, v in sums.items()}
     metrics['loss'] = loss_sum / max(weight, 1.0)
     metrics['accuracy'] = correct / max(weight, 1.0)
     samples = []

@@ -159,16 +159,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   def compile_fns(g_train, g_eval, state, batch):
     t0 = time.perf_counter()
-    step_fn = jax.jit(steps.make_train_step(g_train, task, tx, config.seed,
-                                            steps.rng_tags(state.rngs), lr_fn),
-                      donate_argnums=0, out_shardings=rep)
-    compiled = step_fn.lower(state, batch).compile()
+    leaves, treedef = jax.tree.flatten(state)
+    train_step = steps.make_train_step(g_train, task, tx, steps.rng_tags(state.rngs), lr_fn)
+    step_fn = jax.jit(steps.flat_step(train_step, treedef), donate_argnums=0, out_shardings=rep)
+    compiled = step_fn.lower(leaves, batch, seed_key).compile()
     generate = None
     if has_gen:
       generate = steps.make_generate(g_eval, max_len or batch[task.target_key].shape[1])
     evaluator = evaluation.Evaluator(task, steps.make_eval_step(g_eval, task), generate, mesh,
                                      config.eval)
-    return compiled, evaluator, time.perf_counter() - t0
+    return compiled, treedef, evaluator, time.perf_counter() - t0
 
   def evaluate(split: str, step: int) -> dict[str, float] | None:
     if split not in task.splits:
@@ -192,7 +192,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
 
   batch = batching.to_device(train_batches.batch(start), mesh)
-  compiled, evaluator, compile_s = compile_fns(g_train, g_eval, state, batch)
+  seed_key = jax.device_put(jax.random.key(config.seed), rep)
+  compiled, treedef, evaluator, compile_s = compile_fns(g_train, g_eval, state, batch)
+  leaves = jax.tree.leaves(state)  # the state the steps carry; `state` is rebuilt when needed
   rows: list[tuple[int, dict]] = []
   last_train: dict[str, float] = {}
   last_saved, tokens, train_s, steps_run = start, 0, 0.0, 0
@@ -204,16 +206,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     while step < tc.steps:
       if linear(step) != phase:  # memory network: linear start ends -> new graphdef, recompile
         phase = linear(step)
+        state = jax.tree.unflatten(treedef, leaves)
         model = nnx.merge(g_train, state.params, state.rngs, state.other)
         g_train, g_eval, _, _, other = _modes(model, phase)
         state = state._replace(other=jax.device_put(other, rep))
-        compiled, evaluator, extra = compile_fns(g_train, g_eval, state, batch)
+        compiled, treedef, evaluator, extra = compile_fns(g_train, g_eval, state, batch)
+        leaves = jax.tree.leaves(state)
         compile_s += extra
         t_mark = time.perf_counter()
       host_batch = train_batches.batch(step)
       tokens += batching.count_tokens(host_batch, input_keys)
       batch = batching.to_device(host_batch, mesh)
-      state, metrics = compiled(state, batch)
+      leaves, metrics = compiled(leaves, batch, seed_key)
       step += 1
       steps_run += 1
       rows.append((step, metrics))
@@ -224,6 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       do_ckpt = done or step % tc.checkpoint_every == 0
       do_eval = done or (tc.eval_every > 0 and step % tc.eval_every == 0)
       if do_ckpt or do_eval or step % tc.log_every == 0:
+        state = jax.tree.unflatten(treedef, leaves)
         last_train = flush(rows, last_saved)
         now = time.perf_counter()
         train_s += now - t_mark

@@ -7,6 +7,13 @@
 Re-running a sweep skips runs whose results.json exists and resumes the others from their
 checkpoints (experiments.main resumes when the config is unchanged).
 
+Order: the first run of every variant starts first, in listing order (its compile fills JAX's
+persistent compilation cache, which the variant's other seeds then hit); the rest start longest
+variant first, by the wall time of their finished seeds, so that no worker idles at the end.
+With N > 1 runs at a time, each worker has its own share of the CPUs (one each on a 2-core
+machine, with XLA single-threaded): two runs on two pinned cores trained 15-40% faster than two
+runs sharing both cores.
+
 get_sweep(arg) returns one dict of config overrides per run ({'model.score': 'dot', 'seed': 0}).
 The special key 'config_arg' replaces the config arg for that run, so that one sweep can compare
 variants that differ in more than a few fields (e.g. a seq2seq RNN beside a Transformer):
@@ -15,6 +22,7 @@ variants that differ in more than a few fields (e.g. a seq2seq RNN beside a Tran
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import importlib.util
@@ -24,6 +32,8 @@ import pathlib
 import re
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, Callable
 
 from attention_zoo.train import config_utils
@@ -34,6 +44,8 @@ ERROR = 'error.log'
 
 
 CONFIG_ARG = 'config_arg'
+SINGLE_THREAD_XLA = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+DEFAULT_CACHE = pathlib.Path.home() / '.cache' / 'attention_zoo' / 'jax'  # = the Makefile's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +53,12 @@ class Run:
   name: str
   overrides: dict[str, Any]
   arg: str | None = None  # the config arg of this run (the sweep's own arg unless overridden)
+
+  @property
+  def variant(self) -> str:
+    """What the run compares: its arg and overrides without the seed."""
+    rest = {k: v for k, v in self.overrides.items() if k != 'seed'}
+    return json.dumps([self.arg, rest], sort_keys=True, default=str)
 
 
 def load_config_module(spec: str):
@@ -102,11 +120,77 @@ def command(spec: str, run: Run, run_dir: pathlib.Path) -> list[str]:
           + [f'--config.{k}={_flag_value(v)}' for k, v in run.overrides.items()])
 
 
-def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1,
+class Scheduler:
+  """Which run starts next (thread-safe): each variant's first run, then the longest variants.
+
+  A variant whose first run is still going waits behind everything else: starting its other
+  seeds then would compile the same program again instead of reading it from the cache.
+  """
+
+  def __init__(self, runs: list[Run]):
+    self._pending = list(runs)
+    self._started: collections.Counter[str] = collections.Counter()
+    self._seconds: dict[str, list[float]] = collections.defaultdict(list)
+    self._lock = threading.Lock()
+
+  def _priority(self, index: int, run: Run) -> tuple:
+    v = run.variant
+    if not self._started[v]:
+      return (0, index)
+    if not self._seconds[v]:
+      return (2, index)
+    return (1, -sum(self._seconds[v]) / len(self._seconds[v]), index)
+
+  def next(self) -> Run | None:
+    with self._lock:
+      if not self._pending:
+        return None
+      best = min(range(len(self._pending)), key=lambda i: self._priority(i, self._pending[i]))
+      run = self._pending.pop(best)
+      self._started[run.variant] += 1
+      return run
+
+  def finished(self, run: Run, seconds: float):
+    with self._lock:
+      self._seconds[run.variant].append(seconds)
+
+
+def cpu_lanes(parallel: int) -> list[set[int]] | None:
+  """The CPUs of each of `parallel` workers (disjoint, equal shares), or None: no pinning."""
+  if parallel < 2 or not hasattr(os, 'sched_getaffinity'):
+    return None
+  cpus = sorted(os.sched_getaffinity(0))
+  share = len(cpus) // parallel
+  if share < 1:
+    return None
+  return [set(cpus[i * share:(i + 1) * share]) for i in range(parallel)]
+
+
+def run_env(cpus: set[int] | None) -> dict[str, str]:
+  """The environment of a run: a persistent compilation cache shared by the sweep's runs, which
+  keeps every program (even the eager ops of a model's initialization: 4-5 s of compiles per
+  process on one core, under 1 s from the cache); XLA single-threaded on a one-CPU lane."""
+  env = dict(os.environ)
+  env.setdefault('JAX_COMPILATION_CACHE_DIR', str(DEFAULT_CACHE))
+  env.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  if cpus is not None and len(cpus) == 1:
+    env['XLA_FLAGS'] = ' '.join(filter(None, [env.get('XLA_FLAGS'), SINGLE_THREAD_XLA]))
+  return env
+
+
+def launch(cmd: list[str], cpus: set[int] | None) -> subprocess.CompletedProcess:
+  """Runs `cmd` on `cpus` (a child inherits the affinity of the thread that starts it)."""
+  if cpus is not None:
+    os.sched_setaffinity(0, cpus)  # this worker thread, hence its children
+  return subprocess.run(cmd, capture_output=True, text=True, env=run_env(cpus))
+
+
+def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin: bool = True,
               log: Callable[[str], None] = print) -> dict[str, str]:
   """Runs every unfinished run of the sweep, `parallel` at a time -> {name: 'done'|'skipped'|'failed'}.
 
   A failed run is reported (its output tail in runs/<name>/error.log) and does not stop the others.
+  pin: give each of the `parallel` workers its own CPUs (see cpu_lanes).
   """
   sweep_dir = pathlib.Path(sweep_dir)
   runs = expand(spec)
@@ -121,25 +205,35 @@ def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1,
   for task in sorted(tasks):
     data.get_task(json.loads(task))
 
-  def one(run: Run) -> str:
+  def one(run: Run, cpus: set[int] | None) -> str:
     run_dir = sweep_dir / 'runs' / run.name
-    if (run_dir / wd.RESULTS).exists():
-      return 'skipped'
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ERROR).unlink(missing_ok=True)
-    proc = subprocess.run(command(spec, run, run_dir), capture_output=True, text=True)
+    proc = launch(command(spec, run, run_dir), cpus)
     if proc.returncode != 0:
       tail = '\n'.join((proc.stdout + proc.stderr).splitlines()[-60:])
       (run_dir / ERROR).write_text(tail + '\n')
       return 'failed'
     return 'done'
 
-  status = {}
-  with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-    futures = {pool.submit(one, run): run for run in runs}
-    for future in concurrent.futures.as_completed(futures):
-      run = futures[future]
-      status[run.name] = future.result()
-      extra = f' (see {sweep_dir / "runs" / run.name / ERROR})' if status[run.name] == 'failed' else ''
-      log(f'[{len(status)}/{len(runs)}] {run.name}: {status[run.name]}{extra}')
-  return status
+  status = {r.name: 'skipped' for r in runs if r not in todo}
+  for name in status:
+    log(f'[{len(status)}/{len(runs)}] {name}: skipped')
+  scheduler = Scheduler(todo)
+  lock = threading.Lock()
+
+  def worker(cpus: set[int] | None):
+    while (run := scheduler.next()) is not None:
+      start = time.perf_counter()
+      result = one(run, cpus)
+      scheduler.finished(run, time.perf_counter() - start)
+      with lock:
+        status[run.name] = result
+        extra = f' (see {sweep_dir / "runs" / run.name / ERROR})' if result == 'failed' else ''
+        log(f'[{len(status)}/{len(runs)}] {run.name}: {result}{extra}')
+
+  lanes = (cpu_lanes(parallel) if pin else None) or [None] * max(1, parallel)
+  with concurrent.futures.ThreadPoolExecutor(len(lanes)) as pool:
+    for future in [pool.submit(worker, cpus) for cpus in lanes]:
+      future.result()  # re-raises what stopped a worker
+  return {r.name: status[r.name] for r in runs}
