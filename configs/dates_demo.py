@@ -7,7 +7,9 @@ The whole comparison (8 variants x 3 seeds, then the report):
   python -m experiments.sweep --config=configs/dates_demo.py --workdir=runs/demo --parallel=2
 Variants: the seq2seq RNN plain, with reversed input and peeky; seq2seq + Luong attention with
 the dot, general and additive scores; the Transformer with scaled_dot and with additive scores.
-Sizes are chosen so that the sweep trains on a 2-core CPU in minutes.
+Sizes and steps are chosen so that every attention variant reaches its plateau (at least 99%
+exact match) and the sweep trains on a 2-core CPU in under 10 minutes (two runs at a time, one
+core each).
 Args: family = seq2seq | transformer, score = none | dot | general | additive | scaled_dot | ...,
 peeky, reverse = false | true, size = demo | tiny.
 """
@@ -19,7 +21,7 @@ from configs import common, dates_seq2seq, dates_transformer
 FAMILIES = {'seq2seq': dates_seq2seq, 'transformer': dates_transformer}
 SIZES = {  # size -> overrides shared by every variant
     'demo': dict(task=dict(num_train=10_000, num_validation=250, num_test=1_000),
-                 train=dict(batch_size=64, log_every=100, eval_every=500, checkpoint_every=10_000,
+                 train=dict(batch_size=64, log_every=100, eval_every=600, checkpoint_every=10_000,
                             warmup_steps=100),
                  eval=dict(batch_size=250)),  # divides both evaluation splits: no padded rows
     'tiny': dict(task=dict(num_train=512, num_validation=64, num_test=64),
@@ -27,7 +29,8 @@ SIZES = {  # size -> overrides shared by every variant
                             checkpoint_every=10, warmup_steps=2)),
 }
 FAMILY = {  # family -> model size and training steps of the demo
-    'seq2seq': dict(model=dict(embed_dim=16, hidden=64), train=dict(steps=1_000, lr=3e-3)),
+    # 1,000 steps left Luong general at 97.6 ± 2.5% and dot at 99.1 ± 1.3% (a seed at 95-98%).
+    'seq2seq': dict(model=dict(embed_dim=16, hidden=64), train=dict(steps=1_200, lr=3e-3)),
     # One head with A = 16: the two Transformers differ in the score alone, and the additive
     # score's [B, Q, K, A] tensor stays small (4 heads x A = 16 ran 2.4x slower per step here
     # and reached 95-99% in 800 steps; one head reached 99.2-99.5%).

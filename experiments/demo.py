@@ -54,6 +54,7 @@ def heatmaps(spec: str, sweep_dir: pathlib.Path) -> list[tuple[str, pathlib.Path
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  sweep.share_run_cache()  # the heatmaps' models were compiled by the runs
   sweep_dir = pathlib.Path(_WORKDIR.value)
   spec = f'{CONFIG}:{_ARG.value}' if _ARG.value else CONFIG
   start = time.perf_counter()

@@ -100,6 +100,15 @@ def test_seq2seq_attention_layer_matches_numpy(score):
   np.testing.assert_allclose(ctx, want[:, 0, 0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(inter['attention_weights'].get_value()[0], want_w, rtol=1e-5, atol=1e-6)
   assert np.all(np.asarray(inter['attention_weights'].get_value()[0])[2, 0, 0, 1:] == 0)
+  # Keys projected once (as a seq2seq decoder does) give the same context, in both kernels.
+  projected = layer.project_keys(jnp.asarray(enc, jnp.float32))
+  if score in ('additive', 'concat'):
+    assert projected.shape == (3, 4, 5)  # [B, K, A]
+  for kernel in ('dense', 'chunked'):
+    layer.kernel = attn.get_kernel(kernel)
+    again = layer(jnp.asarray(h, jnp.float32), jnp.asarray(enc, jnp.float32), mask=valid,
+                  projected_keys=projected)
+    np.testing.assert_allclose(again, want[:, 0, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_layer_bad_inputs():

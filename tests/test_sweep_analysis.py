@@ -139,7 +139,8 @@ def test_cpu_lanes_split_the_cpus(monkeypatch):
 @pytest.mark.skipif(not hasattr(os, 'sched_setaffinity'), reason='Linux CPU affinity')
 def test_launch_runs_the_child_on_its_cpus_single_threaded():
   cpu = min(os.sched_getaffinity(0))
-  code = 'import os, json; print(json.dumps([sorted(os.sched_getaffinity(0)), os.environ["XLA_FLAGS"]]))'
+  code = ('import os, json; '
+          'print(json.dumps([sorted(os.sched_getaffinity(0)), os.environ["XLA_FLAGS"]]))')
   with concurrent.futures.ThreadPoolExecutor(1) as pool:  # launch pins the calling thread
     proc = pool.submit(sweep.launch, [sys.executable, '-c', code], {cpu}).result()
   cpus, flags = json.loads(proc.stdout)

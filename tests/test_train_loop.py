@@ -2,10 +2,14 @@
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
-from attention_zoo.train import train_and_evaluate, writers
+from attention_zoo.train import batching, evaluation, steps, train_and_evaluate, writers
+from attention_zoo.train.loop import build_model
 from tests import test_train_helpers as h
 
 pytestmark = pytest.mark.usefixtures('tiny_models')
@@ -51,13 +55,6 @@ def test_progress_bar_is_quiet_without_a_tty(capsys):
 
 
 def test_evaluation_is_exact_with_a_short_last_batch_and_compiles_once():
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-  from attention_zoo.train import batching, evaluation, steps  # pylint: disable=import-outside-toplevel
-  from attention_zoo.train.loop import build_model  # pylint: disable=import-outside-toplevel
-
   config = h.tiny_config()
   task = h.reverse_task(n_val=40, n_test=50)
   model = build_model(config, task)

@@ -45,7 +45,8 @@ class Attention(nnx.Module):
     capture_weights: sow the weights [B, 1, Q, K] as nnx.Intermediate 'attention_weights'.
 
   Call: query [B, Dq] or [B, Q, Dq], keys [B, K, Dk], values [B, K, Dv] (default keys),
-    mask [B, K] (True = real key) or rank 4 -> context [B, Dv] or [B, Q, Dv];
+    mask [B, K] (True = real key) or rank 4, projected_keys = project_keys(keys) when computed
+    once for many calls -> context [B, Dv] or [B, Q, Dv];
     with return_weights=True -> (context, weights [B, K] or [B, Q, K]), for use inside lax loops
     where sowing is not possible.
   """
@@ -59,8 +60,14 @@ class Attention(nnx.Module):
     self.kernel = kernels_lib.get_kernel(kernel)
     self.capture_weights = capture_weights
 
+  def project_keys(self, keys: jax.Array) -> jax.Array:
+    """keys [B, K, Dk] -> what the score reads of them [B, K, A] (e.g. W_k k of the additive
+    score), to pass as `projected_keys` when many queries read the same keys."""
+    return self.score.project_keys(keys[:, :, None])[:, :, 0]
+
   def __call__(self, query: jax.Array, keys: jax.Array, values: jax.Array | None = None,
-               mask: jax.Array | None = None, *, return_weights: bool = False):
+               mask: jax.Array | None = None, *, return_weights: bool = False,
+               projected_keys: jax.Array | None = None):
     values = keys if values is None else values
     single = query.ndim == 2
     q = query[:, None] if single else query  # [B, Q, Dq]
@@ -73,8 +80,11 @@ class Attention(nnx.Module):
     if values.shape[:2] != keys.shape[:2]:
       raise ValueError(f'Attention: values {values.shape} must match keys {keys.shape} on [B, K]')
     mask = _key_mask(mask, keys.shape[0], keys.shape[1])
-    out, weights = self.kernel(self.score, q[:, :, None], keys[:, :, None], values[:, :, None],
-                               mask, return_weights=self.capture_weights or return_weights)
+    score, k = self.score, keys[:, :, None]  # [B, K, 1, Dk]
+    if projected_keys is not None:
+      score, k = scores_lib.OnProjected(self.score), projected_keys[:, :, None]  # [B, K, 1, A]
+    out, weights = self.kernel(score, q[:, :, None], k, values[:, :, None], mask,
+                               return_weights=self.capture_weights or return_weights)
     if self.capture_weights:
       self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, 1, Q, K]
     out = out[:, :, 0]  # [B, Q, Dv]

@@ -47,6 +47,25 @@ class Score(nnx.Module):
   def __call__(self, q: jax.Array, k: jax.Array) -> jax.Array:
     raise NotImplementedError
 
+  def project_keys(self, k: jax.Array) -> jax.Array:
+    """The part of the score that reads the keys alone (here: the keys themselves), computed once
+    when many queries read the same keys (the steps of a seq2seq decoder)."""
+    return k
+
+  def from_projected(self, q: jax.Array, pk: jax.Array) -> jax.Array:
+    """s(q, k) from pk = project_keys(k)."""
+    return self(q, pk)
+
+
+class OnProjected(Score):
+  """A score applied to projected keys: OnProjected(s)(q, s.project_keys(k)) == s(q, k)."""
+
+  def __init__(self, score: Score):
+    self.score = score
+
+  def __call__(self, q, pk):
+    return self.score.from_projected(q, pk)
+
 
 @SCORES.register('dot')
 class DotScore(Score):
@@ -97,9 +116,15 @@ class AdditiveScore(Score):
     self.w_k = nnx.Linear(key_dim, score_dim, use_bias=False, rngs=rngs)
     self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
 
-  def __call__(self, q, k):
-    hidden = jnp.tanh(self.w_q(q)[:, :, None] + self.w_k(k)[:, None])  # [B, Q, K, H, A]
+  def project_keys(self, k):
+    return self.w_k(k)  # [B, K, H, A]; Bahdanau et al. precompute U_a h_j the same way
+
+  def from_projected(self, q, wk):
+    hidden = jnp.tanh(self.w_q(q)[:, :, None] + wk[:, None])  # [B, Q, K, H, A]
     return jnp.einsum('bqkh->bhqk', self.v(hidden)[..., 0])  # [B, H, Q, K]
+
+  def __call__(self, q, k):
+    return self.from_projected(q, self.project_keys(k))
 
 
 @SCORES.register('concat')
@@ -117,12 +142,16 @@ class ConcatScore(Score):
     self.w = nnx.Linear(query_dim + key_dim, score_dim, use_bias=False, rngs=rngs)
     self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
 
-  def __call__(self, q, k):
-    w = self.w.kernel[...]  # [Dq + Dk, A]
-    wq = q @ w[:self.query_dim].astype(q.dtype)  # [B, Q, H, A]
-    wk = k @ w[self.query_dim:].astype(k.dtype)  # [B, K, H, A]
+  def project_keys(self, k):
+    return k @ self.w.kernel[self.query_dim:].astype(k.dtype)  # [B, K, H, A]
+
+  def from_projected(self, q, wk):
+    wq = q @ self.w.kernel[:self.query_dim].astype(q.dtype)  # [B, Q, H, A]
     hidden = jnp.tanh(wq[:, :, None] + wk[:, None])  # [B, Q, K, H, A]
     return jnp.einsum('bqkh->bhqk', self.v(hidden)[..., 0])  # [B, H, Q, K]
+
+  def __call__(self, q, k):
+    return self.from_projected(q, self.project_keys(k))
 
 
 def make_score(name: str, query_dim: int, key_dim: int, *, score_dim: int | None = None,

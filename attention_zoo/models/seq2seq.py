@@ -73,16 +73,17 @@ def run_cell(cell: nnx.Module, carry: Any, out: jax.Array, xs: jax.Array, valid:
   return carry, out, jnp.swapaxes(ys, 0, 1)
 
 
-def attend(attention: Attention, query: jax.Array, keys: jax.Array, mask: jax.Array,
+def attend(attention: Attention, query: jax.Array, enc: dict[str, jax.Array],
            want_weights: bool) -> tuple[jax.Array, jax.Array | None]:
   """One decoder state reads the encoder states through the attention core's score and kernel.
 
-  query [B, Dq], keys [B, S, Dk], mask [B, 1, 1, S] -> context [B, Dk], weights [B, S] | None.
+  query [B, Dq], enc['keys'] [B, S, Dk], enc['projected'] (the keys as the score reads them,
+  projected once per source), enc['mask'] [B, 1, 1, S] -> context [B, Dk], weights [B, S] | None.
   (Called inside lax loops, where sowing is not possible, so the weights are returned instead.)
   """
-  if want_weights:
-    return attention(query, keys, mask=mask, return_weights=True)  # [B, Dk], [B, S]
-  return attention(query, keys, mask=mask), None
+  out = attention(query, enc['keys'], mask=enc['mask'], return_weights=want_weights,
+                  projected_keys=enc['projected'])
+  return out if want_weights else (out, None)  # [B, Dk], [B, S] | None
 
 
 class NoAttention(nnx.Module):
@@ -91,8 +92,11 @@ class NoAttention(nnx.Module):
   def __init__(self, hidden: int):
     self.cell_extra, self.feature_dim = 0, hidden
 
-  def step(self, cell, carry, h_prev, x, keys, mask, want_weights):
-    del h_prev, keys, mask, want_weights
+  def project(self, keys):
+    return keys  # nothing reads them
+
+  def step(self, cell, carry, h_prev, x, enc, want_weights):
+    del h_prev, enc, want_weights
     carry, h = cell(carry, x)  # h [B, H]
     return carry, h, h, None
 
@@ -110,8 +114,11 @@ class BahdanauStep(nnx.Module):
                                rngs=rngs)
     self.cell_extra, self.feature_dim = key_dim, hidden + key_dim
 
-  def step(self, cell, carry, h_prev, x, keys, mask, want_weights):
-    c, w = attend(self.attention, h_prev, keys, mask, want_weights)  # [B, Dk]
+  def project(self, keys):
+    return self.attention.project_keys(keys)
+
+  def step(self, cell, carry, h_prev, x, enc, want_weights):
+    c, w = attend(self.attention, h_prev, enc, want_weights)  # [B, Dk]
     carry, h = cell(carry, jnp.concatenate([x, c], axis=-1))  # h [B, H]
     return carry, h, jnp.concatenate([h, c], axis=-1), w
 
@@ -127,10 +134,13 @@ class LuongStep(nnx.Module):
     self.combine = Concat(key_dim, hidden, hidden, rngs=rngs)
     self.cell_extra, self.feature_dim = 0, hidden
 
-  def step(self, cell, carry, h_prev, x, keys, mask, want_weights):
+  def project(self, keys):
+    return self.attention.project_keys(keys)
+
+  def step(self, cell, carry, h_prev, x, enc, want_weights):
     del h_prev
     carry, h = cell(carry, x)  # h [B, H]
-    c, w = attend(self.attention, h, keys, mask, want_weights)  # [B, Dk]
+    c, w = attend(self.attention, h, enc, want_weights)  # [B, Dk]
     return carry, h, self.combine(h, c), w
 
 
@@ -186,7 +196,8 @@ class Seq2Seq(nnx.Module):
   def encode(self, source: jax.Array, *, deterministic: bool | None = None
              ) -> dict[str, jax.Array]:
     """source [B, S] int -> {'carry': decoder initial state, 'summary' [B, H] (encoder's final
-    output), 'keys' [B, S, H] (encoder outputs), 'mask' [B, 1, 1, S] (True = real token)}.
+    output), 'keys' [B, S, H] (encoder outputs), 'mask' [B, 1, 1, S] (True = real token),
+    'projected' (the keys as the attention score reads them)}.
 
     deterministic=True turns dropout off whatever the mode (used by `generate`).
     """
@@ -201,7 +212,8 @@ class Seq2Seq(nnx.Module):
       join = lambda a, b: jnp.concatenate([a, b], axis=-1)
       carry, summary, keys = jax.tree.map(join, carry, carry_b), join(summary, summary_b), join(
           keys, keys_b)  # [B, H], [B, H], [B, S, H]
-    return {'carry': carry, 'summary': summary, 'keys': keys, 'mask': padding_mask(valid)}
+    return {'carry': carry, 'summary': summary, 'keys': keys, 'mask': padding_mask(valid),
+            'projected': self.decoder_step.project(keys)}  # [B, S, A]: once, not at every step
 
   def _step(self, enc: dict[str, jax.Array], carry: Any, h_prev: jax.Array, x: jax.Array,
             want_weights: bool):
@@ -209,8 +221,7 @@ class Seq2Seq(nnx.Module):
     weights [B, S] | None); features are the read-out input before dropout."""
     if self.peeky:
       x = jnp.concatenate([x, enc['summary']], axis=-1)  # [B, E + H]
-    carry, h, feats, w = self.decoder_step.step(self.decoder, carry, h_prev, x, enc['keys'],
-                                                enc['mask'], want_weights)
+    carry, h, feats, w = self.decoder_step.step(self.decoder, carry, h_prev, x, enc, want_weights)
     if self.peeky:
       feats = jnp.concatenate([feats, enc['summary']], axis=-1)  # [B, F]
     return carry, h, feats, w

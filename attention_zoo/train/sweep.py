@@ -178,6 +178,16 @@ def run_env(cpus: set[int] | None) -> dict[str, str]:
   return env
 
 
+def share_run_cache() -> None:
+  """This process reads and writes the compilation cache of the runs (analysis after a sweep
+  then finds the programs of model initialization and evaluation already compiled)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  env = run_env(None)
+  jax.config.update('jax_compilation_cache_dir', env['JAX_COMPILATION_CACHE_DIR'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float(env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+
+
 def launch(cmd: list[str], cpus: set[int] | None) -> subprocess.CompletedProcess:
   """Runs `cmd` on `cpus` (a child inherits the affinity of the thread that starts it)."""
   if cpus is not None:
@@ -187,7 +197,9 @@ def launch(cmd: list[str], cpus: set[int] | None) -> subprocess.CompletedProcess
 
 def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin: bool = True,
               log: Callable[[str], None] = print) -> dict[str, str]:
-  """Runs every unfinished run of the sweep, `parallel` at a time -> {name: 'done'|'skipped'|'failed'}.
+  """Runs every unfinished run of the sweep, `parallel` at a time -> {name: status}.
+
+  status: 'done', 'skipped' (results.json was there) or 'failed'.
 
   A failed run is reported (its output tail in runs/<name>/error.log) and does not stop the others.
   pin: give each of the `parallel` workers its own CPUs (see cpu_lanes).
