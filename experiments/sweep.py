@@ -26,7 +26,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   status = {}
   if not _REPORT_ONLY.value:
-    status = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value, pin=_PIN.value)
+    status = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value,
+                             pin=_PIN.value)
   result = report.write(_WORKDIR.value, title=f'Sweep {_CONFIG.value}')
   print(f'report: {_WORKDIR.value}/report.md ({len(result["variants"])} variants)')
   failed = [name for name, s in status.items() if s == 'failed']

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from attention_zoo.train.sweep import variant_name
+
 # Metrics where lower is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = ('loss', 'perplexity', 'bits_per_char', 'bpc', 'error')
 # The metric plotted and ranked first, by preference.
@@ -67,10 +69,8 @@ def collect(sweep_dir: pathlib.Path) -> tuple[list[dict], list[str], list[str]]:
     run_dir = sweep_dir / 'runs' / entry['name']
     if (run_dir / 'results.json').exists():
       overrides = entry['overrides']
-      parts = [entry['arg']] if entry.get('arg') and entry['arg'] != sweep.get('arg') else []
-      parts += [f'{k.split(".")[-1]}={v}' for k, v in overrides.items() if k != 'seed']
-      variant = ','.join(parts)
-      runs.append({'name': entry['name'], 'variant': variant or 'default',
+      runs.append({'name': entry['name'],
+                   'variant': variant_name(entry.get('arg'), overrides, sweep.get('arg')),
                    'seed': overrides.get('seed', 0),
                    'results': json.loads((run_dir / 'results.json').read_text()),
                    'metrics': _read_jsonl(run_dir / 'metrics.jsonl')})

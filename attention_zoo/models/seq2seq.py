@@ -93,7 +93,7 @@ class NoAttention(nnx.Module):
     self.cell_extra, self.feature_dim = 0, hidden
 
   def project(self, keys):
-    return keys  # nothing reads them
+    return None  # nothing reads the keys
 
   def step(self, cell, carry, h_prev, x, enc, want_weights):
     del h_prev, enc, want_weights

@@ -168,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       generate = steps.make_generate(g_eval, max_len or batch[task.target_key].shape[1])
     evaluator = evaluation.Evaluator(task, steps.make_eval_step(g_eval, task), generate, mesh,
                                      config.eval)
-    return compiled, treedef, evaluator, time.perf_counter() - t0
+    return compiled, leaves, treedef, evaluator, time.perf_counter() - t0
 
   def evaluate(split: str, step: int) -> dict[str, float] | None:
     if split not in task.splits:
@@ -193,8 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   batch = batching.to_device(train_batches.batch(start), mesh)
   seed_key = jax.device_put(jax.random.key(config.seed), rep)
-  compiled, treedef, evaluator, compile_s = compile_fns(g_train, g_eval, state, batch)
-  leaves = jax.tree.leaves(state)  # the state the steps carry; `state` is rebuilt when needed
+  # The steps carry the state's leaves; `state` is rebuilt from them when needed.
+  compiled, leaves, treedef, evaluator, compile_s = compile_fns(g_train, g_eval, state, batch)
   rows: list[tuple[int, dict]] = []
   last_train: dict[str, float] = {}
   last_saved, tokens, train_s, steps_run = start, 0, 0.0, 0
@@ -210,8 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         model = nnx.merge(g_train, state.params, state.rngs, state.other)
         g_train, g_eval, _, _, other = _modes(model, phase)
         state = state._replace(other=jax.device_put(other, rep))
-        compiled, treedef, evaluator, extra = compile_fns(g_train, g_eval, state, batch)
-        leaves = jax.tree.leaves(state)
+        compiled, leaves, treedef, evaluator, extra = compile_fns(g_train, g_eval, state, batch)
         compile_s += extra
         t_mark = time.perf_counter()
       host_batch = train_batches.batch(step)

@@ -56,9 +56,15 @@ class Run:
 
   @property
   def variant(self) -> str:
-    """What the run compares: its arg and overrides without the seed."""
-    rest = {k: v for k, v in self.overrides.items() if k != 'seed'}
-    return json.dumps([self.arg, rest], sort_keys=True, default=str)
+    return variant_name(self.arg, self.overrides)
+
+
+def variant_name(arg: str | None, overrides: dict[str, Any], sweep_arg: str | None = None) -> str:
+  """What a run compares, as the report names it: its config arg (unless it is the sweep's own)
+  and its overrides other than the seed, e.g. 'family=seq2seq,score=dot' ('default' if none)."""
+  parts = [arg] if arg and arg != sweep_arg else []
+  parts += [f'{k.split(".")[-1]}={v}' for k, v in overrides.items() if k != 'seed']
+  return ','.join(parts) or 'default'
 
 
 def load_config_module(spec: str):
