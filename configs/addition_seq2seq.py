@@ -36,12 +36,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model_name = 'seq2seq'
   c.model = dict(
       embed_dim=16,  # E, token embedding size
-      hidden=128,  # H, encoder / decoder state size
+      hidden=128,  # F, encoder / decoder state size (hidden units)
       cell='lstm',  # lstm | lstm_unfused | gru
       peeky=arg.peeky,  # feed the encoder summary to every decoder step
-      attention=arg.score,  # score name, or 'none'
-      attention_style='luong',  # luong | bahdanau
-      dropout=0.0,  # dropout on embeddings and read-out
+      score=arg.score,  # attention score, or 'none' for no attention
+      style='luong',  # luong | bahdanau: where the attention sits in the decoder step
+      dropout_rate=0.0,  # dropout on embeddings and read-out
   )
   return common.finish(c, SIZES, arg.size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
@@ -52,6 +52,6 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   del arg
   variants = [{}, {'task.reverse_source': True},
               {'task.reverse_source': True, 'model.peeky': True},
-              {'task.reverse_source': True, 'model.attention': 'dot'},
-              {'task.reverse_source': True, 'model.attention': 'additive'}]
+              {'task.reverse_source': True, 'model.score': 'dot'},
+              {'task.reverse_source': True, 'model.score': 'additive'}]
   return [dict(v, seed=s) for v in variants for s in common.seeds()]

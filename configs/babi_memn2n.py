@@ -12,10 +12,10 @@ import ml_collections
 from configs import common
 
 SIZES = {  # size -> overrides of the sections below
-    'tiny': dict(model=dict(embed_dim=8, hops=2),
-                 train=dict(steps=6, batch_size=16, log_every=2, eval_every=3, checkpoint_every=3,
-                            linear_start_steps=3), eval=dict(batch_size=64, max_examples=128)),
-    'small': dict(train=dict(steps=3_000, batch_size=32, linear_start_steps=600)),
+    'tiny': dict(model=dict(embed_dim=8, hops=2, linear_start_steps=3),
+                 train=dict(steps=6, batch_size=16, log_every=2, eval_every=3, checkpoint_every=3),
+                 eval=dict(batch_size=64, max_examples=128)),
+    'small': dict(model=dict(linear_start_steps=600), train=dict(steps=3_000, batch_size=32)),
 }
 
 
@@ -32,12 +32,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.model_name = 'memn2n'
   c.model = dict(
-      embed_dim=20,  # d
-      hops=3,  # K memory hops
+      embed_dim=20,  # E, the paper's d
+      hops=3,  # memory hops
       tying=arg.tying,  # adjacent | layerwise weight tying
       encoding=arg.encoding,  # position | bow sentence encoding
       temporal=True,  # learned temporal encodings
       random_noise=0.1,  # fraction of empty memories inserted during training
+      linear_start_steps=0,  # training steps without the memory softmax (linear start; 0 = off)
   )
   # SGD, lr 0.01, gradient norm clipped at 40: as in the paper (section 4.2)
   return common.finish(c, SIZES, arg.size,
@@ -47,5 +48,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_sweep(arg: str | None = None) -> list[dict]:
   """Position vs bag-of-words encoding, with and without linear start, 3 seeds each."""
   del arg
-  return [{'model.encoding': e, 'train.linear_start_steps': ls, 'seed': seed}
+  return [{'model.encoding': e, 'model.linear_start_steps': ls, 'seed': seed}
           for e in ('position', 'bow') for ls in (0, 600) for seed in common.seeds()]

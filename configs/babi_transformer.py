@@ -45,7 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_len=1024,  # longest flattened story the positions cover
   )
   return common.finish(c, SIZES, arg.size,
-                       optimizer='adamw', lr=1e-3, weight_decay=0.01, clip_norm=1.0, schedule='cosine', warmup_steps=200)
+                       optimizer='adamw', lr=1e-3, weight_decay=0.01, clip_norm=1.0,
+                       schedule='cosine', warmup_steps=200)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

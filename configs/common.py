@@ -66,7 +66,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.clip_norm = 0.0  # global gradient-norm clipping; 0 = off
   c.train.weight_decay = 0.0  # adamw only
   c.train.momentum = 0.9  # sgd only; 0 = plain sgd
-  c.train.linear_start_steps = 0  # memory network: softmax removed for the first N steps (0 = off)
   c.train.log_every = 50  # write train metrics every N steps
   c.train.eval_every = 500  # validation (and decoded samples) every N steps; 0 = only at the end
   c.train.checkpoint_every = 500  # save every N steps (and always at the end)

@@ -38,14 +38,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model_name = 'seq2seq'
   c.model = dict(
       embed_dim=16,  # E, token embedding size
-      hidden=128,  # H, encoder / decoder state size
+      hidden=128,  # F, encoder / decoder state size (hidden units)
       cell=arg.cell,  # lstm | lstm_unfused | gru
       bidirectional=False,  # bidirectional encoder
       peeky=arg.peeky,  # feed the encoder summary to every decoder step
-      attention=arg.score,  # score name, or 'none' for the plain encoder-decoder
-      attention_style=arg.style,  # luong | bahdanau
+      score=arg.score,  # attention score, or 'none' for the plain encoder-decoder
+      style=arg.style,  # luong | bahdanau: where the attention sits in the decoder step
       kernel='dense',  # dense | chunked | fused
-      dropout=0.0,  # dropout on embeddings and read-out
+      dropout_rate=0.0,  # dropout on embeddings and read-out
   )
   return common.finish(c, SIZES, arg.size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_sweep(arg: str | None = None) -> list[dict]:
   """Plain vs peeky vs each attention score, 3 seeds each."""
   del arg
-  variants = [{'model.attention': 'none', 'model.peeky': False},
-              {'model.attention': 'none', 'model.peeky': True}]
-  variants += [{'model.attention': s} for s in ('dot', 'general', 'additive', 'concat')]
+  variants = [{'model.score': 'none', 'model.peeky': False},
+              {'model.score': 'none', 'model.peeky': True}]
+  variants += [{'model.score': s} for s in ('dot', 'general', 'additive', 'concat')]
   return [dict(v, seed=s) for v in variants for s in common.seeds()]

@@ -48,7 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_len=256,  # longest input the positions cover (+1 for [CLS])
   )
   return common.finish(c, SIZES, arg.size,
-                       lr=1e-3, clip_norm=1.0, schedule='cosine', warmup_steps=200, optimizer='adamw', weight_decay=0.01)
+                       lr=1e-3, clip_norm=1.0, schedule='cosine', warmup_steps=200,
+                       optimizer='adamw', weight_decay=0.01)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

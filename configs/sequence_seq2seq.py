@@ -40,10 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model_name = 'seq2seq'
   c.model = dict(
       embed_dim=32,  # E, token embedding size
-      hidden=128,  # H, encoder / decoder state size
+      hidden=128,  # F, encoder / decoder state size (hidden units)
       cell='lstm',  # lstm | lstm_unfused | gru
-      attention=arg.score,  # score name, or 'none'
-      attention_style='luong',  # luong | bahdanau
+      score=arg.score,  # attention score, or 'none' for no attention
+      style='luong',  # luong | bahdanau: where the attention sits in the decoder step
   )
   return common.finish(c, SIZES, arg.size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
@@ -52,5 +52,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_sweep(arg: str | None = None) -> list[dict]:
   """No attention vs dot vs additive, 3 seeds each (task chosen by the arg)."""
   del arg
-  return [{'model.attention': s, 'seed': seed}
+  return [{'model.score': s, 'seed': seed}
           for s in ('none', 'dot', 'additive') for seed in common.seeds()]

@@ -46,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_len=128,  # longest context the positions cover
   )
   return common.finish(c, SIZES, arg.size,
-                       optimizer='adamw', lr=1e-3, weight_decay=0.1, clip_norm=1.0, schedule='cosine', warmup_steps=200)
+                       optimizer='adamw', lr=1e-3, weight_decay=0.1, clip_norm=1.0,
+                       schedule='cosine', warmup_steps=200)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

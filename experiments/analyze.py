@@ -8,7 +8,7 @@ Writes PNGs and summary.txt into WORKDIR/analysis[_step<N>]/.
 
 from absl import app, flags
 
-from attention_zoo.analysis.run import analyze
+from attention_zoo.analysis import analyze_run
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'the workdir of one run')
 _STEP = flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)')
@@ -20,7 +20,7 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  analyze(_WORKDIR.value, _STEP.value, _EXAMPLES.value, _SPLIT.value)
+  analyze_run(_WORKDIR.value, _STEP.value, _EXAMPLES.value, _SPLIT.value)
 
 
 if __name__ == '__main__':

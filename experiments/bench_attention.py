@@ -3,9 +3,9 @@ r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside t
   python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
 
 Rows: ours (score x kernel), jax.nn.dot_product_attention, flax nnx.dot_product_attention,
-flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = H·D), PyTorch
+flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = N·D), PyTorch
 scaled_dot_product_attention when torch is importable, and this process's f32 matmul rate.
-GFLOP/s counts 4·B·H·L²·D for the forward pass and 3x that for forward+backward (the
+GFLOP/s counts 4·B·N·L²·D for the forward pass and 3x that for forward+backward (the
 attention matmuls only; the additive score's tanh work is not counted). Memory is XLA's buffer
 assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak.
 Times are medians over --reps runs after one warm-up; compare rows of one run only.
@@ -28,16 +28,17 @@ from attention_zoo.attention import kernels, layers, scores
 flags.DEFINE_list('lengths', ['256', '1024', '4096'], 'Sequence lengths L.')
 flags.DEFINE_integer('reps', 5, 'Timed repetitions per row (median reported).')
 flags.DEFINE_integer('batch', 4, 'B.')
-flags.DEFINE_integer('heads', 8, 'H.')
+flags.DEFINE_integer('heads', 8, 'N.')
 flags.DEFINE_integer('head_dim', 64, 'D.')
 flags.DEFINE_float('max_gib', 12.0, 'Skip a row whose compiled memory exceeds this.')
 flags.DEFINE_float('max_score_elements', 1.1e9,
-                   'Skip additive/concat rows whose B·H·L²·A tanh elements exceed this (CPU time).')
+                   'Skip additive/concat rows whose B·N·L²·A tanh elements exceed this '
+                   '(CPU time).')
 flags.DEFINE_bool('memory_targets', True, 'Also print the long-sequence memory targets.')
 FLAGS = flags.FLAGS
 
 GIB = 2.0 ** 30
-# Tile sizes of the chunked kernel: the additive / concat tiles hold [B, Qc, Kc, H, A] floats.
+# Tile sizes of the chunked kernel: the additive / concat tiles hold [B, Qc, Kc, N, A] floats.
 CHUNKS = {'additive': dict(q_block=128, k_block=128), 'concat': dict(q_block=128, k_block=128)}
 DEFAULT_CHUNK = dict(q_block=1024, k_block=1024)
 
@@ -118,7 +119,8 @@ def attention_table(length, reps):
       if kernel_name == 'fused' and score_name not in ('dot', 'scaled_dot'):
         continue
       name = f'{score_name} / {kernel_name}'
-      if score_name in ('additive', 'concat') and b * h * length ** 2 * d > FLAGS.max_score_elements:
+      too_slow = b * h * length ** 2 * d > FLAGS.max_score_elements
+      if score_name in ('additive', 'concat') and too_slow:
         rows.append({'name': name, 'fwd': 'skipped: too slow on CPU', 'fwd+bwd': 'skipped'})
         continue
       apply, state = _ours(score_name, kernel_name, d)
@@ -130,7 +132,7 @@ def attention_table(length, reps):
   rows.append(_row('flax nnx.dot_product_attention',
                    lambda p, q, k, v: nnx.dot_product_attention(q, k, v), (), (q, k, v), flop,
                    reps))
-  # Whole layers (projections included): ours vs flax, same weights layout, F = H·D.
+  # Whole layers (projections included): ours vs flax, same weights layout, F = N·D.
   x = jax.random.normal(keys[0], (b, length, h * d), jnp.float32)
   theirs = nnx.MultiHeadAttention(h, h * d, decode=False, deterministic=True, rngs=nnx.Rngs(0))
   layer_flop = flop + 4 * 2 * b * length * (h * d) ** 2
@@ -143,7 +145,7 @@ def attention_table(length, reps):
     rows.append(_row(label, lambda p, x, g=graphdef: nnx.merge(g, p)(x), state, (x,), layer_flop,
                      reps))
   rows.extend(_torch_rows(b, h, d, length, flop, reps))
-  _print(rows, f'B={b} H={h} D={d} L={length} (GFLOP/s: 4BHL²D fwd, 3x fwd+bwd; layers add '
+  _print(rows, f'B={b} N={h} D={d} L={length} (GFLOP/s: 4BNL²D fwd, 3x fwd+bwd; layers add '
                f'the 4 projections)')
 
 
@@ -215,8 +217,10 @@ def memory_targets():
       apply = lambda p, q, k, v, g=graphdef, kern=kern: kern(nnx.merge(g, p), q, k, v)[0]
     _, both = _fwd_and_grad(apply, state, (x, x, x))
     _, mem = _compile(both, state, x, x, x)
-    verdict = '' if limit is None else ('  (target < %.0f GiB: %s)' % (limit, 'met' if mem < limit * GIB else 'MISSED'))
-    print(f'  {label:<32} B={b} H={h} D={d} L={length:>6}: {mem / GIB:7.2f} GiB{verdict}')
+    verdict = ''
+    if limit is not None:
+      verdict = f'  (target < {limit:.0f} GiB: {"met" if mem < limit * GIB else "MISSED"})'
+    print(f'  {label:<32} B={b} N={h} D={d} L={length:>6}: {mem / GIB:7.2f} GiB{verdict}')
 
 
 def main(argv):

@@ -6,7 +6,8 @@ r"""The `data` section of the benchmark: examples/s per task through the real gr
 For each task: build s (TFDS array_record, into a fresh temp dir unless --tfds_dir), open s (a
 second get_task on the built cache), first-batch s (includes decoding the split into memory),
 then steady examples/s over --batches batches of --batch_size from task.batches('train', ...).
-Real-data tasks read $ATTENTION_ZOO_DATA (default ../shared/data) and are skipped when absent.
+Real-data tasks read $ATTENTION_ZOO_DATA (default: the real-data folder beside the repository)
+and are skipped when absent.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ REAL = ('babi', 'mnist', 'tiny_shakespeare')
 flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
 flags.DEFINE_integer('batches', 200, 'Timed batches per task.')
 flags.DEFINE_list('tasks', list(SYNTHETIC + REAL), 'Tasks to measure.')
-flags.DEFINE_string('tfds_dir', None, 'TFDS cache (default: a fresh temp dir, so builds are measured).')
+flags.DEFINE_string('tfds_dir', None,
+                    'TFDS cache (default: a fresh temp dir, so builds are measured).')
 FLAGS = flags.FLAGS
 
 

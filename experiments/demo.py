@@ -15,16 +15,17 @@ import time
 
 from absl import app, flags
 
-from attention_zoo.analysis import report
-from attention_zoo.train import sweep
-from attention_zoo.analysis import run as analyze
+from attention_zoo import sweeps
+from attention_zoo.analysis import analyze_run, report
+from attention_zoo.train import workdir as wd
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'the demo sweep directory')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'runs at a time')
 _PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
                           '(XLA single-threaded when that is one CPU each)')
 _ARG = flags.DEFINE_string('arg', '', "the sweep's arg, e.g. 'size=tiny,seeds=1'")
-CONFIG = 'configs/dates_demo.py'
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/
+CONFIG = str(ROOT / 'configs' / 'dates_demo.py')
 # The maps to show per model family: the source-target attention (seq2seq alignment; the last
 # decoder layer's cross-attention of the Transformer).
 SHOWN = ('attention_weights.example0.png', 'cross_attn.attention_weights.example0.png')
@@ -34,13 +35,13 @@ def heatmaps(spec: str, sweep_dir: pathlib.Path) -> list[tuple[str, pathlib.Path
   out_dir = sweep_dir / 'heatmaps'
   out_dir.mkdir(exist_ok=True)
   shown = []
-  for run in sweep.expand(spec):
-    run_dir = sweep_dir / 'runs' / run.name
+  for run in sweeps.expand(spec):
+    run_dir = sweep_dir / wd.RUNS / run.name
     if run.overrides.get('seed') != 0 or 'score=none' in (run.arg or ''):
       continue
-    if not (run_dir / 'results.json').exists():
+    if not (run_dir / wd.RESULTS).exists():
       continue
-    records = analyze.analyze(str(run_dir), examples=1)
+    records = analyze_run(run_dir, examples=1)
     cross = ([r for r in records if r['file'].endswith(SHOWN[1])]
              or [r for r in records if r['file'].endswith(SHOWN[0])])
     if cross:
@@ -54,23 +55,24 @@ def heatmaps(spec: str, sweep_dir: pathlib.Path) -> list[tuple[str, pathlib.Path
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  sweep.share_run_cache()  # the heatmaps' models were compiled by the runs
+  sweeps.share_run_cache()  # the heatmaps' models were compiled by the runs
   sweep_dir = pathlib.Path(_WORKDIR.value)
   spec = f'{CONFIG}:{_ARG.value}' if _ARG.value else CONFIG
   start = time.perf_counter()
-  status = sweep.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value, pin=_PIN.value)
+  status = sweeps.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value, pin=_PIN.value, root=ROOT)
   trained = time.perf_counter() - start
   report.write(sweep_dir, title='attention_zoo demo: date normalization')
   maps = heatmaps(spec, sweep_dir)
-  with open(sweep_dir / 'report.md', 'a') as f:
+  report_md = sweep_dir / wd.REPORT_MD
+  with open(report_md, 'a') as f:
     f.write('\n## Attention of one validation example (seed 0)\n\nRows: output characters; '
             'columns: input characters; bright = high weight.\n')
     for variant, path in maps:
       f.write(f'\n### {variant}\n\n![{variant}](heatmaps/{path.name})\n')
-  print((sweep_dir / 'report.md').read_text())
+  print(report_md.read_text())
   failed = [n for n, s in status.items() if s == 'failed']
   print(f'demo: {len(status)} runs ({len(failed)} failed) trained in {trained:.0f} s, '
-        f'{len(maps)} heatmaps; report: {sweep_dir / "report.md"}')
+        f'{len(maps)} heatmaps; report: {report_md}')
   if failed:
     raise SystemExit(f'failed runs: {", ".join(failed)}')
 

@@ -25,9 +25,9 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  from attention_zoo import train  # pylint: disable=import-outside-toplevel
+  from attention_zoo.train import loop  # pylint: disable=import-outside-toplevel
   logging.info('devices: %s', jax.devices())
-  results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
+  results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
   logging.info('results: %s', {k: results[k] for k in ('step', 'validation', 'test')
                                if k in results})
 

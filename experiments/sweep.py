@@ -7,10 +7,15 @@ Writes DIR/sweep.json, DIR/runs/<name>/ (one workdir each), DIR/report.md, DIR/r
 DIR/plots/. Re-running the command skips finished runs and resumes interrupted ones.
 """
 
+import pathlib
+
 from absl import app, flags
 
+from attention_zoo import sweeps
 from attention_zoo.analysis import report
-from attention_zoo.train import sweep
+from attention_zoo.train import workdir as wd
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/
 
 _CONFIG = flags.DEFINE_string('config', None, 'configs/<file>.py[:arg] with get_sweep(arg)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'the sweep directory (created)')
@@ -26,10 +31,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   status = {}
   if not _REPORT_ONLY.value:
-    status = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value,
-                             pin=_PIN.value)
+    status = sweeps.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value,
+                              pin=_PIN.value, root=ROOT)
   result = report.write(_WORKDIR.value, title=f'Sweep {_CONFIG.value}')
-  print(f'report: {_WORKDIR.value}/report.md ({len(result["variants"])} variants)')
+  print(f'report: {_WORKDIR.value}/{wd.REPORT_MD} ({len(result["variants"])} variants)')
   failed = [name for name, s in status.items() if s == 'failed']
   if failed:
     raise SystemExit(f'{len(failed)} run(s) failed: {", ".join(failed)}')

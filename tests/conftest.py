@@ -1,4 +1,4 @@
-"""Shared fixtures. `data_dir`: the real-data folder (../shared/data, see its README)."""
+"""Shared fixtures: `data_dir` (the real-data folder), `tiny_models` (see tests/fixtures.py)."""
 
 import os
 
@@ -10,8 +10,17 @@ _DEFAULT = os.path.join(os.path.dirname(_REPO), 'shared', 'data')
 
 @pytest.fixture(scope='session')
 def data_dir() -> str:
-  """$ATTENTION_ZOO_DATA, else ../shared/data next to the repo root; skips when neither exists."""
+  """$ATTENTION_ZOO_DATA, else the real-data folder beside the repo root; skips when neither
+  exists."""
   path = os.environ.get('ATTENTION_ZOO_DATA') or _DEFAULT
   if not os.path.isdir(path):
-    pytest.skip(f'real data not found at {path}: set ATTENTION_ZOO_DATA to the shared data folder')
+    pytest.skip(f'real data not found at {path}: set ATTENTION_ZOO_DATA to the real-data folder')
   return path
+
+
+@pytest.fixture
+def tiny_models():
+  """The tiny models of tests/fixtures.py in the model registry for one test (removed after)."""
+  from tests import fixtures  # pylint: disable=import-outside-toplevel
+  with fixtures.tiny_models_registered():
+    yield

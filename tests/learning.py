@@ -1,4 +1,5 @@
-"""The shared loop of the learning tests: Adam on one fixed batch, cross-entropy on integer labels."""
+"""The shared loop of the learning tests: Adam on one fixed batch, cross-entropy on integer
+labels."""
 
 import optax
 from flax import nnx

@@ -11,7 +11,7 @@ from flax import nnx
 from attention_zoo.attention import kernels, masks, scores
 from tests import numpy_reference as ref
 
-B, Q, K, H, D, A = 2, 9, 13, 2, 4, 5
+B, Q, K, N, D, A = 2, 9, 13, 2, 4, 5
 KERNELS = {
     'dense': kernels.dense,
     # small tiles so that queries and keys span several (uneven) blocks
@@ -24,9 +24,9 @@ CASES = [(s, k) for s in scores.SCORES for k in KERNELS if k != 'fused' or s in 
 
 def _inputs(seed=0, dtype=np.float64):
   rng = np.random.default_rng(seed)
-  q = rng.normal(size=(B, Q, H, D))
-  k = rng.normal(size=(B, K, H, D))
-  v = rng.normal(size=(B, K, H, D))
+  q = rng.normal(size=(B, Q, N, D))
+  k = rng.normal(size=(B, K, N, D))
+  v = rng.normal(size=(B, K, N, D))
   valid = np.ones((B, K), bool)
   valid[0, 10:] = False  # padding in the first example
   mask = np.logical_and(valid[:, None, None, :], np.tril(np.ones((Q, K), bool), k=2)[None, None])
@@ -56,7 +56,7 @@ def test_output_matches_numpy(score_name, kernel_name):
 def test_gradients_match_numpy(score_name, kernel_name):
   score = scores.make_score(score_name, D, D, score_dim=A, rngs=nnx.Rngs(2))
   q, k, v, mask = _inputs(seed=3)
-  cot = np.random.default_rng(4).normal(size=(B, Q, H, D))
+  cot = np.random.default_rng(4).normal(size=(B, Q, N, D))
   graphdef, state = nnx.split(score)
 
   def loss(state, q, k, v):
@@ -107,7 +107,7 @@ def test_huge_logits_stay_finite(kernel_name):
   grads = jax.grad(lambda q: jnp.sum(KERNELS[kernel_name](score, q, k, v, mask)[0]))(q)
   assert np.all(np.isfinite(out)) and np.all(np.isfinite(grads))
   # softmax of such logits is one-hot on the largest unmasked logit
-  top = np.where(mask, logits, -np.inf).argmax(-1)  # [B, H, Q]
+  top = np.where(mask, logits, -np.inf).argmax(-1)  # [B, N, Q]
   b, h, i = 0, 0, 3
   np.testing.assert_allclose(np.asarray(out)[b, i, h], np.asarray(v)[b, top[b, h, i], h], atol=1e-4)
 
@@ -182,10 +182,11 @@ def test_bad_inputs_raise_clear_errors():
     scores.make_score('bahdanau', 4, 4, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"unknown kernel 'flash'.*chunked, dense, fused"):
     kernels.get_kernel('flash')
-  with pytest.raises(ValueError, match=r'must be \[B, L, H, D\], got shape \(2, 9, 4\)'):
+  with pytest.raises(ValueError, match=r'must be \[B, L, N, D\], got shape \(2, 9, 4\)'):
     kernels.dense(score, q[..., 0, :], k, v)
   with pytest.raises(ValueError, match=r'multiple of key/value heads'):
-    kernels.dense(score, q, jnp.concatenate([k] * 3, 2)[:, :, :3], jnp.concatenate([v] * 3, 2)[:, :, :3])
+    kernels.dense(score, q, jnp.concatenate([k] * 3, 2)[:, :, :3],
+                  jnp.concatenate([v] * 3, 2)[:, :, :3])
 
 
 def test_causal_mask_offset():

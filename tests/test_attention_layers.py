@@ -98,7 +98,8 @@ def test_seq2seq_attention_layer_matches_numpy(score):
                                valid[:, None, None, :], params)
   assert ctx.shape == (3, 6)
   np.testing.assert_allclose(ctx, want[:, 0, 0], rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(inter['attention_weights'].get_value()[0], want_w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(inter['attention_weights'].get_value()[0], want_w, rtol=1e-5,
+                             atol=1e-6)
   assert np.all(np.asarray(inter['attention_weights'].get_value()[0])[2, 0, 0, 1:] == 0)
   # Keys projected once (as a seq2seq decoder does) give the same context, in both kernels.
   projected = layer.project_keys(jnp.asarray(enc, jnp.float32))
@@ -149,7 +150,7 @@ def test_squeeze_excite_bad_reduction():
     attn.SqueezeExcite(32, reduction=64, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r'r=5 does not divide channels C=32'):
     attn.SqueezeExcite(32, reduction=5, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match=r'expects \[B, H, W, 32\].*got shape \(2, 16\)'):
+  with pytest.raises(ValueError, match=r'expects \[B, height, width, 32\].*got shape \(2, 16\)'):
     attn.SqueezeExcite(32, reduction=4, rngs=nnx.Rngs(0))(jnp.ones((2, 16)))
 
 
@@ -161,11 +162,16 @@ def test_sinusoidal_positions_formula():
   np.testing.assert_allclose(pe[0, 1::2], 1.0)
 
 
-def test_alibi_bias():
-  bias = np.asarray(attn.alibi_bias(4, 3, 3))
-  assert bias.shape == (1, 4, 3, 3)
-  assert bias[0, 0, 2, 0] == pytest.approx(-2 * 2 ** -2)  # slope 2^(-8/4), distance 2
-  np.testing.assert_allclose(np.diagonal(bias[0, 3]), 0.0)
+@pytest.mark.parametrize('name', sorted(attn.POSITIONS))
+def test_positions_add_their_table_or_leave_x_to_the_attention(name):
+  positions = attn.POSITIONS[name](10, 8, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 5, 8))  # [B, L, F]
+  pos = jnp.arange(3, 8)
+  y = positions(x, pos)
+  tables = {'sinusoidal': lambda: attn.sinusoidal(10, 8),
+            'learned': lambda: positions.embed.embedding[...], 'rotary': lambda: jnp.zeros((10, 8))}
+  np.testing.assert_allclose(y, x + tables[name]()[pos][None], rtol=1e-6, atol=1e-6)
+  assert positions.rotary == (name == 'rotary')
 
 
 def test_combines():

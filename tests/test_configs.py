@@ -2,42 +2,24 @@
 
 import ast
 import functools
-import importlib
 import json
-import pathlib
 
+import jax
 import pytest
 from flax import nnx
 
-from attention_zoo.train import build_model, config_utils
-from attention_zoo.train import sweep as sweep_lib
 from attention_zoo import data
+from attention_zoo import sweeps
+from attention_zoo.build import build_model
+from attention_zoo.train import config_utils
 from configs import common
-
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
-CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem not in ('__init__', 'common'))
-# real-data task -> its folder under the data_dir fixture
-DATA_SUBDIR = {'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare', 'babi': 'babi/en'}
-
-
-def load(name):
-  return importlib.import_module(f'configs.{name}')
+from tests.fixtures import CONFIG_DIR, CONFIGS, tiny
+from tests.fixtures import load_config as load
 
 
 @pytest.fixture(scope='session')
 def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
-
-
-def tiny(name, tfds_dir, request, arg='size=tiny'):
-  """The config at `arg` (its tiny size), datasets cached under tfds_dir; real data from the
-  data_dir fixture (which skips the test when the data is absent)."""
-  c = load(name).get_config(arg)
-  c.task.tfds_dir = tfds_dir
-  if 'data_dir' in c.task:
-    root = pathlib.Path(request.getfixturevalue('data_dir'))
-    c.task.data_dir = str(root / DATA_SUBDIR[c.task.name])
-  return c
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,19 +77,14 @@ def test_every_sweep_entry_builds_task_and_model(name, tfds_dir, request):
   sweep = load(name).get_sweep('size=tiny')
   assert len(sweep) >= 2
   for entry in sweep:
-    overrides = {k: v for k, v in entry.items() if k != sweep_lib.CONFIG_ARG}
-    config = tiny(name, tfds_dir, request, entry.get(sweep_lib.CONFIG_ARG, 'size=tiny'))
+    overrides = {k: v for k, v in entry.items() if k != sweeps.CONFIG_ARG}
+    config = tiny(name, tfds_dir, request, entry.get(sweeps.CONFIG_ARG, 'size=tiny'))
     c = config_utils.apply_overrides(config, overrides)
     for key, value in overrides.items():
       assert config_utils.flatten(config_utils.to_dict(c))[key] == value
     task = _task(json.dumps(c.task.to_dict(), sort_keys=True))
     model = nnx.eval_shape(lambda: build_model(c, task))  # checks every model option, cheaply
-    assert sum(x.size for x in jax_leaves(nnx.state(model, nnx.Param))) > 0
-
-
-def jax_leaves(tree):
-  import jax
-  return jax.tree.leaves(tree)
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) > 0
 
 
 def test_parse_arg_casts_to_default_types():

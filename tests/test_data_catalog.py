@@ -1,6 +1,7 @@
-"""TFDS catalog datasets through tfds.data_source + grain, with tfds.testing.mock_data (no network)."""
+"""TFDS catalog datasets through tfds.data_source + grain, with tfds.testing.mock_data (offline)."""
 
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import sacrebleu
 import tensorflow_datasets as tfds
 
 from attention_zoo.data import get_task
+from attention_zoo.train import evaluation
 
 
 @pytest.mark.parametrize('name,shape', [('tfds_mnist', (28, 28, 1)), ('cifar10', (32, 32, 3))])
@@ -60,3 +62,8 @@ def test_ted_translation_bytes_and_bleu(tmp_path):
   assert m['bleu'] == pytest.approx(sacrebleu.corpus_bleu(refs, [refs]).score)
   wrong = np.where(val['target_out'] > 2, 4 + ord('q'), val['target_out'])
   assert task.generation_metrics_fn(wrong, val)['exact_match'] == 0.0
+  # The samples written during evaluation are text, not one '<0x61>' per byte.
+  samples = evaluation.Evaluator(task, lambda *a: None, None, None,
+                                 types.SimpleNamespace(num_samples=5))._samples(wrong, val)
+  assert [s['target'] for s in samples] == refs
+  assert [s['prediction'] for s in samples] == ['q' * len(r.encode()) for r in refs]

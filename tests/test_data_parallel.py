@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from attention_zoo.data import get_task
-from attention_zoo.data.pairs import decode_source
 
 
 def _write(path, lines):
@@ -16,7 +15,7 @@ def _write(path, lines):
 def _all_pairs(task, split, reverse=False):
   s = task.splits[split]
   b = s.read_batch(range(len(s)))
-  return [(decode_source(x, task.source_vocab, reverse), task.vocab.decode(y))
+  return [(task.source_vocab.decode(x[::-1] if reverse else x), task.vocab.decode(y))
           for x, y in zip(b['source'], b['target_out'])]
 
 
@@ -81,5 +80,6 @@ def test_vocabulary_mismatch_and_too_long(tmp_path):
   with pytest.raises(ValueError, match=r"test.txt:1: source token\(s\) \['z'\] of the test split"):
     get_task(opts)
   _write(data / 'test.txt', ['abab\tba'])
-  with pytest.raises(ValueError, match=r"test.txt:1: source 'abab' has 4 tokens > max_source_len=3"):
+  with pytest.raises(ValueError,
+                     match=r"test.txt:1: source 'abab' has 4 tokens > max_source_len=3"):
     get_task(dict(opts, max_source_len=3, max_target_len=5))

@@ -1,4 +1,4 @@
-"""Real datasets from ../shared/data (fixture data_dir; skipped with a reason when absent)."""
+"""Real datasets from the real-data folder (fixture data_dir; skipped with a reason when absent)."""
 
 import gzip
 import os

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from attention_zoo.data import get_task
-from attention_zoo.data.pairs import decode_source, encode_pair
+from attention_zoo.data.pairs import encode_pair
 from attention_zoo.data.vocab import Vocab
 
 SIZES = {'num_train': 400, 'num_validation': 50, 'num_test': 50}
@@ -26,7 +26,7 @@ def _pairs(task, split):
   s = task.splits[split]
   b = s.read_batch(range(len(s)))
   rev = getattr(task, '_reversed', False)
-  return [(decode_source(x, task.source_vocab, rev), task.vocab.decode(y))
+  return [(task.source_vocab.decode(x[::-1] if rev else x), task.vocab.decode(y))
           for x, y in zip(b['source'], b['target_out'])]
 
 

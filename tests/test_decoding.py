@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from attention_zoo.models import decoding
 
@@ -19,13 +20,13 @@ def tree_step(table):
   The state is the prefix code (code' = code * (V + 1) + token + 1, from 0), so beam search
   must tile and reorder the state exactly; the example id rides along as a second leaf.
   """
-  table = jnp.asarray(table)  # [B, P, V]
+  table = jnp.asarray(table)  # [B, prefix codes, V]
   vocab = table.shape[-1]
 
   def step_fn(state, tokens, t):
     del t
-    code = state['code'] * (vocab + 1) + tokens + 1  # [N]
-    return table[state['ex'], code], {'code': code, 'ex': state['ex']}  # [N, V]
+    code = state['code'] * (vocab + 1) + tokens + 1  # [B] (B * beam rows in beam search)
+    return table[state['ex'], code], {'code': code, 'ex': state['ex']}  # [B, V]
 
   return step_fn
 
@@ -162,3 +163,35 @@ def test_beam_finds_better_sequence_than_greedy():
 def test_bad_beam_size_raises():
   with pytest.raises(ValueError, match='beam_size'):
     run_beam(random_table(0), 4, beam_size=0, alpha=0.6)
+
+
+class _Noisy(nnx.Module):
+  """A 'model' whose output depends on its mode: dropout on x in train mode."""
+
+  def __init__(self):
+    self.dropout = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+    self.scale = nnx.Param(jnp.float32(2.0))
+
+  def __call__(self, x):
+    return self.dropout(x) * self.scale[...]
+
+
+def test_eval_mode_jit_runs_an_eval_copy_compiled_once_per_shape():
+  @functools.partial(decoding.eval_mode_jit, static_argnames=('times',))
+  def run(model, x, *, times):
+    return model(x) * times
+
+  model = _Noisy()  # train mode: its own call drops out
+  x = jnp.ones((4, 8))
+  assert not np.allclose(model(x), 2.0 * x)
+  before = run.jitted._cache_size()
+  np.testing.assert_array_equal(run(model, x, times=3), 6.0 * x)  # no dropout in the copy
+  assert model.dropout.deterministic is False  # the caller's model keeps its mode
+  run(model, x + 1, times=3)
+  assert run.jitted._cache_size() == before + 1
+  run(model, x[:2], times=3)  # a new shape: one more compilation
+  run(model, x, times=4)  # a new static option: one more
+  assert run.jitted._cache_size() == before + 3
+  model.scale[...] = jnp.float32(5.0)  # new parameter values: same compilation, new numbers
+  np.testing.assert_array_equal(run(model, x, times=3), 15.0 * x)
+  assert run.jitted._cache_size() == before + 3

@@ -47,3 +47,26 @@ def test_readme_starts_with_the_two_commands():
   makefile = (REPO / 'Makefile').read_text()
   assert 'experiments.demo ' in makefile and 'pytest' in makefile
   assert 'make test' in (REPO / '.ci' / 'run').read_text()
+
+
+def test_readme_map_names_symbols_that_exist():
+  """Every `file.py:Symbol` (and each bare `Symbol` after it in the same cell) of the README's
+  map resolves in that file, so the map cannot drift from the code."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  text = (REPO / 'README.md').read_text()
+  rows = [l for l in text.splitlines() if l.startswith('|') and '.py:' in l]
+  assert len(rows) >= 20
+  checked = 0
+  for row in rows:
+    cell = row.rstrip('|').rsplit('|', 1)[-1]
+    names = re.findall(r'`([^`]+)`', cell)
+    path, _, first = names[0].partition(':')
+    assert (REPO / path).exists(), row
+    module = importlib.import_module(path[:-3].replace('/', '.'))
+    for symbol in [first] + [n for n in names[1:] if '=' not in n]:
+      obj = module
+      for part in symbol.split('.'):
+        assert hasattr(obj, part), f'{path} has no {symbol} ({row})'
+        obj = getattr(obj, part)
+      checked += 1
+  assert checked >= 25

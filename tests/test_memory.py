@@ -1,5 +1,7 @@
 """End-to-end memory network: encodings, tying, temporal encoding, linear start, random noise."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,20 +13,20 @@ from attention_zoo.models import get_model
 from attention_zoo.models import memory
 from tests import learning
 
-V, M, W, D = 12, 5, 4, 8
+V, M, W, E = 12, 5, 4, 8
 STORY = jnp.asarray(np.random.default_rng(0).integers(3, V, (3, M, W))).at[:, 3:].set(0).at[
     :, :, 3].set(0)  # [B=3, M=5, W=4]: slots 3, 4 empty; last word PAD
 QUERY = jnp.array([[3, 4, 0, 0], [5, 0, 0, 0], [6, 7, 8, 0]])  # [B, W]
 
 
 def build(seed=0, **kw):
-  kw = dict(dict(embed_dim=D, random_noise=0.0), **kw)
+  kw = dict(dict(embed_dim=E, random_noise=0.0), **kw)
   return get_model('memn2n', vocab_size=V, num_classes=V, memory_size=M, sentence_len=W,
                    rngs=nnx.Rngs(seed), **kw)
 
 
 def run(model, story=STORY, query=QUERY):
-  """-> (logits [B, C], per-hop weights [B, K, M])."""
+  """-> (logits [B, classes], per-hop weights [B, hops, M])."""
   model.capture_weights = True
   logits, inter = nnx.capture(model, nnx.Intermediate)(story, query)
   return np.asarray(logits), np.asarray(inter['attention_weights'][0])
@@ -36,7 +38,7 @@ def run(model, story=STORY, query=QUERY):
 def test_shapes_and_empty_memories_get_no_weight(tying, encoding, temporal):
   logits, weights = run(build(tying=tying, encoding=encoding, temporal=temporal, hops=2))
   assert logits.shape == (3, V) and np.isfinite(logits).all()
-  assert weights.shape == (3, 2, M)  # [B, K, M]
+  assert weights.shape == (3, 2, M)  # [B, hops, M]
   np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
   assert (weights[:, :, 3:] == 0).all() and (weights[:, :, :3] > 0).all()
 
@@ -70,18 +72,44 @@ def test_temporal_encoding_sees_memory_order():
     assert same != temporal
 
 
-def test_linear_start_removes_the_softmax_and_can_be_switched_off():
-  model = build(linear_start=True)
-  model.eval()
-  linear_logits, linear_w = run(model)
-  softmax_logits, softmax_w = run(build(linear_start=False))
+def test_linear_start_removes_the_softmax():
+  linear = build(linear_start_steps=1)
+  linear.eval()  # no training step yet: evaluation follows the first one, which is linear
+  linear_logits, linear_w = run(linear)
+  softmax_logits, softmax_w = run(build())
   assert not np.allclose(linear_logits, softmax_logits, atol=1e-4)
   # Hop 1 reads the same u and m: its linear weights are the logits whose softmax (over the
   # non-empty slots) is the weight of the softmax model; empty slots get 0 in both.
   np.testing.assert_allclose(jax.nn.softmax(linear_w[:, 0, :3]), softmax_w[:, 0, :3], atol=1e-5)
   assert (linear_w[:, :, 3:] == 0).all()
-  model.set_linear_start(False)
-  np.testing.assert_allclose(run(model)[0], softmax_logits, atol=1e-6)
+
+
+def test_linear_start_counts_training_steps_without_recompiling():
+  """Training steps 0, 1 are linear, 2 on softmax; evaluation follows the latest training step.
+  The count is the model's own state (not a parameter), so one compiled step serves all."""
+  model = build(linear_start_steps=2)
+  reference = build()  # the same parameters (same seed), always softmax
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  assert 'steps_seen' in rest and 'steps_seen' not in params
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def call(rest, train):  # -> (logits, rest after the call)
+    m = nnx.merge(graphdef, params, rest, copy=True)
+    m.set_attributes(deterministic=not train)
+    return m(STORY, QUERY), nnx.split(m, nnx.Param, ...)[2]
+
+  reference.eval()
+  softmax = np.asarray(reference(STORY, QUERY))
+  is_softmax = lambda logits: np.allclose(logits, softmax, atol=1e-6)
+  trace = []
+  for _ in range(3):
+    evaluated, _ = call(rest, False)
+    trained, rest = call(rest, True)
+    trace.append((is_softmax(evaluated), is_softmax(trained)))
+  assert trace == [(False, False), (False, False), (False, True)]
+  assert is_softmax(call(rest, False)[0])  # after 3 steps, evaluation is softmax too
+  assert int(rest['steps_seen'][...]) == 3
+  assert call._cache_size() == 2  # one train step and one evaluation, whatever the count
 
 
 def test_random_noise_only_in_train_mode():
@@ -101,12 +129,12 @@ def test_random_noise_only_in_train_mode():
 def test_parameter_counts_follow_the_tying():
   count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
   k = 3
-  assert count(build(hops=k, tying='adjacent')) == (k + 1) * V * D + (k + 1) * M * D
-  assert count(build(hops=k, tying='adjacent', temporal=False)) == (k + 1) * V * D
-  assert count(build(hops=k, tying='layerwise')) == 3 * V * D + 2 * M * D + D * D + D * V
+  assert count(build(hops=k, tying='adjacent')) == (k + 1) * V * E + (k + 1) * M * E
+  assert count(build(hops=k, tying='adjacent', temporal=False)) == (k + 1) * V * E
+  assert count(build(hops=k, tying='layerwise')) == 3 * V * E + 2 * M * E + E * E + E * V
   untied = get_model('memn2n', vocab_size=V, num_classes=7, memory_size=M, sentence_len=W,
-                     embed_dim=D, hops=k, rngs=nnx.Rngs(0))
-  assert count(untied) == (k + 1) * V * D + (k + 1) * M * D + D * 7
+                     embed_dim=E, hops=k, rngs=nnx.Rngs(0))
+  assert count(untied) == (k + 1) * V * E + (k + 1) * M * E + E * 7
   assert untied(STORY, QUERY).shape == (3, 7)
 
 

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from attention_zoo import sweeps
 from attention_zoo.analysis import report
-from attention_zoo.train import sweep
+from attention_zoo.train import workdir as wd
 
 T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}  # Student t quantiles (tables)
 
@@ -17,17 +18,17 @@ def _fake_sweep(tmp_path, table):
   for items, accs in table.items():
     for seed, acc in enumerate(accs):
       overrides = dict(items, seed=seed)
-      name = sweep.run_name(overrides)
-      run_dir = tmp_path / 'runs' / name
+      name = sweeps.run_name(overrides)
+      run_dir = tmp_path / wd.RUNS / name
       run_dir.mkdir(parents=True)
       results = {'test': {'accuracy': acc, 'loss': 1.0 - acc}, 'num_params': 123,
                  'steps_per_s': 10.0 + seed, 'compile_s': 2.0}
-      (run_dir / 'results.json').write_text(json.dumps(results))
+      (run_dir / wd.RESULTS).write_text(json.dumps(results))
       rows = [{'step': s, 'split': 'validation', 'accuracy': acc * s / 100} for s in (50, 100)]
-      (run_dir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+      (run_dir / wd.METRICS).write_text(''.join(json.dumps(r) + '\n' for r in rows))
       runs.append({'name': name, 'overrides': overrides})
   runs.append({'name': 'never_ran', 'overrides': {'model.score': 'x', 'seed': 0}})
-  (tmp_path / 'sweep.json').write_text(json.dumps({'config': 'c.py', 'runs': runs}))
+  (tmp_path / wd.SWEEP).write_text(json.dumps({'config': 'c.py', 'runs': runs}))
   return tmp_path
 
 
@@ -46,13 +47,13 @@ def test_report_statistics_equal_numpy(tmp_path):
     assert v['steps_per_s'] == pytest.approx(np.mean(10.0 + np.arange(n)))
   assert out['best'] == {'accuracy': 'score=additive', 'loss': 'score=additive'}
   assert out['missing'] == ['never_ran'] and out['primary'] == 'accuracy'
-  md = (tmp_path / 'report.md').read_text()
+  md = (tmp_path / wd.REPORT_MD).read_text()
   best = np.array(table[(('model.score', 'additive'),)])
   assert f'**{best.mean():.4f} ± {best.std(ddof=1):.4f}' in md  # the best accuracy, bold
   assert 'Missing runs: never_ran' in md
-  assert (tmp_path / 'plots' / 'learning_curves.png').stat().st_size > 1000
-  assert (tmp_path / 'plots' / 'final_accuracy.png').stat().st_size > 1000
-  assert json.loads((tmp_path / 'report.json').read_text())['best']['accuracy'] == 'score=additive'
+  assert (tmp_path / wd.PLOTS / 'learning_curves.png').stat().st_size > 1000
+  assert (tmp_path / wd.PLOTS / 'final_accuracy.png').stat().st_size > 1000
+  assert json.loads((tmp_path / wd.REPORT_JSON).read_text())['best']['accuracy'] == 'score=additive'
 
 
 def test_lower_is_better_metrics():
@@ -61,5 +62,5 @@ def test_lower_is_better_metrics():
 
 
 def test_run_names_from_overrides():
-  assert sweep.run_name({'model.attention': 'dot', 'seed': 2}) == 'attention=dot,seed=2'
-  assert sweep.run_name({'task.path': 'a b/c'}) == 'path=a_b_c'
+  assert sweeps.run_name({'model.score': 'dot', 'seed': 2}) == 'score=dot,seed=2'
+  assert sweeps.run_name({'task.path': 'a b/c'}) == 'path=a_b_c'

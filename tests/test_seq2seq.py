@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from attention_zoo.attention.scores import SCORES
-from attention_zoo.data.base import BOS, EOS
+from attention_zoo.specials import BOS, EOS
 from attention_zoo.models import decoding, get_model
 from attention_zoo.models import seq2seq
 from tests import learning
@@ -26,11 +26,11 @@ def build(seed=0, **kw):
 VARIANTS = {
     'plain': {}, 'peeky': dict(peeky=True), 'gru': dict(cell='gru'),
     'lstm_unfused': dict(cell='lstm_unfused'), 'bidirectional': dict(bidirectional=True),
-    'peeky_bahdanau_gru': dict(peeky=True, cell='gru', attention='additive',
-                               attention_style='bahdanau'),
-    'bidirectional_luong_dot': dict(bidirectional=True, attention='dot'),
-    **{f'bahdanau_{s}': dict(attention=s, attention_style='bahdanau') for s in SCORES},
-    **{f'luong_{s}': dict(attention=s, attention_style='luong') for s in SCORES},
+    'peeky_bahdanau_gru': dict(peeky=True, cell='gru', score='additive',
+                               style='bahdanau'),
+    'bidirectional_luong_dot': dict(bidirectional=True, score='dot'),
+    **{f'bahdanau_{s}': dict(score=s, style='bahdanau') for s in SCORES},
+    **{f'luong_{s}': dict(score=s, style='luong') for s in SCORES},
 }
 
 
@@ -85,7 +85,7 @@ def sequence_logprob(model, tokens):
 
 
 def test_beam_search_on_the_model():
-  model = build(seed=2, attention='general')
+  model = build(seed=2, score='general')
   greedy = model.generate(SOURCE, max_len=5)
   # Width 1 through beam_search is the same search as greedy decoding.
   step_fn, state, bos = seq2seq.decoder_step_fn(model, SOURCE, max_len=5)
@@ -113,7 +113,7 @@ def test_peeky_feeds_the_summary_to_every_step():
 
 @pytest.mark.parametrize('style', ['bahdanau', 'luong'])
 def test_alignment_weights_teacher_forced_and_generated(style):
-  model = build(seed=3, attention='additive', attention_style=style, capture_weights=True)
+  model = build(seed=3, score='additive', style=style, capture_weights=True)
   _, inter = nnx.capture(model, nnx.Intermediate)(SOURCE, TARGET_IN)
   (weights,) = inter['attention_weights']
   weights = np.asarray(weights)
@@ -133,7 +133,7 @@ def test_alignment_weights_teacher_forced_and_generated(style):
 
 
 def test_dropout_follows_train_and_eval_modes():
-  model = build(dropout=0.5, attention='dot')
+  model = build(dropout_rate=0.5, score='dot')
   forward = nnx.jit(lambda m: m(SOURCE, TARGET_IN))
   model.train()
   assert not np.allclose(forward(model), forward(model))
@@ -145,8 +145,8 @@ def test_dropout_follows_train_and_eval_modes():
 
 @pytest.mark.parametrize('option, value, valid', [
     ('cell', 'rnn', 'gru, lstm'),
-    ('attention', 'cosine', 'additive, concat, dot, general, scaled_dot'),
-    ('attention_style', 'vaswani', 'bahdanau, luong'),
+    ('score', 'cosine', 'additive, concat, dot, general, scaled_dot'),
+    ('style', 'vaswani', 'bahdanau, luong'),
 ])
 def test_bad_options_raise_value_error_listing_choices(option, value, valid):
   kw = {option: value}
@@ -161,7 +161,7 @@ def test_unknown_option_raises_value_error_listing_options():
 
 def test_generate_inside_jax_jit_of_a_split_model():
   """The training loop merges (graphdef, params, ...) inside jax.jit and calls generate."""
-  model = build(seed=4, attention='concat', dropout=0.3)
+  model = build(seed=4, score='concat', dropout_rate=0.3)
   model.eval()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -190,7 +190,7 @@ def reverse_task(num=8, length=5, seed=0):
   return jnp.asarray(src), jnp.asarray(target_in), jnp.asarray(target_out)
 
 
-@pytest.mark.parametrize('options', [{}, dict(attention='additive', attention_style='bahdanau')],
+@pytest.mark.parametrize('options', [{}, dict(score='additive', style='bahdanau')],
                          ids=['plain', 'bahdanau_additive'])
 def test_overfits_a_tiny_batch(options):
   src, target_in, target_out = reverse_task()

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from attention_zoo.train import train_and_evaluate, writers
-from tests.test_configs import CONFIGS, tiny
+from attention_zoo.train import workdir as wd
+from attention_zoo.train.loop import train_and_evaluate
+from tests.fixtures import CONFIGS, tiny
 
-WORKDIR_FILES = {'config.json', 'metrics.jsonl', 'results.json', 'checkpoints'}
+WORKDIR_FILES = {wd.CONFIG, wd.METRICS, wd.RESULTS, wd.CHECKPOINTS}
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -20,9 +21,9 @@ def test_tiny_config_trains_and_writes_workdir(name, tmp_path_factory, request):
   results = train_and_evaluate(config, workdir)
   names = {p.name for p in workdir.iterdir()}
   assert WORKDIR_FILES <= names and any(n.startswith('events.out.tfevents') for n in names)
-  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == [2, 4]
-  assert json.loads((workdir / 'config.json').read_text())['model_name'] == config.model_name
-  rows = writers.read_jsonl(workdir / 'metrics.jsonl')
+  assert sorted(int(p.name) for p in (workdir / wd.CHECKPOINTS).iterdir()) == [2, 4]
+  assert json.loads((workdir / wd.CONFIG).read_text())['model_name'] == config.model_name
+  rows = wd.read_jsonl(workdir / wd.METRICS)
   assert {(r['step'], r['split']) for r in rows} >= {(2, 'train'), (4, 'train'), (2, 'validation'),
                                                      (4, 'validation'), (4, 'test')}
   assert all(np.isfinite(r['loss']) for r in rows)
@@ -31,4 +32,4 @@ def test_tiny_config_trains_and_writes_workdir(name, tmp_path_factory, request):
   if config.model_name in ('seq2seq', 'transformer'):
     assert 0 <= results['test']['gen_exact_match'] <= 1
     assert results['tokens_per_s'] > 0
-    assert (workdir / 'samples.jsonl').exists()
+    assert (workdir / wd.SAMPLES).exists()

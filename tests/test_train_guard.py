@@ -1,52 +1,52 @@
 """The NaN/Inf guard, locked configs and the config-flag entry point."""
 
+import pathlib
 import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
-from attention_zoo.train import NonFiniteError, train_and_evaluate
+from attention_zoo.build import build_model
 from attention_zoo.train import config_utils
-from tests import test_train_helpers as h
+from attention_zoo.train import workdir as wd
+from attention_zoo.train.checkpoints import load_params
+from attention_zoo.train.loop import NonFiniteError, train_and_evaluate
+from attention_zoo.train.steps import all_finite
+from tests import fixtures as h
 
 pytestmark = pytest.mark.usefixtures('tiny_models')
-tiny_models = h.tiny_models  # the fixture, visible to this module
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_nan_guard_names_metric_and_step_and_saves_nothing(tmp_path):
-  config = h.tiny_config('_tiny_classifier', steps=4, checkpoint_every=1)
-  config.unlock(); config.model = {'hidden': 8}; config.lock()
+  config = h.tiny_config('_tiny_classifier', steps=4, model={'hidden': 8}, checkpoint_every=1)
   with pytest.raises(NonFiniteError, match=r"train metric 'loss' is nan at step 1"):
     train_and_evaluate(config, tmp_path, task=h.blobs_task(nan_inputs=True))
-  ckpt = tmp_path / 'checkpoints'
+  ckpt = tmp_path / wd.CHECKPOINTS
   assert not ckpt.exists() or not any(p.name.isdigit() for p in ckpt.iterdir())
 
 
 def test_nan_guard_stops_on_exploding_params_keeping_only_finite_checkpoints(tmp_path):
   # sgd with an absurd learning rate: params overflow after a few steps
-  config = h.tiny_config('_tiny_classifier', steps=30, checkpoint_every=1, log_every=1,
-                         optimizer='sgd', lr=1e30, clip_norm=0.0, momentum=0.0)
-  config.unlock(); config.model = {'hidden': 8}; config.lock()
+  config = h.tiny_config('_tiny_classifier', steps=30, model={'hidden': 8}, checkpoint_every=1,
+                         log_every=1, optimizer='sgd', lr=1e30, clip_norm=0.0, momentum=0.0)
   with pytest.raises(NonFiniteError, match=r'at step (\d+)') as err:
     train_and_evaluate(config, tmp_path, task=h.blobs_task())
   bad_step = int(re.search(r'at step (\d+)', str(err.value)).group(1))
-  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+  saved = sorted(int(p.name) for p in (tmp_path / wd.CHECKPOINTS).iterdir() if p.name.isdigit())
   assert saved and max(saved) < bad_step
-  from flax import nnx
-  import jax
-  import numpy as np
-  from attention_zoo.train import build_model
-  from attention_zoo.train.checkpoints import load_params
   task = h.blobs_task()
   abstract = nnx.state(nnx.eval_shape(lambda: build_model(config, task)), nnx.Param)
-  for leaf in jax.tree.leaves(load_params(tmp_path / 'checkpoints', abstract)):
+  for leaf in jax.tree.leaves(load_params(tmp_path / wd.CHECKPOINTS, abstract)[0]):
     assert np.all(np.isfinite(np.asarray(leaf)))
 
 
 def test_all_finite_checks_every_float_leaf():
-  import jax.numpy as jnp
-  from attention_zoo.train.steps import all_finite
   tree = {'a': jnp.ones(3), 'b': {'c': jnp.arange(3), 'd': jnp.array([1.0, 2.0])}}
   assert bool(all_finite(tree))
   tree['b']['d'] = jnp.array([1.0, jnp.inf])
@@ -66,7 +66,7 @@ def test_main_rejects_typo_override(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.main', f'--config={config_file}',
        f'--workdir={tmp_path / "run"}', '--config.train.stepz=3'],
-      capture_output=True, text=True, timeout=120)
+      cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert 'stepz' in proc.stderr and 'Did you mean "steps"' in proc.stderr
   assert not (tmp_path / 'run').exists()

@@ -8,43 +8,44 @@ import optax
 import pytest
 from flax import nnx
 
-from attention_zoo.train import batching, evaluation, steps, train_and_evaluate, writers
-from attention_zoo.train.loop import build_model
-from tests import test_train_helpers as h
+from attention_zoo.build import build_model
+from attention_zoo.train import batching, evaluation, steps, writers
+from attention_zoo.train import workdir as wd
+from attention_zoo.train.loop import train_and_evaluate
+from tests import fixtures as h
 
 pytestmark = pytest.mark.usefixtures('tiny_models')
-tiny_models = h.tiny_models  # the fixture, visible to this module
 
 
 def test_seq2seq_run_writes_every_workdir_file(tmp_path):
   config = h.tiny_config(checkpoint_every=2, keep_checkpoints=2)
   results = train_and_evaluate(config, tmp_path, task=h.reverse_task())
   names = {p.name for p in tmp_path.iterdir()}
-  assert {'config.json', 'metrics.jsonl', 'samples.jsonl', 'results.json', 'checkpoints'} <= names
+  assert {wd.CONFIG, wd.METRICS, wd.SAMPLES, wd.RESULTS, wd.CHECKPOINTS} <= names
   assert any(n.startswith('events.out.tfevents') for n in names)
-  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [4, 6]  # keep 2
-  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert sorted(int(p.name) for p in (tmp_path / wd.CHECKPOINTS).iterdir()) == [4, 6]  # keep 2
+  saved = json.loads((tmp_path / wd.RESULTS).read_text())
   assert saved['step'] == 6 and saved['num_params'] == results['num_params'] > 0
   for key in ('compile_s', 'steps_per_s', 'examples_per_s', 'tokens_per_s'):
     assert saved[key] > 0, key
   assert 0.0 <= saved['test']['gen_exact_match'] <= 1.0
   assert set(saved['versions']) >= {'python', 'jax', 'flax'}
-  rows = writers.read_jsonl(tmp_path / 'metrics.jsonl')
+  rows = wd.read_jsonl(tmp_path / wd.METRICS)
   assert [(r['step'], r['split']) for r in rows] == [
       (2, 'train'), (3, 'train'), (3, 'validation'), (4, 'train'), (6, 'train'),
       (6, 'validation'), (6, 'test')]
   assert all(np.isfinite(r['loss']) for r in rows)
-  samples = writers.read_jsonl(tmp_path / 'samples.jsonl')
+  samples = wd.read_jsonl(tmp_path / wd.SAMPLES)
   assert len(samples) == 3 * 3 and len(samples[0]['source']) == 5
 
 
 def test_finished_run_is_not_redone(tmp_path):
   task = h.reverse_task()
   first = train_and_evaluate(h.tiny_config(steps=3), tmp_path, task=task)
-  mtime = (tmp_path / 'results.json').stat().st_mtime_ns
+  mtime = (tmp_path / wd.RESULTS).stat().st_mtime_ns
   again = train_and_evaluate(h.tiny_config(steps=3), tmp_path, task=task)
   assert again == json.loads(json.dumps(first))  # results.json as written, not recomputed
-  assert (tmp_path / 'results.json').stat().st_mtime_ns == mtime
+  assert (tmp_path / wd.RESULTS).stat().st_mtime_ns == mtime
 
 
 def test_progress_bar_is_quiet_without_a_tty(capsys):

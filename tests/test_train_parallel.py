@@ -11,13 +11,14 @@ import numpy as np
 
 _SCRIPT = r'''
 import json, sys
-from attention_zoo.train import train_and_evaluate, writers
-from tests import test_train_helpers as h
+from attention_zoo.train import workdir
+from attention_zoo.train.loop import train_and_evaluate
+from tests import fixtures as h
 h.register_tiny_models_for_good()
-config = h.tiny_config('_tiny_classifier', steps=6, log_every=1, eval_every=0, batch_size=32)
-config.unlock(); config.model = {'hidden': 8}; config.lock()
+config = h.tiny_config('_tiny_classifier', steps=6, model={'hidden': 8}, log_every=1, eval_every=0,
+                       batch_size=32)
 results = train_and_evaluate(config, sys.argv[1], task=h.blobs_task(n_test=70))  # 70 = 2x32 + 6
-rows = writers.read_jsonl(sys.argv[1] + '/metrics.jsonl')
+rows = workdir.read_jsonl(sys.argv[1] + '/metrics.jsonl')
 print(json.dumps({'devices': results['devices']['num_devices'], 'test': results['test'],
                   'loss': [r['loss'] for r in rows if r['split'] == 'train']}))
 '''

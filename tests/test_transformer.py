@@ -7,9 +7,10 @@ import optax
 import pytest
 from flax import nnx
 
+from attention_zoo.attention import captured
 from attention_zoo.attention.scores import SCORES
-from attention_zoo.data.base import BOS, EOS, PAD
-from attention_zoo.models import decoding, get_model, transformer
+from attention_zoo.specials import BOS, EOS, PAD
+from attention_zoo.models import decoding, get_model, registry, transformer
 from attention_zoo.models import transformer_blocks as blocks
 
 SMALL = dict(d_model=16, num_heads=2, num_layers=2, ffn_dim=32, dropout_rate=0.0)
@@ -118,7 +119,7 @@ def test_sublayer_wiring(norm, combine):
 
 def test_embeddings_are_scaled_by_sqrt_d_model():
   emb = blocks.Embedder(10, 16, rngs=nnx.Rngs(0))
-  table = np.asarray(emb.embed.embedding[...])  # [V, D]
+  table = np.asarray(emb.embed.embedding[...])  # [V, F]
   np.testing.assert_allclose(emb(jnp.array([[3, 7]])), table[[3, 7]][None] * 4.0, rtol=1e-6)
 
 
@@ -191,12 +192,13 @@ def test_lm_generate_continues_the_prompt_greedily():
 
 def test_generate_compiles_once_per_shape():
   model = enc_dec()
-  before = transformer._generate._cache_size()
+  compiled = transformer._generate.jitted._cache_size
+  before = compiled()
   model.generate(SRC, max_len=4)
   model.generate(SRC + 1, max_len=4)
-  assert transformer._generate._cache_size() == before + 1
+  assert compiled() == before + 1
   model.generate(SRC[:, :5], max_len=4)  # a new source length: one more compilation
-  assert transformer._generate._cache_size() == before + 2
+  assert compiled() == before + 2
 
 
 def test_greedy_is_argmax_of_teacher_forcing_and_beam_one_equals_greedy():
@@ -223,22 +225,23 @@ def test_greedy_is_argmax_of_teacher_forcing_and_beam_one_equals_greedy():
 def test_generate_returns_attention_weights_per_layer_and_head():
   model = enc_dec()
   tokens, weights = model.generate(SRC, max_len=4, return_weights=True)
+  path = lambda module: f'{module}/attention_weights'
   assert sorted(weights) == sorted(
-      [f'encoder/layers/{i}/self_attn' for i in range(2)]
-      + [f'decoder/layers/{i}/{a}' for i in range(2) for a in ('self_attn', 'cross_attn')])
-  assert weights['encoder/layers/0/self_attn'].shape == (2, 2, 7, 7)
-  assert weights['decoder/layers/1/self_attn'].shape == (2, 2, 4, 4)
-  cross = np.asarray(weights['decoder/layers/0/cross_attn'])  # [B, H, T, S]
+      [path(f'encoder/layers/{i}/self_attn') for i in range(2)]
+      + [path(f'decoder/layers/{i}/{a}') for i in range(2) for a in ('self_attn', 'cross_attn')])
+  assert weights[path('encoder/layers/0/self_attn')].shape == (2, 2, 7, 7)
+  assert weights[path('decoder/layers/1/self_attn')].shape == (2, 2, 4, 4)
+  cross = np.asarray(weights[path('decoder/layers/0/cross_attn')])  # [B, N, T, S]
   assert cross.shape == (2, 2, 4, 7)
   np.testing.assert_allclose(cross.sum(-1), 1.0, atol=1e-5)
   assert np.abs(cross[0, :, :, 5:]).max() == 0.0  # PAD source keys get no weight
-  self_w = np.asarray(weights['decoder/layers/0/self_attn'])
+  self_w = np.asarray(weights[path('decoder/layers/0/self_attn')])
   assert np.abs(np.triu(self_w, k=1)).max() == 0.0  # causal
   # A teacher-forced forward of a model built with capture_weights=True gives the same maps.
-  captured = enc_dec(capture_weights=True)
-  captured.eval()
+  model_with_capture = enc_dec(capture_weights=True)
+  model_with_capture.eval()
   target_in = jnp.concatenate([jnp.full((2, 1), BOS), tokens[:, :-1]], axis=1)
-  _, forced = transformer.captured_weights(captured, SRC, target_in)
+  _, forced = captured(model_with_capture, SRC, target_in)
   assert sorted(forced) == sorted(weights)
   for name in weights:
     np.testing.assert_allclose(forced[name], weights[name], atol=1e-5)
@@ -310,10 +313,23 @@ def test_classifier_fits_random_labels():
     (dict(kernel='flash'), 'kernel'),
     (dict(dropout_rate=1.5), 'dropout_rate'),
     (dict(share_embeddings=True), 'share_embeddings'),
+    (dict(scroe='additive'), r"unknown option.*'scroe'.*valid options: .*'score'"),
 ], ids=str)
 def test_bad_configuration_raises(kw, match):
   with pytest.raises(ValueError, match=match):
     enc_dec(**kw)
+
+
+def test_block_options_are_taken_once_and_listed_by_name():
+  with pytest.raises(ValueError, match=r"unknown Transformer block option.*'scroe'.*'score'"):
+    transformer.EncoderDecoder(12, 11, scroe='dot', rngs=nnx.Rngs(0))
+  # The registry lists BlockOptions' fields as options (the loop passes task sizes by name, the
+  # analysis asks for capture_weights).
+  params = registry.constructor_params('transformer_lm')
+  assert {'vocab_size', 'num_layers', 'max_len', 'd_model', 'score', 'capture_weights'} <= set(
+      params)
+  assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+  assert params['max_len'].default == 256  # the model's own default, not BlockOptions'
 
 
 def test_bad_pooling_and_lengths_raise():

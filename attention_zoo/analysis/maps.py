@@ -1,68 +1,50 @@
 """Look inside a trained model: its sown attention weights and SE channel weights, as heatmaps.
 
 Every model sows what it attends with (`capture_weights`), under one of these layouts:
-  [B, T, S]     seq2seq alignment: target step x source position
-  [B, H, Q, K]  a multi-head attention layer (self or source-target), per head
-  [B, K, M]     memory network: hop x memory slot
-  [B, C]        SE channel weights ('se_weights'), averaged per class here
+  [B, T, S]       seq2seq alignment: target step x source position
+  [B, N, Q, K]    a multi-head attention layer (self or source-target), per head
+  [B, hops, M]    memory network: hop x memory slot
+  [B, C]          SE channel weights ('se_weights'), averaged per class here
 `capture(model, task, batch)` collects them by module path (build the model with
-capture_weights=True, e.g. load_run(workdir, capture_weights=True)); `plot_examples` draws them with the
-tokens on the axes, cropped to the real (unpadded) lengths.
+capture_weights=True, e.g. load_run(workdir, capture_weights=True)); `plot_examples` draws them
+with the tokens on the axes, cropped to the real (unpadded) lengths.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
-from attention_zoo.data.base import EOS, PAD
+from attention_zoo.attention.capture import captured
+from attention_zoo.specials import PAD
 
-NAMES = ('attention_weights', 'se_weights')
-
-
-def capture(model: nnx.Module, task, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def capture(model, task, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Runs the model (eval mode) on `batch` -> {'path/to/module/name': captured array}."""
   model.eval()
-  _, inter = nnx.capture(model, nnx.Intermediate)(*task.model_inputs(batch))
-  out = {}
-  for path, value in nnx.to_flat_state(inter):
-    keys = [str(p) for p in path]
-    name = next((n for n in NAMES if n in keys), None)
-    if name is None:
-      continue
-    value = value.get_value() if hasattr(value, 'get_value') else value
-    value = value[-1] if isinstance(value, tuple) else value
-    out['/'.join(keys[:keys.index(name)] + [name])] = np.asarray(jax.device_get(value))
-  return out
+  _, found = captured(model, *task.model_inputs(batch))
+  return {path: np.asarray(jax.device_get(value)) for path, value in found.items()}
 
 
-def _tokens(vocab: Sequence[str] | None, ids: np.ndarray, stop_at_eos: bool = False) -> list[str]:
-  """ids -> tokens, dropping PAD (and everything after EOS when asked)."""
-  out = []
-  for i in np.asarray(ids).tolist():
-    if i == PAD:
-      continue
-    out.append(vocab[i] if vocab is not None and i < len(vocab) else str(i))
-    if stop_at_eos and i == EOS:
-      break
-  return out
+def _labels(vocab, ids: np.ndarray, stop_at_eos: bool = False) -> list[str]:
+  """vocab.labels(ids): one string per token, PAD dropped; the ids themselves without a vocab."""
+  if vocab is None:
+    return [str(i) for i in np.asarray(ids).tolist() if i != PAD]
+  return vocab.labels(ids, stop_at_eos=stop_at_eos)
 
 
 def axis_labels(task, batch: dict[str, np.ndarray], i: int) -> dict[int, tuple[str, list[str]]]:
   """{sequence length: (name, tokens)} of example i, so an axis of that length gets those labels."""
   seqs = {}
   if task.kind == 'seq2seq':
-    src_vocab = task.source_vocab if task.source_vocab is not None else task.vocab
-    seqs['source'] = (batch['source'][i], _tokens(src_vocab, batch['source'][i]))
-    seqs['target'] = (batch['target_out'][i], _tokens(task.vocab, batch['target_out'][i], True))
+    seqs['source'] = (batch['source'][i], _labels(task.source_vocab, batch['source'][i]))
+    seqs['target'] = (batch['target_out'][i], _labels(task.vocab, batch['target_out'][i], True))
   elif task.kind in ('lm', 'classify') and np.issubdtype(batch['inputs'].dtype, np.integer):
-    seqs['inputs'] = (batch['inputs'][i], _tokens(task.vocab, batch['inputs'][i]))
+    seqs['inputs'] = (batch['inputs'][i], _labels(task.vocab, batch['inputs'][i]))
   elif task.kind == 'qa':
-    story = [' '.join(_tokens(task.vocab, s)) for s in batch['story'][i]]
+    story = [' '.join(_labels(task.vocab, s)) for s in batch['story'][i]]
     seqs['story'] = (batch['story'][i][:, 0], [s or '(empty)' for s in story])
   return {len(ids): (name, labels) for name, (ids, labels) in seqs.items()}
 
@@ -73,9 +55,9 @@ def matrices(path: str, w: np.ndarray, i: int, labels: dict[int, tuple[str, list
     rows = labels.get(m.shape[0], ('', [str(r) for r in range(m.shape[0])]))[1]
     cols = labels.get(m.shape[1], ('', [str(c) for c in range(m.shape[1])]))[1]
     return m[:len(rows), :len(cols)], rows, cols
-  if w.ndim == 4:  # [B, H, Q, K]
+  if w.ndim == 4:  # [B, N, Q, K]
     return [(f'{path} head {h}', *crop(w[i, h])) for h in range(w.shape[1])]
-  if w.ndim == 3:  # [B, T, S] or memory [B, K, M]
+  if w.ndim == 3:  # [B, T, S] or memory [B, hops, M]
     m, rows, cols = crop(w[i])
     if path.endswith('attention_weights') and w.shape[1] != len(rows):
       rows = [f'hop {k + 1}' for k in range(w.shape[1])]

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from attention_zoo.train.sweep import variant_name
+from attention_zoo.sweeps.sweep import variant_name
+from attention_zoo.train import workdir as wd
 
 # Metrics where lower is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = ('loss', 'perplexity', 'bits_per_char', 'bpc', 'error')
@@ -46,7 +47,8 @@ def summarize(values: list[float]) -> dict[str, Any]:
   mean = float(x.mean())
   std = float(x.std(ddof=1)) if n > 1 else float('nan')
   half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float('nan')
-  return {'mean': mean, 'std': std, 'ci95': [mean - half, mean + half], 'values': list(map(float, x))}
+  return {'mean': mean, 'std': std, 'ci95': [mean - half, mean + half],
+          'values': list(map(float, x))}
 
 
 def _final_metrics(results: dict[str, Any]) -> dict[str, float]:
@@ -55,26 +57,20 @@ def _final_metrics(results: dict[str, Any]) -> dict[str, float]:
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def collect(sweep_dir: pathlib.Path) -> tuple[list[dict], list[str], list[str]]:
   """Runs of the sweep with results -> (runs, failed names, missing names)."""
-  sweep = json.loads((sweep_dir / 'sweep.json').read_text())
+  sweep = wd.read_json(sweep_dir / wd.SWEEP)
   runs, failed, missing = [], [], []
   for entry in sweep['runs']:
-    run_dir = sweep_dir / 'runs' / entry['name']
-    if (run_dir / 'results.json').exists():
+    run_dir = sweep_dir / wd.RUNS / entry['name']
+    if (run_dir / wd.RESULTS).exists():
       overrides = entry['overrides']
       runs.append({'name': entry['name'],
                    'variant': variant_name(entry.get('arg'), overrides, sweep.get('arg')),
                    'seed': overrides.get('seed', 0),
-                   'results': json.loads((run_dir / 'results.json').read_text()),
-                   'metrics': _read_jsonl(run_dir / 'metrics.jsonl')})
-    elif (run_dir / 'error.log').exists():
+                   'results': wd.read_json(run_dir / wd.RESULTS),
+                   'metrics': wd.read_jsonl(run_dir / wd.METRICS)})
+    elif (run_dir / wd.ERROR).exists():
       failed.append(entry['name'])
     else:
       missing.append(entry['name'])
@@ -145,7 +141,7 @@ def plot(sweep_dir: pathlib.Path, report: dict[str, Any]) -> list[pathlib.Path]:
   primary = report['primary']
   if primary is None:
     return []
-  out_dir = sweep_dir / 'plots'
+  out_dir = sweep_dir / wd.PLOTS
   out_dir.mkdir(exist_ok=True)
   runs, _, _ = collect(sweep_dir)
   fig, ax = plt.subplots(figsize=(8, 5))
@@ -190,9 +186,9 @@ def write(sweep_dir: str | pathlib.Path, title: str | None = None) -> dict[str, 
   """Writes report.json, report.md and plots/ into the sweep dir; returns the report."""
   sweep_dir = pathlib.Path(sweep_dir)
   report = build(sweep_dir)
-  (sweep_dir / 'report.json').write_text(json.dumps(report, indent=2) + '\n')
+  (sweep_dir / wd.REPORT_JSON).write_text(json.dumps(report, indent=2) + '\n')
   plots = plot(sweep_dir, report)
   text = markdown(report, title or f'Sweep report: {sweep_dir.name}')
-  text += ''.join(f'\n![{p.stem}](plots/{p.name})\n' for p in plots)
-  (sweep_dir / 'report.md').write_text(text)
+  text += ''.join(f'\n![{p.stem}]({wd.PLOTS}/{p.name})\n' for p in plots)
+  (sweep_dir / wd.REPORT_MD).write_text(text)
   return report

@@ -42,7 +42,10 @@ class Gate(nnx.Module):
 
 @COMBINES.register('concat')
 class Concat(nnx.Module):
-  """Luong's attentional state h̃ = tanh(W_c [c; h]): context c [.., Dc], state h [.., Dh] -> [.., out]."""
+  """Luong's attentional state h̃ = tanh(W_c [c; h]).
+
+  context c [..., c_dim], state h [..., h_dim] -> [..., out_dim].
+  """
 
   def __init__(self, c_dim: int, h_dim: int | None = None, out_dim: int | None = None, *,
                rngs: nnx.Rngs):

@@ -1,29 +1,28 @@
 """Attention kernels: how logits become outputs. Engineering only; all give the same numbers.
 
-  out[b, q, h] = Σ_k softmax_k(s(q, k) | mask)[b, h, q, k] · v[b, k, h]
+  out[b, q, n] = Σ_k softmax_k(s(q, k) | mask)[b, n, q, k] · v[b, k, n]
 
 One signature for every kernel:
   kernel(score, q, k, v, mask=None, *, causal=False, return_weights=False,
-         dropout_rate=0.0, dropout_rng=None) -> (out [B, Q, H, Dv], weights [B, H, Q, K] | None)
+         dropout_rate=0.0, dropout_rng=None) -> (out [B, Q, N, Dv], weights [B, N, Q, K] | None)
 
-  q [B, Q, H, Dq], k [B, K, Hkv, Dk], v [B, K, Hkv, Dv]; H must be a multiple of Hkv (grouped
-  key/value heads: query head h reads key/value head h // (H / Hkv)).
-  mask: bool, True = may attend, rank 4, broadcastable to [B, H, Q, K]. `causal=True` adds the
+  q [B, Q, N, Dq], k [B, K, G, Dk], v [B, K, G, Dv]; N must be a multiple of G (grouped
+  key/value heads: query head n reads key/value head n // (N / G)).
+  mask: bool, True = may attend, rank 4, broadcastable to [B, N, Q, K]. `causal=True` adds the
   mask key <= query in-kernel (so no [Q, K] array needs to exist). A query with no key left gets
   zero output and zero weights, never NaN, forward and backward.
 
-  dense:   materializes logits and weights [B, H, Q, K] (Bahdanau / Luong / Vaswani as written).
+  dense:   materializes logits and weights [B, N, Q, K] (Bahdanau / Luong / Vaswani as written).
   chunked: online softmax over key blocks, queries in blocks (Milakov & Gimelshein 2018;
            Rabe & Staats 2021, "Self-attention does not need O(n²) memory"); each block is
            rematerialized in the backward pass (jax.checkpoint), so memory is O(length). Works for
-           every score, additive included (the [B, Qc, Kc, H, A] block is the largest tensor).
+           every score, additive included (the [B, Qc, Kc, N, A] block is the largest tensor).
   fused:   jax.nn.dot_product_attention (cuDNN flash attention on GPU where eligible, XLA
            elsewhere); dot and scaled_dot scores only.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -37,25 +36,25 @@ KERNELS: Registry = Registry('kernel')
 
 
 def _check_shapes(q, k, v, mask):
-  """Validates ranks and dims; returns (B, Q, K, H, Hkv)."""
+  """Validates ranks and dims; returns (B, Q, K, N, G)."""
   for name, x in (('q', q), ('k', k), ('v', v)):
     if x.ndim != 4:
-      raise ValueError(f'{name} must be [B, L, H, D], got shape {x.shape}')
-  b, q_len, h, _ = q.shape
-  _, k_len, h_kv, _ = k.shape
+      raise ValueError(f'{name} must be [B, L, N, D], got shape {x.shape}')
+  b, q_len, n, _ = q.shape
+  _, k_len, g, _ = k.shape
   if k.shape[:3] != v.shape[:3]:
-    raise ValueError(f'k {k.shape} and v {v.shape} must agree on [B, K, Hkv]')
+    raise ValueError(f'k {k.shape} and v {v.shape} must agree on [B, K, G]')
   if k.shape[0] != b:
     raise ValueError(f'q {q.shape} and k {k.shape} must have the same batch size')
-  if h % h_kv:
-    raise ValueError(f'query heads ({h}) must be a multiple of key/value heads ({h_kv}); '
+  if n % g:
+    raise ValueError(f'query heads ({n}) must be a multiple of key/value heads ({g}); '
                      f'q {q.shape}, k {k.shape}')
-  masks_lib.check_mask(mask, (b, h, q_len, k_len))
-  return b, q_len, k_len, h, h_kv
+  masks_lib.check_mask(mask, (b, n, q_len, k_len))
+  return b, q_len, k_len, n, g
 
 
 def _repeat_kv(x: jax.Array, heads: int) -> jax.Array:
-  # [B, K, Hkv, D] -> [B, K, H, D]
+  # [B, K, G, D] -> [B, K, N, D]
   return x if x.shape[2] == heads else jnp.repeat(x, heads // x.shape[2], axis=2)
 
 
@@ -101,15 +100,15 @@ def _block_mask(mask, causal: bool, q_pos, k_pos, k_len: int):
 @KERNELS.register('dense')
 def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
           dropout_rng=None):
-  """Materializes logits and weights [B, H, Q, K]; returns the weights when asked."""
-  b, q_len, k_len, h, _ = _check_shapes(q, k, v, mask)
-  k, v = _repeat_kv(k, h), _repeat_kv(v, h)
-  logits = score(q, k).astype(jnp.float32)  # [B, H, Q, K]
+  """Materializes logits and weights [B, N, Q, K]; returns the weights when asked."""
+  b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
+  k, v = _repeat_kv(k, n), _repeat_kv(v, n)
+  logits = score(q, k).astype(jnp.float32)  # [B, N, Q, K]
   if causal:
     mask = masks_lib.combine_masks(mask, masks_lib.causal_mask(q_len, k_len))
-  weights = _masked_softmax(logits, mask)  # [B, H, Q, K]
+  weights = _masked_softmax(logits, mask)  # [B, N, Q, K]
   dropped = _dropout(weights, dropout_rate, dropout_rng)
-  out = jnp.matmul(dropped.astype(v.dtype), jnp.swapaxes(v, 1, 2))  # [B, H, Q, Dv]
+  out = jnp.matmul(dropped.astype(v.dtype), jnp.swapaxes(v, 1, 2))  # [B, N, Q, Dv]
   return jnp.swapaxes(out, 1, 2), (weights if return_weights else None)
 
 
@@ -123,8 +122,8 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
   Dropout (when rate > 0) drops entries of e^{s-m'} in acc but not in l, which equals dropout on
   the normalized weights; each tile's dropout mask comes from fold_in(rng, tile index).
   """
-  b, q_len, k_len, h, _ = _check_shapes(q, k, v, mask)
-  k, v = _repeat_kv(k, h), _repeat_kv(v, h)
+  b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
+  k, v = _repeat_kv(k, n), _repeat_kv(v, n)
   qb, kb = min(q_block, q_len), min(k_block, k_len)
   nq, nk = -(-q_len // qb), -(-k_len // kb)
   pad = lambda x, n, axis: jnp.pad(x, [(0, n - x.shape[axis]) if a == axis else (0, 0)
@@ -142,43 +141,43 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
   graphdef, params = nnx.split(score)
   score_fn = lambda p, qx, kx: nnx.merge(graphdef, p)(qx, kx)
   dv = v.shape[-1]
-  k_tiles = k.reshape(b, nk, kb, h, -1).swapaxes(0, 1)  # [nk, B, Kc, H, Dk]
-  v_tiles = v.reshape(b, nk, kb, h, dv).swapaxes(0, 1)  # [nk, B, Kc, H, Dv]
+  k_tiles = k.reshape(b, nk, kb, n, -1).swapaxes(0, 1)  # [nk, B, Kc, N, Dk]
+  v_tiles = v.reshape(b, nk, kb, n, dv).swapaxes(0, 1)  # [nk, B, Kc, N, Dv]
 
   def one_query_block(params, qi, q_tile):
     q_pos = qi * qb + jnp.arange(qb)
 
     @jax.checkpoint
     def step(carry, tile):
-      m, l, acc = carry  # [B, H, Qc], [B, H, Qc], [B, H, Qc, Dv]
+      m, l, acc = carry  # [B, N, Qc], [B, N, Qc], [B, N, Qc, Dv]
       ki, k_tile, v_tile = tile
       k_pos = ki * kb + jnp.arange(kb)
-      s = score_fn(params, q_tile, k_tile).astype(jnp.float32)  # [B, H, Qc, Kc]
+      s = score_fn(params, q_tile, k_tile).astype(jnp.float32)  # [B, N, Qc, Kc]
       valid = _block_mask(mask, causal, q_pos, k_pos, k_len)
       s = jnp.where(valid, s, -jnp.inf)
-      m_new = jnp.maximum(m, jnp.max(s, axis=-1))  # [B, H, Qc]
+      m_new = jnp.maximum(m, jnp.max(s, axis=-1))  # [B, N, Qc]
       m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-      p = jnp.exp(s - m_safe[..., None])  # [B, H, Qc, Kc]; masked -> 0
-      correction = jnp.exp(jnp.where(jnp.isfinite(m), m, m_safe) - m_safe)  # [B, H, Qc]
+      p = jnp.exp(s - m_safe[..., None])  # [B, N, Qc, Kc]; masked -> 0
+      correction = jnp.exp(jnp.where(jnp.isfinite(m), m, m_safe) - m_safe)  # [B, N, Qc]
       l = l * correction + jnp.sum(p, axis=-1)
       if dropout_rate > 0.0 and dropout_rng is not None:
         p = _dropout(p, dropout_rate, jax.random.fold_in(dropout_rng, qi * nk + ki))
-      pv = jnp.matmul(p.astype(v_tile.dtype), jnp.swapaxes(v_tile, 1, 2))  # [B, H, Qc, Dv]
+      pv = jnp.matmul(p.astype(v_tile.dtype), jnp.swapaxes(v_tile, 1, 2))  # [B, N, Qc, Dv]
       acc = acc * correction[..., None] + pv.astype(jnp.float32)
       return (m_new, l, acc), None
 
-    init = (jnp.full((b, h, qb), -jnp.inf, jnp.float32), jnp.zeros((b, h, qb), jnp.float32),
-            jnp.zeros((b, h, qb, dv), jnp.float32))
+    init = (jnp.full((b, n, qb), -jnp.inf, jnp.float32), jnp.zeros((b, n, qb), jnp.float32),
+            jnp.zeros((b, n, qb, dv), jnp.float32))
     (_, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(nk), k_tiles, v_tiles))
-    out = acc / jnp.where(l == 0, 1.0, l)[..., None]  # [B, H, Qc, Dv]; no key -> 0
-    return jnp.swapaxes(out, 1, 2).astype(v.dtype)  # [B, Qc, H, Dv]
+    out = acc / jnp.where(l == 0, 1.0, l)[..., None]  # [B, N, Qc, Dv]; no key -> 0
+    return jnp.swapaxes(out, 1, 2).astype(v.dtype)  # [B, Qc, N, Dv]
 
-  q_tiles = q.reshape(b, nq, qb, h, -1).swapaxes(0, 1)  # [nq, B, Qc, H, Dq]
+  q_tiles = q.reshape(b, nq, qb, n, -1).swapaxes(0, 1)  # [nq, B, Qc, N, Dq]
   block = jax.checkpoint(one_query_block)
-  outs = jax.lax.map(lambda x: block(params, *x), (jnp.arange(nq), q_tiles))  # [nq, B, Qc, H, Dv]
-  out = outs.swapaxes(0, 1).reshape(b, nq * qb, h, dv)[:, :q_len]
+  outs = jax.lax.map(lambda x: block(params, *x), (jnp.arange(nq), q_tiles))  # [nq, B, Qc, N, Dv]
+  out = outs.swapaxes(0, 1).reshape(b, nq * qb, n, dv)[:, :q_len]
   weights = None
-  if return_weights:  # for plots only: the [B, H, Q, K] matrix is what chunking avoids
+  if return_weights:  # for plots only: the [B, N, Q, K] matrix is what chunking avoids
     _, weights = dense(score, q[:, :q_len], k[:, :k_len], v[:, :k_len],
                        None if mask is None else mask[:, :, :q_len if mask.shape[2] > 1 else 1,
                                                       :k_len if mask.shape[3] > 1 else 1],
@@ -200,13 +199,13 @@ def fused(score, q, k, v, mask=None, *, causal=False, return_weights=False, drop
   if dropout_rate > 0.0 and dropout_rng is not None:
     raise ValueError('kernel "fused" has no attention dropout: set dropout_rate=0 or use '
                      'kernel="dense" or "chunked"')
-  b, q_len, k_len, h, _ = _check_shapes(q, k, v, mask)
+  b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
   if v.shape[-1] != k.shape[-1]:
     raise ValueError(f'kernel "fused" needs value dim == key dim, got k {k.shape}, v {v.shape}')
   out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
-                                     implementation=implementation)  # [B, Q, H, Dv]
+                                     implementation=implementation)  # [B, Q, N, Dv]
   # A query with no key to attend gets zero output (XLA would average v over masked keys).
-  any_key = _any_key(mask, causal, b, h, q_len, k_len)  # [B, Q, H, 1]
+  any_key = _any_key(mask, causal, b, n, q_len, k_len)  # [B, Q, N, 1]
   out = jnp.where(any_key, out, jnp.zeros((), out.dtype))
   weights = None
   if return_weights:
@@ -214,12 +213,12 @@ def fused(score, q, k, v, mask=None, *, causal=False, return_weights=False, drop
   return out, weights
 
 
-def _any_key(mask, causal, b, h, q_len, k_len):
-  """[B, Q, H, 1] bool: does query q of head h have at least one key it may attend?"""
+def _any_key(mask, causal, b, n, q_len, k_len):
+  """[B, Q, N, 1] bool: does query q of head n have at least one key it may attend?"""
   full = masks_lib.combine_masks(mask, masks_lib.causal_mask(q_len, k_len) if causal else None)
   if full is None:
     return jnp.ones((1, 1, 1, 1), bool)
-  has = jnp.any(full, axis=-1)  # [B|1, H|1, Q|1]
+  has = jnp.any(full, axis=-1)  # [B|1, N|1, Q|1]
   return jnp.swapaxes(has, 1, 2)[..., None]
 
 

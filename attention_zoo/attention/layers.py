@@ -2,12 +2,13 @@
 
   Attention:          seq2seq attention (Bahdanau 2014, Luong 2015): a decoder state queries the
                       encoder states; one head, any score.
-  MultiHeadAttention: Vaswani et al. (2017), section 3.2: h heads of any score over projected
+  MultiHeadAttention: Vaswani et al. (2017), section 3.2: N heads of any score over projected
                       queries, keys and values; self-attention or source-target attention;
                       grouped key/value heads (Ainslie et al. 2023); an incremental decode cache.
 
-Shapes: B batch, Q queries, K keys, F features, H query heads, G key/value heads, D head dim.
-Masks are bool, True = may attend, broadcastable to [B, H, Q, K].
+Shapes: B batch, Q query positions, K key positions, F features, N query heads, G key/value
+heads, D head dim (Dq / Dk / Dv of query / key / value in one-head Attention), A score dim.
+Masks are bool, True = may attend, broadcastable to [B, N, Q, K].
 """
 
 from __future__ import annotations
@@ -96,18 +97,18 @@ class Attention(nnx.Module):
 
 
 class MultiHeadAttention(nnx.Module):
-  """Multi-head attention: concat_h(attn(x W_q^h, c W_k^h, c W_v^h)) W_o.
+  """Multi-head attention: concat_n(attn(x W_q^n, c W_k^n, c W_v^n)) W_o.
 
   Args:
-    num_heads: H, query heads.
+    num_heads: N, query heads.
     in_features: F of the queries' input x (and of the context, unless kv_features is given).
-    qkv_features: H · D (default in_features); must be divisible by num_heads.
+    qkv_features: N · D (default in_features); must be divisible by num_heads.
     out_features: output width (default in_features).
-    num_kv_heads: G key/value heads (default H); H must be a multiple of G (grouped-query).
+    num_kv_heads: G key/value heads (default N); N must be a multiple of G (grouped-query).
     score / kernel: names in SCORES / KERNELS; each head uses the same score on its D features.
     dropout_rate: dropout on the attention weights in training (`model.train()`).
     rotary: rotate queries and keys by position (RoPE) in self-attention.
-    capture_weights: sow the weights [B, H, Q, K] as nnx.Intermediate 'attention_weights'.
+    capture_weights: sow the weights [B, N, Q, K] as nnx.Intermediate 'attention_weights'.
 
   Call: x [B, Q, F], context [B, K, Fc] (None: self-attention), mask rank 4 or [B, K],
     causal=True adds the causal mask in-kernel -> [B, Q, out_features].
@@ -135,11 +136,11 @@ class MultiHeadAttention(nnx.Module):
     self.in_features, self.kv_features = in_features, kv_features
     proj = lambda fin, heads: nnx.LinearGeneral(fin, (heads, head_dim), use_bias=use_bias,
                                                 rngs=rngs)
-    self.query = proj(in_features, num_heads)  # [F] -> [H, D]
+    self.query = proj(in_features, num_heads)  # [F] -> [N, D]
     self.key = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
     self.value = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
     self.out = nnx.LinearGeneral((num_heads, head_dim), out_features, axis=(-2, -1),
-                                 use_bias=use_bias, rngs=rngs)  # [H, D] -> [F_out]
+                                 use_bias=use_bias, rngs=rngs)  # [N, D] -> [F_out]
     self.score = scores_lib.make_score(score, head_dim, head_dim, score_dim=score_dim, rngs=rngs)
     self.kernel_name = kernel
     self.kernel = kernels_lib.get_kernel(kernel)
@@ -157,8 +158,8 @@ class MultiHeadAttention(nnx.Module):
                                return_weights=self.capture_weights,
                                dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
     if self.capture_weights:
-      self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, H, Q, K]
-    return self.out(out)  # [B, Q, H, D] -> [B, Q, F_out]
+      self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, N, Q, K]
+    return self.out(out)  # [B, Q, N, D] -> [B, Q, F_out]
 
   def _check(self, x, width, name):
     if x.ndim != 3 or x.shape[-1] != width:
@@ -171,8 +172,9 @@ class MultiHeadAttention(nnx.Module):
     context = x if self_attention else context
     self._check(context, self.kv_features, 'context')
     if context.shape[0] != x.shape[0]:
-      raise ValueError(f'MultiHeadAttention: x {x.shape} and context {context.shape} differ in batch')
-    q = self.query(x)  # [B, Q, H, D]
+      raise ValueError(f'MultiHeadAttention: x {x.shape} and context {context.shape} differ '
+                       'in batch')
+    q = self.query(x)  # [B, Q, N, D]
     k, v = self.key(context), self.value(context)  # [B, K, G, D]
     if self.rotary and self_attention:
       positions = jnp.arange(x.shape[1])
@@ -188,16 +190,17 @@ class MultiHeadAttention(nnx.Module):
 
   def decode_step(self, x: jax.Array, cache: dict[str, jax.Array],
                   mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """One causal self-attention step: x [B, 1, F] at position cache['index'] -> ([B, 1, F_out], cache).
+    """One causal self-attention step: x [B, 1, F] at position cache['index'] -> ([B, 1, F_out],
+    cache).
 
-    Attends to every cached position <= index (and to `mask`, rank 4 over [B, H, 1, max_len]);
+    Attends to every cached position <= index (and to `mask`, rank 4 over [B, N, 1, max_len]);
     step-by-step outputs equal the causal full forward.
     """
     self._check(x, self.in_features, 'x')
     if x.shape[1] != 1:
       raise ValueError(f'decode_step takes one position, x [B, 1, F]; got shape {x.shape}')
     index = cache['index'][0]  # all batch rows decode in lockstep
-    q = self.query(x)  # [B, 1, H, D]
+    q = self.query(x)  # [B, 1, N, D]
     k, v = self.key(x), self.value(x)  # [B, 1, G, D]
     if self.rotary:
       q, k = positional.apply_rotary(q, index[None]), positional.apply_rotary(k, index[None])

@@ -1,6 +1,6 @@
-"""Boolean attention masks: True = may attend, broadcastable to logits [B, H, Q, K].
+"""Boolean attention masks: True = may attend, broadcastable to logits [B, N, Q, K].
 
-Shapes: B batch, H heads, Q query length, K key length.
+Shapes: B batch, N heads, Q query positions, K key positions.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ def padding_mask(valid: jnp.ndarray) -> jnp.ndarray:
   if valid.ndim != 2:
     raise ValueError(f'padding_mask: valid must be [B, K], got shape {valid.shape}')
   return valid.astype(bool)[:, None, None, :]
-
-
-def query_key_mask(q_valid: jnp.ndarray, k_valid: jnp.ndarray) -> jnp.ndarray:
-  """Mask from valid queries [B, Q] and valid keys [B, K] -> [B, 1, Q, K]."""
-  return jnp.logical_and(q_valid[:, None, :, None], k_valid[:, None, None, :])
 
 
 def causal_mask(q_len: int, k_len: int | None = None, offset=0) -> jnp.ndarray:
@@ -45,17 +40,17 @@ def combine_masks(*masks: jnp.ndarray | None) -> jnp.ndarray | None:
 
 
 def check_mask(mask: jnp.ndarray | None, logits_shape: tuple[int, ...], name: str = 'mask'):
-  """Raises ValueError unless `mask` is a bool array of rank 4 broadcastable to [B, H, Q, K]."""
+  """Raises ValueError unless `mask` is a bool array of rank 4 broadcastable to [B, N, Q, K]."""
   if mask is None:
     return None
   mask = jnp.asarray(mask)
   if mask.dtype != jnp.bool_:
     raise ValueError(f'{name} must be bool (True = may attend), got dtype {mask.dtype}')
   if mask.ndim != 4:
-    raise ValueError(f'{name} must have rank 4, broadcastable to [B, H, Q, K] = {logits_shape}; '
+    raise ValueError(f'{name} must have rank 4, broadcastable to [B, N, Q, K] = {logits_shape}; '
                      f'got shape {mask.shape}')
   for got, want in zip(mask.shape, logits_shape):
     if got not in (1, want):
-      raise ValueError(f'{name} of shape {mask.shape} does not broadcast to [B, H, Q, K] = '
+      raise ValueError(f'{name} of shape {mask.shape} does not broadcast to [B, N, Q, K] = '
                        f'{tuple(logits_shape)}')
   return mask

@@ -1,6 +1,12 @@
-"""Positional information: sinusoidal (Vaswani), learned, rotary (RoPE) and ALiBi.
+"""Positional information: sinusoidal (Vaswani), learned and rotary (RoPE) positions.
 
-Shapes: B batch, L length, H heads, D head dim, F model dim.
+One class per kind, each `positions(x, pos) -> x with its positions`, found by name in POSITIONS:
+  sinusoidal: x + PE[pos], a fixed table (Vaswani et al. 2017, sec. 3.5).
+  learned:    x + E[pos], a learned table of max_len rows (Gehring et al. 2017; BERT).
+  rotary:     x unchanged; every attention rotates its queries and keys instead (`apply_rotary`,
+              Su et al. 2021); the class says so with `rotary = True`.
+
+Shapes: B batch, L length, F features (the stream's width), N heads, D head dim.
 """
 
 from __future__ import annotations
@@ -26,21 +32,56 @@ def sinusoidal(length: int, dim: int, *, base: float = 10_000.0) -> jax.Array:
   return jnp.asarray(pe)
 
 
-class LearnedPositional(nnx.Module):
-  """A learned embedding per position (Gehring et al. 2017; BERT): positions [..] -> [.., F]."""
+class SinusoidalPositions(nnx.Module):
+  """x + PE[pos], PE[pos, 2i] = sin(pos / 10000^(2i/F)), PE[pos, 2i+1] = cos(...) (sec. 3.5)."""
+
+  rotary = False
+
+  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
+    del rngs
+    self.max_len, self.dim = max_len, dim
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    # x [B, L, F], positions [L] int -> [B, L, F]
+    table = sinusoidal(self.max_len, self.dim)  # [max_len, F], constant under jit
+    return x + table[positions][None].astype(x.dtype)
+
+
+class LearnedPositions(nnx.Module):
+  """x + E[pos], E a learned [max_len, F] table, N(0, 0.02²) at init (Gehring et al. 2017)."""
+
+  rotary = False
 
   def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
     self.max_len = max_len
     self.embed = nnx.Embed(max_len, dim, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
 
-  def __call__(self, positions: jax.Array) -> jax.Array:
-    return self.embed(positions)
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    # x [B, L, F], positions [L] int -> [B, L, F]
+    return x + self.embed(positions)[None].astype(x.dtype)
+
+
+class RotaryPositions(nnx.Module):
+  """Rotary positions (Su et al. 2021): nothing is added here; every attention rotates q and k."""
+
+  rotary = True
+
+  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
+    del max_len, dim, rngs
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    del positions
+    return x
+
+
+POSITIONS = {'sinusoidal': SinusoidalPositions, 'learned': LearnedPositions,
+             'rotary': RotaryPositions}
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array, *, base: float = 10_000.0) -> jax.Array:
   """Rotates feature pairs (x_i, x_{i+D/2}) by angle pos · base^(-2i/D).
 
-  x [B, L, H, D], positions [L] or [B, L] -> [B, L, H, D]. The dot product of a rotated query at
+  x [B, L, N, D], positions [L] or [B, L] -> [B, L, N, D]. The dot product of a rotated query at
   position m and a rotated key at position n depends only on m - n.
   Reference: Su et al. (2021), RoFormer, eq. (34) (half-split pairing, as in GPT-NeoX).
   """
@@ -53,17 +94,6 @@ def apply_rotary(x: jax.Array, positions: jax.Array, *, base: float = 10_000.0) 
     positions = positions[None]
   angle = positions[:, :, None, None] * inv  # [B|1, L, 1, D/2]
   sin, cos = jnp.sin(angle), jnp.cos(angle)
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)  # [B, L, H, D/2] each
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)  # [B, L, N, D/2] each
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
-
-
-def alibi_slopes(num_heads: int) -> jax.Array:
-  """Head slopes 2^(-8h/H), h = 1..H (Press et al. 2022, ALiBi) -> [H]."""
-  return jnp.asarray(2.0 ** (-8.0 * np.arange(1, num_heads + 1) / num_heads), jnp.float32)
-
-
-def alibi_bias(num_heads: int, q_len: int, k_len: int) -> jax.Array:
-  """ALiBi logit bias -slope_h · |q - k| -> [1, H, Q, K] (add it to the logits)."""
-  dist = jnp.abs(jnp.arange(q_len)[:, None] - jnp.arange(k_len)[None, :])  # [Q, K]
-  return -alibi_slopes(num_heads)[None, :, None, None] * dist[None, None]

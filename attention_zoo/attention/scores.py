@@ -1,11 +1,12 @@
 """Attention scores: how a query and a key become a logit.
 
 Every score has one signature, `score(q, k) -> logits`, on blocks:
-  q [B, Q, H, Dq], k [B, K, H, Dk] -> logits [B, H, Q, K]
+  q [B, Q, N, Dq], k [B, K, N, Dk] -> logits [B, N, Q, K]
 so that a kernel may call it on the whole sequence (dense) or on blocks of queries and keys
 (chunked). Parameters are shared across heads and act on the last (feature) axis.
 
-Shapes: B batch, Q queries, K keys, H heads, Dq / Dk query / key feature dims, A score dim.
+Shapes: B batch, Q query positions, K key positions, N heads, Dq / Dk query / key features,
+A score dim.
 References:
   additive:   Bahdanau, Cho, Bengio (2014), eq. (6): vᵀ tanh(W_q q + W_k k).
   concat:     Luong, Pham, Manning (2015), eq. (8): vᵀ tanh(W [q; k]).
@@ -28,7 +29,7 @@ SCORES: Registry = Registry('score')
 
 
 def _dot(q: jax.Array, k: jax.Array) -> jax.Array:
-  # q [B, Q, H, D], k [B, K, H, D] -> [B, H, Q, K], written as a [B, H] batched matmul (fast on XLA CPU).
+  # q [B, Q, N, D], k [B, K, N, D] -> [B, N, Q, K], a [B, N] batched matmul (fast on XLA CPU)
   return jnp.matmul(jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2).swapaxes(-1, -2))
 
 
@@ -77,7 +78,7 @@ class DotScore(Score):
     self.fused_scale = 1.0
 
   def __call__(self, q, k):
-    return _dot(q, k)  # [B, H, Q, K]
+    return _dot(q, k)  # [B, N, Q, K]
 
 
 @SCORES.register('scaled_dot')
@@ -90,7 +91,7 @@ class ScaledDotScore(Score):
     self.fused_scale = 1.0 / math.sqrt(query_dim)
 
   def __call__(self, q, k):
-    return _dot(q * jnp.asarray(self.fused_scale, q.dtype), k)  # [B, H, Q, K]
+    return _dot(q * jnp.asarray(self.fused_scale, q.dtype), k)  # [B, N, Q, K]
 
 
 @SCORES.register('general')
@@ -102,7 +103,7 @@ class GeneralScore(Score):
     self.w = nnx.Linear(query_dim, key_dim, use_bias=False, rngs=rngs)
 
   def __call__(self, q, k):
-    return _dot(self.w(q), k)  # (q W) [B, Q, H, Dk] . k -> [B, H, Q, K]
+    return _dot(self.w(q), k)  # (q W) [B, Q, N, Dk] . k -> [B, N, Q, K]
 
 
 @SCORES.register('additive')
@@ -117,11 +118,11 @@ class AdditiveScore(Score):
     self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
 
   def project_keys(self, k):
-    return self.w_k(k)  # [B, K, H, A]; Bahdanau et al. precompute U_a h_j the same way
+    return self.w_k(k)  # [B, K, N, A]; Bahdanau et al. precompute U_a h_j the same way
 
   def from_projected(self, q, wk):
-    hidden = jnp.tanh(self.w_q(q)[:, :, None] + wk[:, None])  # [B, Q, K, H, A]
-    return jnp.einsum('bqkh->bhqk', self.v(hidden)[..., 0])  # [B, H, Q, K]
+    hidden = jnp.tanh(self.w_q(q)[:, :, None] + wk[:, None])  # [B, Q, K, N, A]
+    return jnp.einsum('bqkn->bnqk', self.v(hidden)[..., 0])  # [B, N, Q, K]
 
   def __call__(self, q, k):
     return self.from_projected(q, self.project_keys(k))
@@ -132,7 +133,7 @@ class ConcatScore(Score):
   """Luong concat score: s(q, k) = vᵀ tanh(W [q; k]), W [(Dq + Dk), A].
 
   W [q; k] is computed as W[:Dq]ᵀ q + W[Dq:]ᵀ k, which is the same number without building the
-  [B, Q, K, H, Dq + Dk] concatenation.
+  [B, Q, K, N, Dq + Dk] concatenation.
   """
 
   def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
@@ -143,12 +144,12 @@ class ConcatScore(Score):
     self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
 
   def project_keys(self, k):
-    return k @ self.w.kernel[self.query_dim:].astype(k.dtype)  # [B, K, H, A]
+    return k @ self.w.kernel[self.query_dim:].astype(k.dtype)  # [B, K, N, A]
 
   def from_projected(self, q, wk):
-    wq = q @ self.w.kernel[:self.query_dim].astype(q.dtype)  # [B, Q, H, A]
-    hidden = jnp.tanh(wq[:, :, None] + wk[:, None])  # [B, Q, K, H, A]
-    return jnp.einsum('bqkh->bhqk', self.v(hidden)[..., 0])  # [B, H, Q, K]
+    wq = q @ self.w.kernel[:self.query_dim].astype(q.dtype)  # [B, Q, N, A]
+    hidden = jnp.tanh(wq[:, :, None] + wk[:, None])  # [B, Q, K, N, A]
+    return jnp.einsum('bqkn->bnqk', self.v(hidden)[..., 0])  # [B, N, Q, K]
 
   def __call__(self, q, k):
     return self.from_projected(q, self.project_keys(k))

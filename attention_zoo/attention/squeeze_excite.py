@@ -13,7 +13,7 @@ from flax import nnx
 
 
 class SqueezeExcite(nnx.Module):
-  """SE block for x [B, H, W, C] (images) or [B, L, C] (sequences); reduction ratio r.
+  """SE block for x [B, height, width, C] (images) or [B, L, C] (sequences); reduction ratio r.
 
   Parameters: C·C/r + C/r (W_1 and bias) + C/r·C + C (W_2 and bias).
   With capture_weights=True the channel weights s [B, C] are sown as 'se_weights'.
@@ -36,10 +36,10 @@ class SqueezeExcite(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim not in (3, 4) or x.shape[-1] != self.channels:
-      raise ValueError(f'SqueezeExcite({self.channels}) expects [B, H, W, {self.channels}] or '
-                       f'[B, L, {self.channels}], got shape {x.shape}')
+      raise ValueError(f'SqueezeExcite({self.channels}) expects [B, height, width, '
+                       f'{self.channels}] or [B, L, {self.channels}], got shape {x.shape}')
     z = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))  # [B, C]
     s = jax.nn.sigmoid(self.expand(jax.nn.relu(self.reduce(z))))  # [B, C]
     if self.capture_weights:
-      self.sow(nnx.Intermediate, 'se_weights', s)
+      self.sow(nnx.Intermediate, 'se_weights', s)  # [B, C]
     return x * s.reshape(s.shape[:1] + (1,) * (x.ndim - 2) + s.shape[1:]).astype(x.dtype)

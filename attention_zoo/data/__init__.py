@@ -4,7 +4,8 @@
   for batch in task.batches('train', 128, seed=0): ...
 """
 
-from attention_zoo.data.base import BOS, EOS, PAD, Task
+from attention_zoo.data.base import Task
+from attention_zoo.specials import BOS, EOS, PAD
 from attention_zoo.data.registry import TASKS, get_task, register_task, task_names
 
 __all__ = ['BOS', 'EOS', 'PAD', 'TASKS', 'Task', 'get_task', 'register_task', 'task_names']

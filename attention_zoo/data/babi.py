@@ -23,9 +23,10 @@ from typing import Any, NamedTuple
 from absl import logging
 import numpy as np
 
-from attention_zoo.data.base import BOS, Task
+from attention_zoo.data import metrics
+from attention_zoo.data.base import Task
+from attention_zoo.specials import BOS
 from attention_zoo.data.builder import ArrayBuilder, build, resolve_data_dir
-from attention_zoo.data.listops import classify_metrics
 from attention_zoo.data.registry import register_task
 from attention_zoo.data.vocab import Vocab
 
@@ -182,7 +183,7 @@ def babi(task_id: int = 1, memory_size: int = 50, sentence_len: int | None = Non
   dims = {'vocab_size': len(vocab), 'num_classes': len(vocab)}
   if flat:
     return Task(name='babi', kind='classify', splits=splits, model_dims=dims, vocab=vocab,
-                metrics_fn=classify_metrics)
+                metrics_fn=metrics.classify_metrics)
   dims.update(memory_size=memory_size, sentence_len=sentence_len)
   return Task(name='babi', kind='qa', splits=splits, model_dims=dims, vocab=vocab,
-              metrics_fn=classify_metrics)
+              metrics_fn=metrics.classify_metrics)

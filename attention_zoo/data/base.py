@@ -3,11 +3,14 @@
 A task bundles its dataset splits, its vocabulary, how a batch feeds a model, the loss and the
 metrics. The loop never looks at a task's name; it only uses the fields below.
 
-Batch conventions (numpy dicts from grain; PAD = 0, BOS = 1, EOS = 2 in every token vocabulary):
-  kind 'seq2seq':  source [B, S] int32, target_in [B, T] int32 (BOS + y), target_out [B, T] (y + EOS)
+Batch conventions (numpy dicts from grain; PAD = 0, BOS = 1, EOS = 2 in every token vocabulary,
+see attention_zoo.specials):
+  kind 'seq2seq':  source [B, S] int32, target_in [B, T] int32 (BOS + y),
+                   target_out [B, T] int32 (y + EOS)
                    model(source, target_in) -> logits [B, T, V_tgt]
                    model.generate(source, max_len=T, beam_size=k) -> tokens [B, T] (no BOS)
-  kind 'classify': inputs [B, ...] (image float32 [B, H, W, C] or tokens int32 [B, L]), label [B]
+  kind 'classify': inputs [B, ...] (image float32 [B, height, width, C] or tokens
+                   int32 [B, L]), label [B]
                    model(inputs) -> logits [B, num_classes]
   kind 'qa':       story [B, M, W] int32, query [B, W] int32, label [B]   (bAbI, memory network)
                    model(story, query) -> logits [B, num_answers]
@@ -22,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-PAD, BOS, EOS = 0, 1, 2
+from attention_zoo.data.vocab import Vocab
 
 # The batch keys that are fed to the model, in call order, per task kind.
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
@@ -47,8 +50,9 @@ class Task:
       (len() and __getitem__ -> dict of numpy arrays, e.g. a tfds data source or a grain source).
     model_dims: sizes a model needs from the data, merged into config.model by the loop
       (e.g. {'src_vocab_size': 40, 'tgt_vocab_size': 13} or {'num_classes': 10, 'in_channels': 1}).
-    vocab: id -> token for decoding generated ids (seq2seq / lm / qa answers); None for images.
-    source_vocab: id -> token of the source side, when it differs from `vocab`.
+    vocab: the Vocab of the token ids (seq2seq targets, lm, qa, token classify); None for images.
+      `vocab.decode(ids)` is their text, `vocab.labels(ids)` one string per token.
+    source_vocab: the Vocab of a seq2seq source (default: `vocab`).
     max_target_len: decode length for generation tasks.
     metrics_fn: (logits, batch) -> dict of scalar metrics on one batch (jit-friendly, jnp).
     generation_metrics_fn: (predicted ids [B, T], batch) -> dict of metrics (numpy; seq2seq only).
@@ -58,15 +62,25 @@ class Task:
   kind: str
   splits: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
   model_dims: dict[str, Any]
-  vocab: Sequence[str] | None = None
-  source_vocab: Sequence[str] | None = None
+  vocab: Vocab | None = None
+  source_vocab: Vocab | None = None
   max_target_len: int | None = None
   metrics_fn: Callable[..., dict[str, Any]] | None = None
   generation_metrics_fn: Callable[..., dict[str, Any]] | None = None
 
   def __post_init__(self):
     if self.kind not in INPUT_KEYS:
-      raise ValueError(f'task {self.name!r}: unknown kind {self.kind!r}; known: {sorted(INPUT_KEYS)}')
+      raise ValueError(f'task {self.name!r}: unknown kind {self.kind!r}; '
+                       f'known: {sorted(INPUT_KEYS)}')
+    if self.kind == 'seq2seq' and self.vocab is None:
+      raise ValueError(f'task {self.name!r}: a seq2seq task needs a vocab to decode its samples')
+    if self.source_vocab is None:
+      self.source_vocab = self.vocab
+    for name in ('vocab', 'source_vocab'):
+      value = getattr(self, name)
+      if value is not None and not isinstance(value, Vocab):
+        raise TypeError(f'task {self.name!r}: {name} must be a Vocab '
+                        f'(attention_zoo.data.vocab), not {type(value).__name__}')
 
   @property
   def input_keys(self) -> tuple[str, ...]:

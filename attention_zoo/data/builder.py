@@ -1,4 +1,5 @@
-"""The one data path: a TFDS builder writes array_record files; splits are read back by random access.
+"""The one data path: a TFDS builder writes array_record files; splits are read back by random
+access.
 
 Every task family subclasses `ArrayBuilder`: it declares fixed-shape array features and generates
 numpy examples per split from `builder_config.options` (and the manual dir for real data). The
@@ -61,7 +62,8 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """
 
   VERSION = tfds.core.Version('1.0.0')
-  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Pass the folder holding the raw files as the task option data_dir.'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ('Pass the folder holding the raw files as the task option '
+                                  'data_dir.')
 
   @classmethod
   def feature_spec(cls, options: Mapping[str, Any]) -> Spec:
@@ -104,7 +106,8 @@ def resolve_data_dir(data_dir: str | None, subdir: str, task: str) -> str:
     root = os.environ.get('ATTENTION_ZOO_DATA')
     if not root:
       raise ValueError(f'task {task!r}: set the option data_dir (the folder with the raw files) or '
-                       f'the environment variable ATTENTION_ZOO_DATA (the folder holding {subdir}/)')
+                       'the environment variable ATTENTION_ZOO_DATA '
+                       f'(the folder holding {subdir}/)')
     data_dir = os.path.join(root, subdir)
   data_dir = os.path.abspath(os.path.expanduser(data_dir))
   if not os.path.isdir(data_dir):

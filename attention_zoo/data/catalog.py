@@ -1,13 +1,15 @@
 """TFDS catalog datasets by name, through tfds.data_source (array_record) + grain.
 
-  tfds_mnist, cifar10      kind 'classify': inputs float32 [H, W, C] in [0, 1], label int32
+  tfds_mnist, cifar10      kind 'classify': inputs float32 [height, width, C] in [0, 1],
+                           label int32
   imdb_reviews             kind 'classify': inputs [max_length] UTF-8 byte ids (the LRA "Text"
                            task, Tay et al. 2021), label in {0, 1}
   ted_hrlr_translate       kind 'seq2seq' (Qi et al. 2018), UTF-8 byte ids, BLEU
 They download on first use (download=True) into tfds_dir; tests use tfds.testing.mock_data.
-Byte vocabularies are fixed (4 specials + 256 bytes), so no pass over the data is needed. Text
-longer than its max length is cut to it when truncate=True (the LRA convention) and is an error
-otherwise. Validation for datasets without one: the last num_validation train examples.
+Byte vocabularies are fixed (Vocab.utf8(): 4 specials + 256 bytes), so no pass over the data is
+needed; samples and BLEU decode the bytes back to text. Text longer than its max length is cut to
+it when truncate=True (the LRA convention) and is an error otherwise. Validation for datasets
+without one: the last num_validation train examples.
 """
 
 from __future__ import annotations
@@ -17,34 +19,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from attention_zoo.data import pairs
-from attention_zoo.data.base import BOS, EOS, Task
-from attention_zoo.data.listops import classify_metrics
+from attention_zoo.data import metrics, pairs
+from attention_zoo.data.base import Task
+from attention_zoo.specials import BOS, EOS
 from attention_zoo.data.registry import register_task
-from attention_zoo.data.vocab import SPECIALS, Vocab
+from attention_zoo.data.vocab import Vocab
 
-
-class ByteVocab(Vocab):
-  """Ids 4..259 are the bytes 0..255; decode() reads the bytes as UTF-8."""
-
-  def __init__(self):
-    super().__init__([f'<0x{b:02x}>' for b in range(256)], level='char')
-
-  def encode(self, text, *, allow_unk: bool = False) -> list[int]:
-    data = text.encode('utf-8') if isinstance(text, str) else bytes(text)
-    return [b + len(SPECIALS) for b in data]
-
-  def decode(self, ids, *, stop_at_eos: bool = True) -> str:
-    out = bytearray()
-    for i in (int(x) for x in ids):
-      if i == EOS and stop_at_eos:
-        break
-      if i >= len(SPECIALS):
-        out.append(i - len(SPECIALS))
-    return out.decode('utf-8', errors='replace')
-
-
-BYTES = ByteVocab()
+BYTES = Vocab.utf8()  # ids 4..259 are the bytes 0..255
 
 
 class Mapped(Sequence):
@@ -98,7 +79,7 @@ def _image_task(name: str, num_validation: int, tfds_dir, download) -> Task:
   shape = splits['train'][0]['inputs'].shape
   return Task(name=name, kind='classify', splits=splits,
               model_dims={'num_classes': 10, 'in_channels': shape[-1], 'image_shape': shape},
-              metrics_fn=classify_metrics)
+              metrics_fn=metrics.classify_metrics)
 
 
 @register_task('tfds_mnist')
@@ -125,7 +106,7 @@ def imdb_reviews(max_length: int = 1_000, truncate: bool = True, num_validation:
   splits = _open('imdb_reviews', ('train', 'test'), fn, num_validation, tfds_dir, download)
   return Task(name='imdb_reviews', kind='classify', splits=splits,
               model_dims={'vocab_size': len(BYTES), 'num_classes': 2}, vocab=BYTES,
-              metrics_fn=classify_metrics)
+              metrics_fn=metrics.classify_metrics)
 
 
 @register_task('ted_hrlr_translate')
@@ -141,7 +122,8 @@ def ted_hrlr_translate(config: str = 'pt_to_en', max_source_len: int = 256,
     if reverse_source:
       n = int((src != 0).sum())
       src[:n] = src[:n][::-1]
-    tgt = BYTES.encode(ex[tgt_lang] if isinstance(ex[tgt_lang], (str, bytes)) else str(ex[tgt_lang]))
+    text = ex[tgt_lang]
+    tgt = BYTES.encode(text if isinstance(text, (str, bytes)) else str(text))
     if len(tgt) + 1 > max_target_len:
       if not truncate:
         raise ValueError(f'{tgt_lang} sentence has {len(tgt)} byte tokens + EOS > {max_target_len}')

@@ -68,9 +68,10 @@ class AzCharLm(ArrayBuilder):
 
 
 def lm_metrics(logits, batch):
+  """metrics_fn of an LM: logits [B, L, V], batch['targets'] [B, L]."""
   ce = metrics.mean_cross_entropy(logits, batch['targets'])
   return {'token_accuracy': metrics.token_accuracy(logits, batch['targets']),
-          'bits_per_char': ce / np.log(2)}
+          'bits_per_char': metrics.bits_per_char(ce)}
 
 
 @register_task('char_lm')

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import string
-from typing import Callable
 
 from attention_zoo.data.base import Task
 from attention_zoo.data.registry import register_task
@@ -34,10 +33,10 @@ def _ordinal(d: int) -> str:
 
 def _names(x: datetime.date) -> dict[str, str]:
   month, day = MONTHS[x.month - 1], WEEKDAYS[x.weekday()]
-  return dict(B=month, Bc=month.capitalize(), BU=month.upper(), b=month[:3], bc=month[:3].capitalize(),
-              bU=month[:3].upper(), A=day, Ac=day.capitalize(), ac=day[:3].capitalize(),
-              d=f'{x.day:02d}', dn=str(x.day), do=_ordinal(x.day), m=f'{x.month:02d}',
-              mn=str(x.month), Y=f'{x.year:04d}')
+  return dict(B=month, Bc=month.capitalize(), BU=month.upper(), b=month[:3],
+              bc=month[:3].capitalize(), bU=month[:3].upper(), A=day, Ac=day.capitalize(),
+              ac=day[:3].capitalize(), d=f'{x.day:02d}', dn=str(x.day), do=_ordinal(x.day),
+              m=f'{x.month:02d}', mn=str(x.month), Y=f'{x.year:04d}')
 
 
 # Each format is a str.format template over _names(date).
@@ -74,7 +73,8 @@ def dates(num_train: int = 40_000, num_validation: int = 2_000, num_test: int = 
           reverse_source: bool = False, seed: int = 0, tfds_dir: str | None = None) -> Task:
   """Human-written dates -> "YYYY-MM-DD" (target 10 chars + EOS = max_target_len 11)."""
   if not 1 <= min_year <= max_year <= 9999:
-    raise ValueError(f'task dates: need 1 <= min_year <= max_year <= 9999, got {min_year}, {max_year}')
+    raise ValueError('task dates: need 1 <= min_year <= max_year <= 9999, '
+                     f'got {min_year}, {max_year}')
   if max_source_len < MAX_SOURCE_LEN:
     raise ValueError(f'task dates: max_source_len={max_source_len} is shorter than the longest '
                      f'format ({MAX_SOURCE_LEN} chars)')

@@ -82,10 +82,6 @@ class AzListops(ArrayBuilder):
     return {name: map(encode, items) for name, items in dealt.items()}, {}
 
 
-def classify_metrics(logits, batch):
-  return {'accuracy': metrics.classification_accuracy(logits, batch['label'])}
-
-
 @register_task('listops')
 def listops(num_train: int = 20_000, num_validation: int = 2_000, num_test: int = 2_000,
             max_depth: int = 4, max_args: int = 5, op_prob: float = 0.3, max_length: int = 128,
@@ -101,4 +97,4 @@ def listops(num_train: int = 20_000, num_validation: int = 2_000, num_test: int 
   splits, _ = build(AzListops, options, tfds_dir=tfds_dir)
   return Task(name='listops', kind='classify', splits=splits,
               model_dims={'vocab_size': len(VOCAB), 'num_classes': 10}, vocab=VOCAB,
-              metrics_fn=classify_metrics)
+              metrics_fn=metrics.classify_metrics)

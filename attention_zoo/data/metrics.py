@@ -13,11 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import sacrebleu
 
-from attention_zoo.data.base import EOS, PAD
+from attention_zoo.specials import EOS, PAD
 
 
 def token_accuracy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
-  """Fraction of non-PAD positions where argmax(logits) == target. logits [..., V], targets [...]."""
+  """Fraction of non-PAD positions where argmax(logits) == target.
+
+  logits [..., V], targets [...].
+  """
   mask = targets != PAD
   hit = (jnp.argmax(logits, -1) == targets) & mask
   return hit.sum() / jnp.maximum(mask.sum(), 1)
@@ -30,8 +33,13 @@ def sequence_accuracy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
 
 
 def classification_accuracy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-  """Fraction of argmax(logits [B, C]) == labels [B]."""
+  """Fraction of argmax(logits [B, classes]) == labels [B]."""
   return (jnp.argmax(logits, -1) == labels).mean()
+
+
+def classify_metrics(logits: jnp.ndarray, batch) -> dict[str, jnp.ndarray]:
+  """metrics_fn of a task with one label per example: logits [B, classes], batch['label'] [B]."""
+  return {'accuracy': classification_accuracy(logits, batch['label'])}
 
 
 def mean_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
@@ -48,8 +56,8 @@ def perplexity(mean_ce: float) -> float:
   return math.exp(mean_ce)
 
 
-def bits_per_char(mean_ce: float) -> float:
-  """Mean cross-entropy in bits: nats / ln 2."""
+def bits_per_char(mean_ce):
+  """Mean cross-entropy in bits: nats / ln 2 (a float, or a jnp scalar inside jit)."""
   return mean_ce / math.log(2)
 
 

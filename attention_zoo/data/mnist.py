@@ -1,4 +1,4 @@
-"""MNIST from IDX files (LeCun et al. 1998), e.g. the 10,000-image test set in ../shared/data.
+"""MNIST from IDX files (LeCun et al. 1998), e.g. the 10,000-image test set (t10k).
 
 IDX: big-endian header, magic 2051 (images: count, rows, cols) or 2049 (labels: count), then uint8.
 The t10k files are the official TEST set only. They are split with a fixed seed: permutation
@@ -15,16 +15,16 @@ import os
 
 import numpy as np
 
+from attention_zoo.data import metrics
 from attention_zoo.data.base import Task
 from attention_zoo.data.builder import ArrayBuilder, build, resolve_data_dir
-from attention_zoo.data.listops import classify_metrics
 from attention_zoo.data.registry import register_task
 
 IMAGES, LABELS = 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'
 
 
 def read_idx(path: str, magic: int) -> np.ndarray:
-  """uint8 array of an IDX file (.gz or raw): [N, rows, cols] for 2051, [N] for 2049."""
+  """uint8 array of an IDX file (.gz or raw): [count, rows, cols] for 2051, [count] for 2049."""
   if not os.path.exists(path):
     raise ValueError(f'MNIST: file {path} does not exist')
   opener = gzip.open if path.endswith('.gz') else open
@@ -86,4 +86,4 @@ def mnist(num_test: int = 2_000, num_validation: int = 1_000, split_seed: int = 
                     postprocess=_to_float)
   return Task(name='mnist', kind='classify', splits=splits,
               model_dims={'num_classes': 10, 'in_channels': 1, 'image_shape': (28, 28, 1)},
-              metrics_fn=classify_metrics)
+              metrics_fn=metrics.classify_metrics)

@@ -2,6 +2,7 @@
 
 Encoding of one pair with max lengths S and T (PAD = 0, BOS = 1, EOS = 2):
   source     [S] = x (reversed when reverse_source: Sutskever et al. 2014) + PAD...   (no BOS/EOS)
+                   so vocab.decode(source[::-1]) is x again when reversed (decode skips PAD)
   target_in  [T] = BOS y + PAD...
   target_out [T] = y EOS + PAD...          so len(y) + 1 <= T
 """
@@ -9,12 +10,13 @@ Encoding of one pair with max lengths S and T (PAD = 0, BOS = 1, EOS = 2):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from attention_zoo.data import metrics
-from attention_zoo.data.base import BOS, EOS, Task
+from attention_zoo.data.base import Task
+from attention_zoo.specials import BOS, EOS
 from attention_zoo.data.builder import ArrayBuilder, Example, Spec
 from attention_zoo.data.vocab import Vocab
 
@@ -122,9 +124,3 @@ def seq2seq_task(name: str, splits: Mapping[str, Any], src_vocab: Vocab, tgt_voc
               model_dims={'src_vocab_size': len(src_vocab), 'tgt_vocab_size': len(tgt_vocab)},
               vocab=tgt_vocab, source_vocab=src_vocab, max_target_len=max_target_len,
               metrics_fn=metrics_fn, generation_metrics_fn=generation_metrics_fn)
-
-
-def decode_source(ids: Iterable[int], vocab: Vocab, reverse_source: bool) -> str:
-  """Source text back from stored ids (undoing the reversal)."""
-  ids = [int(i) for i in ids if int(i) != 0]
-  return vocab.decode(ids[::-1] if reverse_source else ids)

@@ -8,6 +8,7 @@ target separately) are built from the train file; a token of another split missi
 an error naming file:line. Without validation_file / test_file, num_validation / num_test train
 lines (default 10% each) are held out with np.random.default_rng(split_seed).
 max_source_len / max_target_len None: the longest in the data (target + EOS).
+tokenization: 'char', 'word' or 'byte' (UTF-8 bytes), the levels of attention_zoo.data.vocab.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class AzParallelText(pairs.Seq2SeqBuilder):
   @classmethod
   def pairs(cls, o, manual_dir):
     splits = read_splits(o, manual_dir)
-    src_vocab = Vocab(sorted({x for s, _, _ in splits['train'] for x in s}), level=o['tokenization'])
-    tgt_vocab = Vocab(sorted({x for _, t, _ in splits['train'] for x in t}), level=o['tokenization'])
+    level = o['tokenization']
+    src_vocab = Vocab(sorted({x for s, _, _ in splits['train'] for x in s}), level=level)
+    tgt_vocab = Vocab(sorted({x for _, t, _ in splits['train'] for x in t}), level=level)
     for name, lines in splits.items():
       for s, t, where in lines:
         for side, tokens, vocab in (('source', s, src_vocab), ('target', t, tgt_vocab)):

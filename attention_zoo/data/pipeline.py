@@ -1,11 +1,11 @@
 """Batches through grain, deterministic from the seed.
 
-  grain.MapDataset.range(N * epochs) -batch(B)-> global indices [B]
-    -map-> epoch e = i // N, position i % N -> permutation_e[position] -> source rows -> batch
-permutation_e = np.random.default_rng([seed, e]).permutation(N): every epoch is a fresh uniform
+  grain.MapDataset.range(n * epochs) -batch(B)-> global indices [B]      (n examples in the split)
+    -map-> epoch e = i // n, position i % n -> permutation_e[position] -> source rows -> batch
+permutation_e = np.random.default_rng([seed, e]).permutation(n): every epoch is a fresh uniform
 shuffle, and batch k is a pure function of (seed, k), so any batch can be recomputed (resumable).
 grain's own MapDataset.shuffle (per-index Feistel) was measured at 5k-40k indices/s on this CPU,
-depending on N, below the pipeline's target; one numpy permutation of 40k costs ~1 ms.
+depending on n, below the pipeline's target; one numpy permutation of 40k costs ~1 ms.
 Sources with `read_batch(indices)` (our SplitSource) are read a batch at a time; any other
 random-access source (len + [i] -> dict) is read per example and stacked. Both give the same
 batches for the same seed. Batches may straddle epochs (repeat-then-batch).
@@ -45,8 +45,16 @@ class EpochShuffle:
     return out
 
 
-def _stack(examples: Sequence[dict]) -> dict:
+def stack(examples: Sequence[dict]) -> dict:
+  """Examples (dicts of arrays) -> one batch: {key: [B, ...]}."""
   return {k: np.stack([np.asarray(ex[k]) for ex in examples]) for k in examples[0]}
+
+
+def read_rows(source: Sequence[Any], rows: np.ndarray) -> dict:
+  """The batch of `source`'s examples at `rows` (its `read_batch` if it has one)."""
+  if hasattr(source, 'read_batch'):
+    return source.read_batch(rows)
+  return stack([source[int(i)] for i in rows])
 
 
 def batches(source: Sequence[Any], batch_size: int, *, seed: int, shuffle: bool = True,
@@ -71,10 +79,7 @@ def batches(source: Sequence[Any], batch_size: int, *, seed: int, shuffle: bool 
   if n == 0:
     raise ValueError('cannot batch an empty split')
   order = EpochShuffle(n, seed, shuffle)
-  if hasattr(source, 'read_batch'):
-    read = lambda idx: source.read_batch(order(idx))
-  else:
-    read = lambda idx: _stack([source[int(i)] for i in order(idx)])
+  read = lambda idx: read_rows(source, order(idx))
   total = sys.maxsize // 2 if num_epochs is None else n * num_epochs
   ds = grain.MapDataset.range(total).batch(batch_size, drop_remainder=drop_remainder).map(read)
   if prefetch > 0:

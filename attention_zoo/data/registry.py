@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any, Mapping
 
 from attention_zoo.data.base import Task
-from attention_zoo.registry import Registry
+from attention_zoo.registry import Registry, import_submodules
 
 TASKS: Registry = Registry('task')
 register_task = TASKS.register
 
-# Modules whose import registers tasks; imported on first use so `attention_zoo.data` stays cheap.
-_MODULES = ('synthetic', 'dates', 'listops', 'babi', 'mnist', 'char_lm', 'parallel_text',
-            'catalog')
-
 
 def _load_all() -> None:
-  for name in _MODULES:
-    importlib.import_module(f'attention_zoo.data.{name}')
+  import_submodules('attention_zoo.data')  # every module registers its entries on import
 
 
 def task_names() -> list[str]:

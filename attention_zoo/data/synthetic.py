@@ -108,49 +108,33 @@ def _sequence_draw(transform):
   return draw
 
 
-for _name, _transform in (('copy', lambda x: x), ('reverse', lambda x: x[::-1]),
-                          ('sort', np.sort)):
-  GENERATORS.register(_name)(Generator(
+def _sequence_task(name: str, transform: Callable[[np.ndarray], np.ndarray], doc: str):
+  """Registers the generator and the task `name`: symbol strings x -> transform(x)."""
+  GENERATORS.register(name)(Generator(
       vocabs=_symbols_vocab, lengths=lambda o: (o['max_len'], o['max_len'] + 1),
-      draw=_sequence_draw(_transform)))
+      draw=_sequence_draw(transform)))
+
+  def task(num_symbols: int = 10, min_len: int = 5, max_len: int = 20, num_train: int = 20_000,
+           num_validation: int = 1_000, num_test: int = 1_000, reverse_source: bool = False,
+           seed: int = 0, tfds_dir: str | None = None) -> Task:
+    if not 1 <= num_symbols <= len(SYMBOLS):
+      raise ValueError(f'task {name!r}: num_symbols must be in [1, {len(SYMBOLS)}], '
+                       f'got {num_symbols}')
+    if not 1 <= min_len <= max_len:
+      raise ValueError(f'task {name!r}: need 1 <= min_len <= max_len, got {min_len}, {max_len}')
+    return synthetic_task(name, num_symbols=num_symbols, min_len=min_len, max_len=max_len,
+                          num_train=num_train, num_validation=num_validation, num_test=num_test,
+                          reverse_source=reverse_source, seed=seed, tfds_dir=tfds_dir)
+
+  task.__name__ = task.__qualname__ = name
+  task.__doc__ = doc
+  return register_task(name)(task)
 
 
-def _sequence_task(name, num_symbols, min_len, max_len, **rest) -> Task:
-  if not 1 <= num_symbols <= len(SYMBOLS):
-    raise ValueError(f'task {name!r}: num_symbols must be in [1, {len(SYMBOLS)}], got {num_symbols}')
-  if not 1 <= min_len <= max_len:
-    raise ValueError(f'task {name!r}: need 1 <= min_len <= max_len, got {min_len}, {max_len}')
-  return synthetic_task(name, num_symbols=num_symbols, min_len=min_len, max_len=max_len, **rest)
-
-
-@register_task('copy')
-def copy(num_symbols: int = 10, min_len: int = 5, max_len: int = 20, num_train: int = 20_000,
-         num_validation: int = 1_000, num_test: int = 1_000, reverse_source: bool = False,
-         seed: int = 0, tfds_dir: str | None = None) -> Task:
-  """x -> x for random symbol strings x of length in [min_len, max_len]."""
-  return _sequence_task('copy', num_symbols, min_len, max_len, num_train=num_train,
-                        num_validation=num_validation, num_test=num_test,
-                        reverse_source=reverse_source, seed=seed, tfds_dir=tfds_dir)
-
-
-@register_task('reverse')
-def reverse(num_symbols: int = 10, min_len: int = 5, max_len: int = 20, num_train: int = 20_000,
-            num_validation: int = 1_000, num_test: int = 1_000, reverse_source: bool = False,
-            seed: int = 0, tfds_dir: str | None = None) -> Task:
-  """x -> x reversed."""
-  return _sequence_task('reverse', num_symbols, min_len, max_len, num_train=num_train,
-                        num_validation=num_validation, num_test=num_test,
-                        reverse_source=reverse_source, seed=seed, tfds_dir=tfds_dir)
-
-
-@register_task('sort')
-def sort(num_symbols: int = 10, min_len: int = 5, max_len: int = 20, num_train: int = 20_000,
-         num_validation: int = 1_000, num_test: int = 1_000, reverse_source: bool = False,
-         seed: int = 0, tfds_dir: str | None = None) -> Task:
-  """x -> x sorted by symbol order (0-9 then a-z)."""
-  return _sequence_task('sort', num_symbols, min_len, max_len, num_train=num_train,
-                        num_validation=num_validation, num_test=num_test,
-                        reverse_source=reverse_source, seed=seed, tfds_dir=tfds_dir)
+copy = _sequence_task('copy', lambda x: x,
+                      'x -> x for random symbol strings x of length in [min_len, max_len].')
+reverse = _sequence_task('reverse', lambda x: x[::-1], 'x -> x reversed.')
+sort = _sequence_task('sort', np.sort, 'x -> x sorted by symbol order (0-9 then a-z).')
 
 
 # ----- associative recall ---------------------------------------------------------------------

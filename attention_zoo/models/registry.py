@@ -2,34 +2,39 @@
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import inspect
 from typing import Any
 
-from attention_zoo.registry import Registry
+from attention_zoo.registry import Registry, import_submodules
 
 MODELS: Registry = Registry('model')
 register_model = MODELS.register
 
-# Modules whose import registers models; imported lazily so that `attention_zoo.models` is cheap.
-_MODULES = ('seq2seq', 'transformer', 'resnet', 'memory')
-
 
 def _load_all() -> None:
-  for name in _MODULES:
-    importlib.import_module(f'attention_zoo.models.{name}')
+  import_submodules('attention_zoo.models')  # every module registers its entries on import
 
 
 def constructor_params(name: str) -> dict[str, inspect.Parameter]:
   """The keyword parameters of the model registered as `name` (self excluded).
 
   nnx's metaclass hides a Module class's __init__ signature from inspect.signature(cls), so a
-  class is inspected through its __init__.
+  class is inspected through its __init__. A constructor whose **kwargs fill a dataclass of
+  options names it in `kwargs_dataclass` (the Transformers' **block -> BlockOptions): its fields
+  are listed in place of **kwargs, so that every option is known by name.
   """
   _load_all()
   ctor = MODELS.get(name)
   params = inspect.signature(ctor.__init__ if inspect.isclass(ctor) else ctor).parameters
-  return {k: p for k, p in params.items() if k != 'self'}
+  out = {k: p for k, p in params.items() if k != 'self'}
+  options = getattr(ctor, 'kwargs_dataclass', None)
+  if options is not None:
+    out = {k: p for k, p in out.items() if p.kind is not p.VAR_KEYWORD}
+    for field in dataclasses.fields(options):
+      out.setdefault(field.name, inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
+                                                   default=field.default))
+  return out
 
 
 def get_model(name: str, **kwargs: Any):

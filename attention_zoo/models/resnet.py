@@ -8,7 +8,7 @@ strided conv + BatchNorm projection.
 SE-ResNet puts a squeeze-and-excitation block on each residual branch, after its last BatchNorm and
 before the addition (SENet, Fig. 3):  y = relu(x + SE(F(x))).
 
-Shapes: B batch, H height, W width, C channels (NHWC, images float32).
+Shapes: images [B, height, width, C], C channels (NHWC, float32).
 References: He, Zhang, Ren, Sun (2016), "Deep Residual Learning for Image Recognition", sec. 4.2;
 Hu, Shen, Sun (2018), "Squeeze-and-Excitation Networks".
 """
@@ -55,11 +55,11 @@ class BasicBlock(nnx.Module):
       self.proj_conv = self.proj_bn = None
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    # x [B, H, W, Cin] -> [B, H/s, W/s, Cout]
-    h = jax.nn.relu(self.bn1(self.conv1(x)))  # [B, H/s, W/s, Cout]
-    h = self.bn2(self.conv2(h))  # [B, H/s, W/s, Cout]
+    # x [B, height, width, Cin] -> [B, height/s, width/s, Cout], s the stride
+    h = jax.nn.relu(self.bn1(self.conv1(x)))  # [B, height/s, width/s, Cout]
+    h = self.bn2(self.conv2(h))  # [B, height/s, width/s, Cout]
     if self.se is not None:
-      h = self.se(h)  # [B, H/s, W/s, Cout], channels rescaled by SE weights
+      h = self.se(h)  # [B, height/s, width/s, Cout], channels rescaled by SE weights
     shortcut = x if self.proj_conv is None else self.proj_bn(self.proj_conv(x))
     return jax.nn.relu(shortcut + h)
 
@@ -97,13 +97,13 @@ class ResNet(nnx.Module):
     self.head = nnx.Linear(cin, num_classes, rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:
-    # images [B, H, W, C] float32 -> logits [B, num_classes]
+    # images [B, height, width, C] float32 -> logits [B, classes]
     if images.ndim != 4:
-      raise ValueError(f'ResNet expects images [B, H, W, C], got shape {images.shape}')
-    h = jax.nn.relu(self.stem_bn(self.stem_conv(images)))  # [B, H, W, widths[0]]
+      raise ValueError(f'ResNet expects images [B, height, width, C], got shape {images.shape}')
+    h = jax.nn.relu(self.stem_bn(self.stem_conv(images)))  # [B, height, width, widths[0]]
     for block in self.blocks:
-      h = block(h)  # [B, H/4, W/4, widths[2]] after the last stage
-    return self.head(jnp.mean(h, axis=(1, 2)))  # [B, num_classes]
+      h = block(h)  # [B, height/4, width/4, widths[2]] after the last stage
+    return self.head(jnp.mean(h, axis=(1, 2)))  # [B, classes]
 
 
 # name -> (blocks per stage, widths). 'small' suits 8x8 digits and 28x28 MNIST on a CPU.

@@ -1,11 +1,13 @@
 """Transformer models: encoder-decoder ('transformer'), decoder-only LM, encoder classifier.
 
-Vaswani et al. (2017), "Attention Is All You Need". The blocks (positions, norm placement, layers)
+Vaswani et al. (2017), "Attention Is All You Need". The blocks (norm placement, layers, stacks)
 live in transformer_blocks.py; attention itself is attention_zoo.attention.MultiHeadAttention, so
 score ('scaled_dot', 'additive', ...), kernel and combine ('residual', 'gate', ...) are options.
+Every constructor takes the options of its layers once, as `**block` -> BlockOptions.
 
-Shapes: B batch, S source length, T target length, L length, D d_model, V vocabulary, H heads.
-Token conventions (attention_zoo.data.base): PAD = 0 (masked as keys), BOS = 1, EOS = 2.
+Shapes: B batch, S source length, T target length, L length, P prompt length, F features
+(`d_model`, the paper's name for the stream's width), V vocabulary, N heads.
+Token conventions (attention_zoo.specials): PAD = 0 (masked as keys), BOS = 1, EOS = 2.
 """
 
 from __future__ import annotations
@@ -17,74 +19,50 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attention_zoo.attention.capture import captured
 from attention_zoo.attention.masks import padding_mask
-from attention_zoo.data.base import BOS, EOS, PAD
 from attention_zoo.models import decoding
 from attention_zoo.models.registry import register_model
-from attention_zoo.models.transformer_blocks import BlockOptions, Embedder, Stack
-from attention_zoo.registry import Registry
-
-POOLINGS: Registry = Registry('pooling')
-
-
-def _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm, positional,
-          score, kernel, combine, max_len, capture_weights, score_dim) -> BlockOptions:
-  return BlockOptions(d_model=d_model, num_heads=num_heads, ffn_dim=ffn_dim,
-                      dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
-                      norm=norm, positional=positional, score=score, kernel=kernel,
-                      combine=combine, max_len=max_len, capture_weights=capture_weights,
-                      score_dim=score_dim)
-
-
-def captured_weights(fn, *args) -> tuple[Any, dict[str, jax.Array]]:
-  """Runs fn(*args) (a bound model method) and collects every sown attention weight.
-
-  Returns (fn's output, {'decoder/layers/0/cross_attn': weights, ...}) with the module path
-  joined by '/'; weights are [B, H, Q, K]. The MHAs must be built with capture_weights=True.
-  """
-  out, inter = nnx.capture(fn, nnx.Intermediate)(*args)
-  weights = {}
-  for path, value in nnx.to_flat_state(inter):
-    keys = [str(p) for p in path]
-    if 'attention_weights' not in keys:
-      continue
-    name = '/'.join(keys[:keys.index('attention_weights')])
-    value = value.get_value() if hasattr(value, 'get_value') else value
-    weights[name] = value[-1] if isinstance(value, tuple) else value
-  return out, weights
+from attention_zoo.models.transformer_blocks import (BlockOptions, DecoderStack, Embedder,
+                                                     EncoderStack)
+from attention_zoo.registry import choose
+from attention_zoo.specials import BOS, EOS, PAD
 
 
 class EncoderDecoder(nnx.Module):
   """The Transformer of Vaswani et al. (2017): model(source [B, S], target_in [B, T]) -> [B, T, V].
 
-  share_embeddings ties source, target and output embeddings (sec. 3.4; needs equal vocabularies);
-  tie_output ties only the target embedding and the output projection.
+  Args:
+    src_vocab_size, tgt_vocab_size: the vocabularies of source and target.
+    num_layers: encoder layers, and as many decoder layers.
+    share_embeddings: tie source, target and output embeddings (sec. 3.4; needs equal
+      vocabularies). tie_output: tie only the target embedding and the output projection.
+    max_len: the longest source / target the positions cover (and `generate`'s limit).
+    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, ffn_dim,
+      dropout_rate, norm, positional, score, kernel, combine, ...); unknown ones: ValueError.
   """
 
-  def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, d_model: int = 128,
-               num_heads: int = 4, num_layers: int = 2, ffn_dim: int = 256,
-               dropout_rate: float = 0.1, attention_dropout_rate: float = 0.0,
-               norm: str = 'post', positional: str = 'sinusoidal', score: str = 'scaled_dot',
-               kernel: str = 'dense', combine: str = 'residual', share_embeddings: bool = False,
-               tie_output: bool = False, max_len: int = 256, capture_weights: bool = False,
-               score_dim: int | None = None, rngs: nnx.Rngs):
-    opts = _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm,
-                 positional, score, kernel, combine, max_len, capture_weights, score_dim)
+  kwargs_dataclass = BlockOptions  # what **block fills (models.registry lists its fields)
+
+  def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, num_layers: int = 2,
+               share_embeddings: bool = False, tie_output: bool = False, max_len: int = 256,
+               rngs: nnx.Rngs, **block: Any):
+    opts = BlockOptions.from_kwargs(max_len=max_len, **block)
     if share_embeddings and src_vocab_size != tgt_vocab_size:
       raise ValueError(f'share_embeddings=True needs src_vocab_size == tgt_vocab_size, got '
                        f'{src_vocab_size} and {tgt_vocab_size}; use tie_output=True to share '
                        'only the target and output embeddings')
-    self.tgt_embed = Embedder(tgt_vocab_size, d_model, rngs=rngs)
+    self.tgt_embed = Embedder(tgt_vocab_size, opts.d_model, rngs=rngs)
     self.src_embed = (self.tgt_embed if share_embeddings
-                      else Embedder(src_vocab_size, d_model, rngs=rngs))
-    self.encoder = Stack(opts, num_layers, cross=None, rngs=rngs)
-    self.decoder = Stack(opts, num_layers, cross=True, rngs=rngs)
+                      else Embedder(src_vocab_size, opts.d_model, rngs=rngs))
+    self.encoder = EncoderStack(opts, num_layers, rngs=rngs)
+    self.decoder = DecoderStack(opts, num_layers, cross=True, rngs=rngs)
     tied = share_embeddings or tie_output
-    self.out = None if tied else nnx.Linear(d_model, tgt_vocab_size, rngs=rngs)
+    self.out = None if tied else nnx.Linear(opts.d_model, tgt_vocab_size, rngs=rngs)
     self.max_len = max_len
 
   def encode(self, source: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # source [B, S] int -> memory [B, S, D], valid [B, S] bool (False at PAD)
+    # source [B, S] int -> memory [B, S, F], valid [B, S] bool (False at PAD)
     valid = source != PAD  # [B, S]
     return self.encoder(self.src_embed(source), padding_mask(valid)), valid
 
@@ -92,8 +70,8 @@ class EncoderDecoder(nnx.Module):
     return self.tgt_embed.attend(h) if self.out is None else self.out(h)  # [B, T, V]
 
   def decode(self, target_in: jax.Array, memory: jax.Array, valid: jax.Array) -> jax.Array:
-    # target_in [B, T], memory [B, S, D], valid [B, S] -> logits [B, T, V]
-    h = self.decoder(self.tgt_embed(target_in), None, memory, padding_mask(valid))  # [B, T, D]
+    # target_in [B, T], memory [B, S, F], valid [B, S] -> logits [B, T, V]
+    h = self.decoder(self.tgt_embed(target_in), memory, padding_mask(valid))  # [B, T, F]
     return self._logits(h)  # [B, T, V]
 
   def __call__(self, source: jax.Array, target_in: jax.Array) -> jax.Array:
@@ -110,11 +88,11 @@ class EncoderDecoder(nnx.Module):
             'memory': memory, 'valid': valid}
 
   def step(self, state: dict, tokens: jax.Array, t: jax.Array) -> tuple[jax.Array, dict]:
-    """One decoder step: tokens [N] at position t -> (logits [N, V], new state)."""
-    x = self.tgt_embed(tokens[:, None])  # [N, 1, D]
+    """One decoder step: tokens [B] at position t -> (logits [B, V], new state)."""
+    x = self.tgt_embed(tokens[:, None])  # [B, 1, F]
     h, cache = self.decoder.decode_step(x, t, state['cache'], state['memory'],
                                         padding_mask(state['valid']))
-    return self._logits(h)[:, 0], {**state, 'cache': cache}  # [N, V]
+    return self._logits(h)[:, 0], {**state, 'cache': cache}  # [B, V]
 
   def generate(self, source: jax.Array, max_len: int, beam_size: int = 1,
                length_penalty: float = 0.6, return_weights: bool = False):
@@ -122,21 +100,21 @@ class EncoderDecoder(nnx.Module):
 
     Runs in evaluation mode (no dropout) whatever the model's mode.
     Returns tokens [B, max_len] int32 (no BOS, PAD after EOS); with return_weights=True also the
-    attention weights of the teacher-forced pass over the generated tokens (see captured_weights).
+    attention weights of the teacher-forced pass over the generated tokens, by module path:
+    {'decoder/layers/0/cross_attn/attention_weights': [B, N, T, S], ...} (attention.captured).
     """
-    graphdef, state = nnx.split(self)
-    tokens = _generate(graphdef, state, jnp.asarray(source, jnp.int32), max_len=max_len,
-                       beam_size=beam_size, length_penalty=length_penalty)
+    source = jnp.asarray(source, jnp.int32)
+    tokens = _generate(self, source, max_len=max_len, beam_size=beam_size,
+                       length_penalty=length_penalty)
     if not return_weights:
       return tokens
     target_in = jnp.concatenate([jnp.full_like(tokens[:, :1], BOS), tokens[:, :-1]], axis=1)
-    return tokens, _weights(graphdef, state, jnp.asarray(source, jnp.int32), target_in)
+    return tokens, _weights(self, source, target_in)
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef', 'max_len', 'beam_size', 'length_penalty'))
-def _generate(graphdef, state, source, *, max_len, beam_size, length_penalty):
-  model = nnx.merge(graphdef, state)
-  model.eval()
+@functools.partial(decoding.eval_mode_jit,
+                   static_argnames=('max_len', 'beam_size', 'length_penalty'))
+def _generate(model: EncoderDecoder, source, *, max_len, beam_size, length_penalty):
   dec_state = model.start_decoding(source, max_len)
   bos = jnp.full((source.shape[0],), BOS, jnp.int32)  # [B]
   if beam_size == 1:
@@ -146,29 +124,30 @@ def _generate(graphdef, state, source, *, max_len, beam_size, length_penalty):
   return tokens
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef',))
-def _weights(graphdef, state, source, target_in):
-  model = nnx.merge(graphdef, state)
-  model.eval()
+@decoding.eval_mode_jit
+def _weights(model: EncoderDecoder, source, target_in):
   model.set_attributes(capture_weights=True, raise_if_not_found=False)
-  return captured_weights(model, source, target_in)[1]
+  return captured(model, source, target_in)[1]
 
 
 class TransformerLM(nnx.Module):
-  """Decoder-only language model: model(inputs [B, L]) -> logits [B, L, V] (causal)."""
+  """Decoder-only language model: model(inputs [B, L]) -> logits [B, L, V] (causal).
 
-  def __init__(self, vocab_size: int, *, d_model: int = 128, num_heads: int = 4,
-               num_layers: int = 2, ffn_dim: int = 256, dropout_rate: float = 0.1,
-               attention_dropout_rate: float = 0.0, norm: str = 'post',
-               positional: str = 'sinusoidal', score: str = 'scaled_dot', kernel: str = 'dense',
-               combine: str = 'residual', tie_output: bool = False, max_len: int = 256,
-               capture_weights: bool = False, score_dim: int | None = None,
-               rngs: nnx.Rngs):
-    opts = _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm,
-                 positional, score, kernel, combine, max_len, capture_weights, score_dim)
-    self.embed = Embedder(vocab_size, d_model, rngs=rngs)
-    self.decoder = Stack(opts, num_layers, cross=False, rngs=rngs)
-    self.out = None if tie_output else nnx.Linear(d_model, vocab_size, rngs=rngs)
+  Args:
+    vocab_size: V. num_layers: decoder layers. tie_output: tie the embedding and the output.
+    max_len: the longest context the positions cover (prompt and generated tokens together).
+    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, ffn_dim,
+      dropout_rate, norm, positional, score, kernel, combine, ...); unknown ones: ValueError.
+  """
+
+  kwargs_dataclass = BlockOptions  # what **block fills (models.registry lists its fields)
+
+  def __init__(self, vocab_size: int, *, num_layers: int = 2, tie_output: bool = False,
+               max_len: int = 256, rngs: nnx.Rngs, **block: Any):
+    opts = BlockOptions.from_kwargs(max_len=max_len, **block)
+    self.embed = Embedder(vocab_size, opts.d_model, rngs=rngs)
+    self.decoder = DecoderStack(opts, num_layers, cross=False, rngs=rngs)
+    self.out = None if tie_output else nnx.Linear(opts.d_model, vocab_size, rngs=rngs)
     self.max_len = max_len
 
   def _logits(self, h: jax.Array) -> jax.Array:
@@ -184,9 +163,9 @@ class TransformerLM(nnx.Module):
     return self.decoder.init_cache(batch_size, max_len, dtype)
 
   def step(self, cache: list, tokens: jax.Array, t: jax.Array) -> tuple[jax.Array, list]:
-    """tokens [N] at position t -> (logits [N, V] for position t + 1, new cache)."""
+    """tokens [B] at position t -> (logits [B, V] for position t + 1, new cache)."""
     h, cache = self.decoder.decode_step(self.embed(tokens[:, None]), t, cache)
-    return self._logits(h)[:, 0], cache  # [N, V]
+    return self._logits(h)[:, 0], cache  # [B, V]
 
   def generate(self, prompt: jax.Array, max_len: int) -> jax.Array:
     """Greedy continuation of prompt [B, P] (no PAD inside) -> tokens [B, max_len] after it.
@@ -196,14 +175,11 @@ class TransformerLM(nnx.Module):
     if prompt.shape[1] - 1 + max_len > self.max_len:
       raise ValueError(f'prompt length {prompt.shape[1]} + max_len {max_len} exceeds the model '
                        f'max_len {self.max_len}')
-    graphdef, state = nnx.split(self)
-    return _lm_generate(graphdef, state, jnp.asarray(prompt, jnp.int32), max_len=max_len)
+    return _lm_generate(self, jnp.asarray(prompt, jnp.int32), max_len=max_len)
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef', 'max_len'))
-def _lm_generate(graphdef, state, prompt, *, max_len):
-  model = nnx.merge(graphdef, state)
-  model.eval()
+@functools.partial(decoding.eval_mode_jit, static_argnames=('max_len',))
+def _lm_generate(model: TransformerLM, prompt, *, max_len):
   batch, plen = prompt.shape
   cache = model.init_cache(batch, plen - 1 + max_len)
 
@@ -215,7 +191,6 @@ def _lm_generate(graphdef, state, prompt, *, max_len):
   return decoding.greedy_decode(step, cache, prompt[:, -1], max_len=max_len, eos_id=EOS)
 
 
-@POOLINGS.register('cls')
 class ClsPooling(nnx.Module):
   """A learned [CLS] vector prepended at position 0; its final state is the summary (BERT)."""
 
@@ -223,16 +198,15 @@ class ClsPooling(nnx.Module):
     self.cls = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
 
   def prepare(self, h: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # h [B, L, D], valid [B, L] -> [B, L + 1, D], [B, L + 1]
+    # h [B, L, F], valid [B, L] -> [B, L + 1, F], [B, L + 1]
     cls = jnp.broadcast_to(self.cls[...].astype(h.dtype), (h.shape[0], 1, h.shape[2]))
     return (jnp.concatenate([cls, h], axis=1),
             jnp.concatenate([jnp.ones_like(valid[:, :1]), valid], axis=1))
 
   def pool(self, h: jax.Array, valid: jax.Array) -> jax.Array:
-    return h[:, 0]  # [B, D]
+    return h[:, 0]  # [B, F]
 
 
-@POOLINGS.register('mean')
 class MeanPooling(nnx.Module):
   """Mean of the final states over the non-PAD positions."""
 
@@ -243,35 +217,41 @@ class MeanPooling(nnx.Module):
     return h, valid
 
   def pool(self, h: jax.Array, valid: jax.Array) -> jax.Array:
-    # h [B, L, D], valid [B, L] -> [B, D]
+    # h [B, L, F], valid [B, L] -> [B, F]
     w = valid.astype(h.dtype)[..., None]  # [B, L, 1]
     return jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
 
+POOLINGS = {'cls': ClsPooling, 'mean': MeanPooling}
+
+
 class TransformerClassifier(nnx.Module):
-  """Encoder + pooling ('cls' or 'mean') + linear: model(tokens [B, L]) -> [B, num_classes]."""
+  """Encoder + pooling + linear: model(tokens [B, L]) -> logits [B, classes].
+
+  Args:
+    vocab_size: V. num_classes: classes. pooling: a name in POOLINGS ('cls', 'mean').
+    num_layers: encoder layers. max_len: the longest input the positions cover ([CLS] included).
+    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, ffn_dim,
+      dropout_rate, norm, positional, score, kernel, combine, ...); unknown ones: ValueError.
+  """
+
+  kwargs_dataclass = BlockOptions  # what **block fills (models.registry lists its fields)
 
   def __init__(self, vocab_size: int, num_classes: int, *, pooling: str = 'cls',
-               d_model: int = 128, num_heads: int = 4, num_layers: int = 2, ffn_dim: int = 256,
-               dropout_rate: float = 0.1, attention_dropout_rate: float = 0.0,
-               norm: str = 'post', positional: str = 'sinusoidal', score: str = 'scaled_dot',
-               kernel: str = 'dense', combine: str = 'residual', max_len: int = 512,
-               capture_weights: bool = False, score_dim: int | None = None,
-               rngs: nnx.Rngs):
-    opts = _opts(d_model, num_heads, ffn_dim, dropout_rate, attention_dropout_rate, norm,
-                 positional, score, kernel, combine, max_len, capture_weights, score_dim)
-    self.embed = Embedder(vocab_size, d_model, rngs=rngs)
-    self.pooling = POOLINGS.get(pooling)(d_model, rngs=rngs)
-    self.encoder = Stack(opts, num_layers, cross=None, rngs=rngs)
-    self.head = nnx.Linear(d_model, num_classes, rngs=rngs)
+               num_layers: int = 2, max_len: int = 512, rngs: nnx.Rngs, **block: Any):
+    opts = BlockOptions.from_kwargs(max_len=max_len, **block)
+    self.embed = Embedder(vocab_size, opts.d_model, rngs=rngs)
+    self.pooling = choose(POOLINGS, pooling, 'pooling')(opts.d_model, rngs=rngs)
+    self.encoder = EncoderStack(opts, num_layers, rngs=rngs)
+    self.head = nnx.Linear(opts.d_model, num_classes, rngs=rngs)
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
-    # inputs [B, L] int tokens (PAD = 0 masked) -> logits [B, num_classes]
+    # inputs [B, L] int tokens (PAD = 0 masked) -> logits [B, classes]
     if inputs.ndim != 2:
       raise ValueError(f'transformer_classifier expects tokens [B, L], got shape {inputs.shape}')
-    h, valid = self.pooling.prepare(self.embed(inputs), inputs != PAD)  # [B, L', D], [B, L']
-    h = self.encoder(h, padding_mask(valid))  # [B, L', D]
-    return self.head(self.pooling.pool(h, valid))  # [B, num_classes]
+    h, valid = self.pooling.prepare(self.embed(inputs), inputs != PAD)  # [B, L', F], [B, L']
+    h = self.encoder(h, padding_mask(valid))  # [B, L', F]
+    return self.head(self.pooling.pool(h, valid))  # [B, classes]
 
 
 register_model('transformer')(EncoderDecoder)

@@ -1,88 +1,35 @@
-"""Transformer building blocks: positions, norm placement, FFN, encoder/decoder layers and stacks.
+"""Transformer building blocks: norm placement, FFN, encoder/decoder layers and stacks.
 
 Vaswani et al. (2017), "Attention Is All You Need", sec. 3: each sublayer f (self-attention,
 source-target attention, position-wise FFN) meets its input stream x through
   post-norm (the paper):  y = LayerNorm(combine(x, dropout(f(x))))
   pre-norm (option):      y = combine(x, dropout(f(LayerNorm(x)))), plus a final LayerNorm,
 where combine is 'residual' (x + f, the paper), 'gate' (x * sigmoid(f)) or 'concat'.
-Embeddings are scaled by sqrt(d_model) and get positions from POSITIONS (sec. 3.4, 3.5).
+Embeddings are scaled by sqrt(d_model) and get positions from attention.positional.POSITIONS
+(sec. 3.4, 3.5).
 
-Shapes: B batch, S source length, T target length, L length, D d_model, V vocabulary.
+Shapes: B batch, S source length, T target length, L length, F features (d_model, the paper's
+name for the stream's width), V vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_zoo.attention import positional
 from attention_zoo.attention.combine import COMBINES, make_combine
 from attention_zoo.attention.kernels import KERNELS
 from attention_zoo.attention.layers import MultiHeadAttention
+from attention_zoo.attention.positional import POSITIONS
 from attention_zoo.attention.scores import SCORES
-from attention_zoo.registry import Registry
+from attention_zoo.registry import choose
 
-POSITIONS: Registry = Registry('positional encoding')
-NORMS: Registry = Registry('norm placement')
-
-
-@POSITIONS.register('sinusoidal')
-class SinusoidalPositions(nnx.Module):
-  """x + PE(pos), PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(...) (sec. 3.5)."""
-
-  rotary = False
-
-  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
-    del rngs
-    self.max_len, self.dim = max_len, dim
-
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    # x [B, L, D], positions [L] int -> [B, L, D]
-    table = positional.sinusoidal(self.max_len, self.dim)  # [max_len, D], constant under jit
-    return x + table[positions][None].astype(x.dtype)
-
-
-@POSITIONS.register('learned')
-class LearnedPositions(nnx.Module):
-  """x + E_pos[pos], a learned table of max_len rows (Gehring et al. 2017; sec. 3.5 variant)."""
-
-  rotary = False
-
-  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
-    self.table = positional.LearnedPositional(max_len, dim, rngs=rngs)
-
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    # x [B, L, D], positions [L] int -> [B, L, D]
-    return x + self.table(positions)[None].astype(x.dtype)
-
-
-@POSITIONS.register('rotary')
-class RotaryPositions(nnx.Module):
-  """Rotary positions (Su et al. 2021): nothing added here; every attention rotates q and k."""
-
-  rotary = True
-
-  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
-    del max_len, dim, rngs
-
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    del positions
-    return x
-
-
-@dataclasses.dataclass(frozen=True)
-class NormPlacement:
-  """Where LayerNorm sits around a sublayer; pre-norm stacks end with one more LayerNorm."""
-  pre: bool
-
-
-NORMS.register('post')(NormPlacement(pre=False))
-NORMS.register('pre')(NormPlacement(pre=True))
+PRE_NORM = {'post': False, 'pre': True}  # norm -> is the LayerNorm before the sublayer?
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,14 +41,24 @@ class BlockOptions:
   ffn_dim: int = 256
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.0
-  norm: str = 'post'
-  positional: str = 'sinusoidal'
+  norm: str = 'post'  # 'post' | 'pre': where the LayerNorm sits (PRE_NORM)
+  positional: str = 'sinusoidal'  # a name in attention.positional.POSITIONS
   score: str = 'scaled_dot'
   kernel: str = 'dense'
   combine: str = 'residual'
   max_len: int = 512
   capture_weights: bool = False
   score_dim: int | None = None  # A of the additive / concat score per head (None: head dim)
+
+  @classmethod
+  def from_kwargs(cls, **options: Any) -> BlockOptions:
+    """BlockOptions(**options), with a ValueError naming the valid options for an unknown key."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+      raise ValueError(f'unknown Transformer block option(s) {unknown}; valid options: '
+                       f'{sorted(valid)}')
+    return cls(**options)
 
   def __post_init__(self):
     if self.num_heads < 1 or self.d_model % self.num_heads:
@@ -114,19 +71,19 @@ class BlockOptions:
     for name in ('dropout_rate', 'attention_dropout_rate'):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f'{name} must be in [0, 1), got {getattr(self, name)}')
-    NORMS.get(self.norm)
-    POSITIONS.get(self.positional)
+    choose(PRE_NORM, self.norm, 'norm placement')
+    choose(POSITIONS, self.positional, 'positional encoding')
     SCORES.get(self.score)
     KERNELS.get(self.kernel)
     COMBINES.get(self.combine)
 
   @property
   def pre_norm(self) -> bool:
-    return NORMS.get(self.norm).pre
+    return PRE_NORM[self.norm]
 
   @property
   def rotary(self) -> bool:
-    return POSITIONS.get(self.positional).rotary
+    return POSITIONS[self.positional].rotary
 
 
 def make_attention(opts: BlockOptions, *, rngs: nnx.Rngs) -> MultiHeadAttention:
@@ -144,7 +101,7 @@ class FeedForward(nnx.Module):
     self.w2 = nnx.Linear(ffn_dim, d_model, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    # x [B, L, D] -> [B, L, D]
+    # x [B, L, F] -> [B, L, F]
     return self.w2(jax.nn.relu(self.w1(x)))  # hidden [B, L, ffn_dim]
 
 
@@ -158,9 +115,9 @@ class Sublayer(nnx.Module):
     self.combine = make_combine(opts.combine, opts.d_model, rngs=rngs)
 
   def __call__(self, x: jax.Array, fn) -> tuple[jax.Array, Any]:
-    """x [B, L, D]; fn(h [B, L, D]) -> (f(h) [B, L, D], aux) -> (y [B, L, D], aux)."""
+    """x [B, L, F]; fn(h [B, L, F]) -> (f(h) [B, L, F], aux) -> (y [B, L, F], aux)."""
     fx, aux = fn(self.norm(x) if self.pre else x)
-    y = self.combine(x, self.dropout(fx))  # [B, L, D]
+    y = self.combine(x, self.dropout(fx))  # [B, L, F]
     return (y if self.pre else self.norm(y)), aux
 
 
@@ -174,7 +131,7 @@ class EncoderLayer(nnx.Module):
     self.ffn_sub = Sublayer(opts, rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    # x [B, S, D], mask [B, 1, 1, S] -> [B, S, D]
+    # x [B, S, F], mask [B, 1, 1, S] -> [B, S, F]
     x, _ = self.attn_sub(x, lambda h: (self.self_attn(h, mask=mask), None))
     x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
     return x
@@ -203,71 +160,88 @@ class DecoderLayer(nnx.Module):
 
   def __call__(self, x: jax.Array, memory: jax.Array | None = None,
                memory_mask: jax.Array | None = None) -> jax.Array:
-    # x [B, T, D], memory [B, S, D], memory_mask [B, 1, 1, S] -> [B, T, D]; causal self-attention
+    # x [B, T, F], memory [B, S, F], memory_mask [B, 1, 1, S] -> [B, T, F]; causal self-attention
     x, _ = self.self_sub(x, lambda h: (self.self_attn(h, causal=True), None))
     return self._cross_and_ffn(x, memory, memory_mask)
 
   def decode_step(self, x: jax.Array, cache: Any, memory: jax.Array | None = None,
                   memory_mask: jax.Array | None = None) -> tuple[jax.Array, Any]:
-    # x [B, 1, D], cache of self_attn -> (y [B, 1, D], new cache)
+    # x [B, 1, F], cache of self_attn -> (y [B, 1, F], new cache)
     x, cache = self.self_sub(x, lambda h: self.self_attn.decode_step(h, cache))
     return self._cross_and_ffn(x, memory, memory_mask), cache
 
 
 class Embedder(nnx.Module):
-  """Token embedding scaled by sqrt(D) (sec. 3.4); `attend` gives tied output logits."""
+  """Token embedding scaled by sqrt(d_model) (sec. 3.4); `attend` gives tied output logits."""
 
   def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
     self.vocab_size, self.scale = vocab_size, math.sqrt(d_model)
     self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
-    # tokens [B, L] int -> [B, L, D]
+    # tokens [B, L] int -> [B, L, F]
     return self.embed(tokens) * self.scale
 
   def attend(self, h: jax.Array) -> jax.Array:
-    # h [B, L, D] -> logits [B, L, V] = h E^T
+    # h [B, L, F] -> logits [B, L, V] = h E^T
     return self.embed.attend(h)
 
 
-class Stack(nnx.Module):
-  """Positions + dropout on the (already embedded) inputs, N layers, final LayerNorm if pre-norm."""
+class _Stack(nnx.Module):
+  """What both stacks share: positions and dropout on the (already embedded) inputs, num_layers
+  layers, and the final LayerNorm of a pre-norm stack."""
 
-  def __init__(self, opts: BlockOptions, num_layers: int, *, cross: bool | None,
-               rngs: nnx.Rngs):
-    """cross=None builds encoder layers; True/False decoder layers with/without cross-attention."""
+  def __init__(self, opts: BlockOptions, num_layers: int, make_layer: Callable[[], nnx.Module],
+               *, rngs: nnx.Rngs):
     if num_layers < 1:
       raise ValueError(f'num_layers must be >= 1, got {num_layers}')
-    self.positions = POSITIONS.get(opts.positional)(opts.max_len, opts.d_model, rngs=rngs)
+    self.positions = POSITIONS[opts.positional](opts.max_len, opts.d_model, rngs=rngs)
     self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
     self.max_len = opts.max_len
-    if cross is None:
-      layers = [EncoderLayer(opts, rngs=rngs) for _ in range(num_layers)]
-    else:
-      layers = [DecoderLayer(opts, cross=cross, rngs=rngs) for _ in range(num_layers)]
-    self.layers = nnx.List(layers)
+    self.layers = nnx.List([make_layer() for _ in range(num_layers)])
     self.final_norm = nnx.LayerNorm(opts.d_model, rngs=rngs) if opts.pre_norm else None
 
   def _inputs(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    return self.dropout(self.positions(x, positions))  # [B, L, D]
+    return self.dropout(self.positions(x, positions))  # [B, L, F]
+
+  def _all_inputs(self, x: jax.Array) -> jax.Array:
+    if x.shape[1] > self.max_len:
+      raise ValueError(f'sequence length {x.shape[1]} exceeds max_len {self.max_len}')
+    return self._inputs(x, jnp.arange(x.shape[1]))  # [B, L, F]
 
   def _out(self, x: jax.Array) -> jax.Array:
     return x if self.final_norm is None else self.final_norm(x)
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               memory: jax.Array | None = None, memory_mask: jax.Array | None = None) -> jax.Array:
-    """Encoder: x [B, L, D] embedded inputs, mask [B, 1, 1, L] -> [B, L, D].
 
-    Decoder (causal self-attention): x [B, T, D], memory [B, S, D], memory_mask [B, 1, 1, S].
-    """
-    if x.shape[1] > self.max_len:
-      raise ValueError(f'sequence length {x.shape[1]} exceeds max_len {self.max_len}')
-    x = self._inputs(x, jnp.arange(x.shape[1]))  # [B, L, D]
+class EncoderStack(_Stack):
+  """num_layers EncoderLayers: x [B, S, F] embedded source, mask [B, 1, 1, S] -> [B, S, F]."""
+
+  def __init__(self, opts: BlockOptions, num_layers: int, *, rngs: nnx.Rngs):
+    super().__init__(opts, num_layers, lambda: EncoderLayer(opts, rngs=rngs), rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    x = self._all_inputs(x)  # [B, S, F]
     for layer in self.layers:
-      if isinstance(layer, EncoderLayer):
-        x = layer(x, mask)
-      else:
-        x = layer(x, memory, memory_mask)
+      x = layer(x, mask)
+    return self._out(x)
+
+
+class DecoderStack(_Stack):
+  """num_layers DecoderLayers (causal self-attention; source-target attention if `cross`).
+
+  Call: x [B, T, F] embedded targets, memory [B, S, F], memory_mask [B, 1, 1, S] -> [B, T, F];
+  cross=False (a decoder-only LM) takes no memory. Decoding: init_cache, then decode_step.
+  """
+
+  def __init__(self, opts: BlockOptions, num_layers: int, *, cross: bool, rngs: nnx.Rngs):
+    super().__init__(opts, num_layers, lambda: DecoderLayer(opts, cross=cross, rngs=rngs),
+                     rngs=rngs)
+
+  def __call__(self, x: jax.Array, memory: jax.Array | None = None,
+               memory_mask: jax.Array | None = None) -> jax.Array:
+    x = self._all_inputs(x)  # [B, T, F]
+    for layer in self.layers:
+      x = layer(x, memory, memory_mask)
     return self._out(x)
 
   def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> list:
@@ -276,8 +250,8 @@ class Stack(nnx.Module):
 
   def decode_step(self, x: jax.Array, t: jax.Array, cache: list, memory: jax.Array | None = None,
                   memory_mask: jax.Array | None = None) -> tuple[jax.Array, list]:
-    # x [B, 1, D] embedded token of step t (int32 scalar) -> (y [B, 1, D], new caches)
-    x = self._inputs(x, jnp.reshape(t, (1,)))  # [B, 1, D]
+    # x [B, 1, F] embedded token of step t (int32 scalar) -> (y [B, 1, F], new caches)
+    x = self._inputs(x, jnp.reshape(t, (1,)))  # [B, 1, F]
     new_cache = []
     for layer, layer_cache in zip(self.layers, cache):
       x, layer_cache = layer.decode_step(x, layer_cache, memory, memory_mask)

@@ -30,10 +30,6 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def _stack(examples: Sequence[dict]) -> dict[str, np.ndarray]:
-  return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
-
-
 class TrainBatches:
   """batch(step) -> this process's share of global train batch `step` (numpy dict)."""
 
@@ -52,21 +48,14 @@ class TrainBatches:
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     start = step * self.batch_size + self.offset
-    rows = self.order(np.arange(start, start + self.local))
-    if hasattr(self.source, 'read_batch'):
-      return self.source.read_batch(rows)
-    return _stack([self.source[int(i)] for i in rows])
+    return pipeline.read_rows(self.source, self.order(np.arange(start, start + self.local)))
 
 
 def eval_batches(source, batch_size: int, max_examples: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """The split in order, in batches of `batch_size` (the last one may be smaller)."""
   n = len(source) if max_examples <= 0 else min(len(source), max_examples)
   for start in range(0, n, batch_size):
-    rows = np.arange(start, min(n, start + batch_size))
-    if hasattr(source, 'read_batch'):
-      yield source.read_batch(rows)
-    else:
-      yield _stack([source[int(i)] for i in rows])
+    yield pipeline.read_rows(source, np.arange(start, min(n, start + batch_size)))
 
 
 def to_device(batch: dict[str, np.ndarray], mesh: Mesh, *, global_size: int | None = None) -> dict:

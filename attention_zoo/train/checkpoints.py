@@ -1,7 +1,7 @@
 """orbax checkpoints of a run: params, optimizer state and other model state as separate items.
 
-Layout: <workdir>/checkpoints/<step>/{params, opt_state, other, meta}. `params` alone is enough to
-rebuild the model for analysis (see `load_params`); `meta` is JSON ({'step': ...}).
+Layout: <workdir>/checkpoints/<step>/{params, opt_state, other, meta}. `params` and `other` are
+enough to rebuild the model for analysis (see `load_params`); `meta` is JSON ({'step': ...}).
 """
 
 from __future__ import annotations
@@ -17,6 +17,14 @@ def _has_leaves(tree: Any) -> bool:
   return bool(jax.tree.leaves(tree))
 
 
+def _restore(manager: ocp.CheckpointManager, step: int, **trees) -> tuple[Any, ...]:
+  """The items `trees` names of checkpoint `step`, restored onto those trees (abstract or
+  concrete, keeping their types and shardings); a tree without leaves comes back as given."""
+  items = {k: ocp.args.StandardRestore(t) for k, t in trees.items() if _has_leaves(t)}
+  out = manager.restore(step, args=ocp.args.Composite(**items))
+  return tuple(out[k] if k in items else t for k, t in trees.items())
+
+
 class Checkpoints:
   """Saves and restores (params, opt_state, other) of a TrainState; keeps the last `keep`."""
 
@@ -28,9 +36,6 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self.manager.all_steps())
-
   def save(self, step: int, params, opt_state, other) -> None:
     items = dict(params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
                  meta=ocp.args.JsonSave({'step': int(step)}))
@@ -40,29 +45,24 @@ class Checkpoints:
 
   def restore(self, step: int, params, opt_state, other) -> tuple[Any, Any, Any]:
     """Restores onto abstract (or concrete) trees, keeping their types and shardings."""
-    items = dict(params=ocp.args.StandardRestore(params),
-                 opt_state=ocp.args.StandardRestore(opt_state))
-    if _has_leaves(other):
-      items['other'] = ocp.args.StandardRestore(other)
-    out = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return out['params'], out['opt_state'], (out['other'] if _has_leaves(other) else other)
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
+    return _restore(self.manager, step, params=params, opt_state=opt_state, other=other)
 
   def close(self) -> None:
     self.manager.close()
 
 
-def load_params(checkpoint_dir: str | pathlib.Path, abstract_params, step: int | None = None):
-  """Params alone (no optimizer state) from a run's checkpoints/, onto `abstract_params`.
-
-  `abstract_params`: e.g. nnx.state(nnx.eval_shape(lambda: build(...)), nnx.Param).
+def load_params(checkpoint_dir: str | pathlib.Path, params, other=None, *,
+                step: int | None = None) -> tuple[Any, Any]:
+  """-> (params, other) of checkpoint `step` (default: the latest) of a run's checkpoints/, never
+  the optimizer state; restored onto the trees `params` and `other` (abstract or concrete, e.g.
+  nnx.state(nnx.eval_shape(lambda: build_model(config, task)), nnx.Param)). `other` (the model's
+  other state, e.g. BatchNorm statistics) is returned as given when it is None or has no leaves.
   """
-  with ocp.CheckpointManager(pathlib.Path(checkpoint_dir).absolute()) as manager:
+  checkpoint_dir = pathlib.Path(checkpoint_dir).absolute()
+  with ocp.CheckpointManager(checkpoint_dir) as manager:
+    available = list(manager.all_steps())
     step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {checkpoint_dir}')
-    out = manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))
-    return out['params']
+    if step is None or step not in available:
+      raise FileNotFoundError(f'no checkpoint for step {step} in {checkpoint_dir}; '
+                              f'steps: {available}')
+    return _restore(manager, step, params=params, other=other)

@@ -13,26 +13,24 @@ greedy decoder took seconds to compile on CPU, for each of validation's and test
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from attention_zoo.data.base import BOS, EOS, PAD, Task
-from attention_zoo.train import batching
+from attention_zoo.data.base import Task
+from attention_zoo.train import batching, steps
 
 
-def decode(ids: Sequence[int], vocab: Sequence[str] | None) -> str:
-  """Token ids -> text, stopping at EOS and skipping PAD / BOS."""
-  out = []
-  for i in np.asarray(ids).tolist():
-    if i == EOS:
-      break
-    if i in (PAD, BOS):
-      continue
-    out.append(vocab[i] if vocab is not None and 0 <= i < len(vocab) else f'<{i}>')
-  sep = '' if vocab is not None and all(len(t) <= 1 for t in out) else ' '
-  return sep.join(out)
+def make_evaluator(graphdef, task: Task, mesh, cfg, train_batch: dict) -> Evaluator:
+  """The Evaluator of the eval-mode `graphdef` with config.eval `cfg`: greedy generation for
+  seq2seq with cfg.generate, of task.max_target_len tokens (else the target length of
+  `train_batch`)."""
+  generate = None
+  if task.kind == 'seq2seq' and cfg.generate:
+    max_len = task.max_target_len or train_batch[task.target_key].shape[1]
+    generate = steps.make_generate(graphdef, max_len)
+  return Evaluator(task, steps.make_eval_step(graphdef, task), generate, mesh, cfg)
 
 
 class Evaluator:
@@ -85,8 +83,7 @@ class Evaluator:
 
   def _samples(self, pred: np.ndarray, batch: dict[str, Any]) -> list[dict[str, str]]:
     task = self.task
-    src_vocab = task.source_vocab if task.source_vocab is not None else task.vocab
-    return [{'source': decode(batch[task.input_keys[0]][i], src_vocab),
-             'target': decode(batch[task.target_key][i], task.vocab),
-             'prediction': decode(pred[i], task.vocab)}
+    return [{'source': task.source_vocab.decode(batch[task.input_keys[0]][i]),
+             'target': task.vocab.decode(batch[task.target_key][i]),
+             'prediction': task.vocab.decode(pred[i])}
             for i in range(min(self.cfg.num_samples, len(pred)))]

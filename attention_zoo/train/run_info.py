@@ -1,7 +1,9 @@
-"""Facts about a run for results.json: parameter count, peak memory, library versions, devices."""
+"""results.json: the final metrics, and facts about the run (parameter count, speed, peak memory,
+library versions, devices)."""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import resource
 import sys
@@ -10,6 +12,36 @@ from typing import Any
 
 import jax
 import numpy as np
+
+
+@dataclasses.dataclass
+class Throughput:
+  """What the latest run of a workdir did (a resumed run counts its own steps only)."""
+  compile_s: float = 0.0  # compiling the train step (and building the evaluator)
+  train_s: float = 0.0  # in train steps, logging and checkpoints (evaluation excluded)
+  steps: int = 0
+  tokens: int = 0  # non-PAD input tokens of this process's batches
+
+
+def results(step: int, train: dict[str, float], evals: dict[str, dict[str, float] | None],
+            params: Any, speed: Throughput, batch_size: int) -> dict[str, Any]:
+  """The content of results.json (see attention_zoo.train.workdir); `evals`: split -> metrics,
+  None for a split the task does not have."""
+  out: dict[str, Any] = {'step': step, 'train': train}
+  out.update((split, metrics) for split, metrics in evals.items() if metrics is not None)
+  train_s = speed.train_s
+  out.update(
+      num_params=param_count(params),
+      compile_s=speed.compile_s,
+      train_s=train_s,
+      steps_per_s=speed.steps / train_s if train_s else None,
+      examples_per_s=speed.steps * batch_size / train_s if train_s else None,
+      tokens_per_s=(speed.tokens * jax.process_count() / train_s
+                    if (speed.tokens and train_s) else None),
+      devices=devices(),
+      versions=versions(),
+      **peak_memory())
+  return out
 
 
 def param_count(params: Any) -> int:

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from attention_zoo.data.base import PAD, Task
-from attention_zoo.registry import Registry
+from attention_zoo.data.base import Task
+from attention_zoo.registry import choose
+from attention_zoo.specials import PAD
 
 Metrics = dict[str, jax.Array]
 
@@ -24,7 +25,7 @@ class TrainState(NamedTuple):
   params: nnx.State  # nnx.Param
   opt_state: optax.OptState
   rngs: nnx.State  # nnx.RngState
-  other: nnx.State  # every other variable (BatchStat, ...)
+  other: nnx.State  # every other variable (BatchStat, a model's own step counter, ...)
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
@@ -40,11 +41,19 @@ def rng_tags(rngs: nnx.State) -> tuple[str, ...]:
   return tuple(sorted({v.tag for v in leaves if isinstance(v, nnx.RngKey)}))
 
 
+def init_state(model: nnx.Module, tx: optax.GradientTransformation,
+               sharding) -> tuple[nnx.GraphDef, nnx.GraphDef, TrainState]:
+  """-> (train-mode graphdef, eval-mode graphdef, TrainState at step 0 placed on `sharding`)."""
+  model.eval()
+  graphdef_eval = split_model(model)[0]
+  model.train()
+  graphdef_train, params, rngs, other = split_model(model)
+  state = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params), rngs, other)
+  return graphdef_train, graphdef_eval, jax.device_put(state, sharding)
+
+
 # ---- losses: (logits, targets, example_mask) -> (loss_sum, weight, accuracy_sum) per task kind --
 # example_mask [B] is 1 for real examples, 0 for the rows that pad an evaluation batch.
-LOSSES: Registry[Callable[..., tuple[jax.Array, jax.Array, jax.Array]]] = Registry('loss kind')
-
-
 def _token_loss(logits: jax.Array, targets: jax.Array, example_mask: jax.Array):
   # logits [B, T, V], targets [B, T] with PAD = 0 masked out
   mask = (targets != PAD).astype(jnp.float32) * example_mask[:, None]
@@ -60,9 +69,7 @@ def _label_loss(logits: jax.Array, labels: jax.Array, example_mask: jax.Array):
   return jnp.sum(ce * example_mask), jnp.sum(example_mask), jnp.sum(correct * example_mask)
 
 
-for _kind, _fn in (('seq2seq', _token_loss), ('lm', _token_loss),
-                   ('classify', _label_loss), ('qa', _label_loss)):
-  LOSSES.register(_kind)(_fn)
+LOSSES = {'seq2seq': _token_loss, 'lm': _token_loss, 'classify': _label_loss, 'qa': _label_loss}
 
 
 def _forward(graphdef, params, rngs, other, task: Task, batch: dict, example_mask=None):
@@ -72,7 +79,8 @@ def _forward(graphdef, params, rngs, other, task: Task, batch: dict, example_mas
   targets = batch[task.target_key]
   if example_mask is None:
     example_mask = jnp.ones(targets.shape[:1], jnp.float32)
-  loss_sum, weight, correct = LOSSES.get(task.kind)(logits, targets, example_mask)
+  loss_fn = choose(LOSSES, task.kind, 'task kind')
+  loss_sum, weight, correct = loss_fn(logits, targets, example_mask)
   loss = loss_sum / jnp.maximum(weight, 1.0)
   metrics = {'loss': loss, 'accuracy': correct / jnp.maximum(weight, 1.0)}
   if task.metrics_fn is not None:
@@ -131,6 +139,18 @@ def flat_step(train_step: Callable[..., Any], treedef) -> Callable[..., Any]:
     return jax.tree.leaves(state), metrics
 
   return step
+
+
+def compile_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransformation,
+                       lr_fn: Callable[[jax.Array], jax.Array], state: TrainState, batch: dict,
+                       seed_key: jax.Array, sharding) -> tuple[Callable[..., Any], list, Any]:
+  """-> (step, the state's leaves, its treedef): step(leaves, batch, seed_key) -> (leaves,
+  metrics) is train_step over the leaves (see flat_step), compiled for these shapes, the leaves
+  donated and the new ones placed on `sharding`."""
+  leaves, treedef = jax.tree.flatten(state)
+  train_step = make_train_step(graphdef, task, tx, rng_tags(state.rngs), lr_fn)
+  step_fn = jax.jit(flat_step(train_step, treedef), donate_argnums=0, out_shardings=sharding)
+  return step_fn.lower(leaves, batch, seed_key).compile(), leaves, treedef
 
 
 def make_eval_step(graphdef: nnx.GraphDef, task: Task) -> Callable[..., Metrics]:

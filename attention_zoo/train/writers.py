@@ -11,6 +11,8 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
+from attention_zoo.train import workdir as wd
+
 
 def _plain(value: Any) -> Any:
   """numpy / jax values -> Python float, int or list (JSON-ready)."""
@@ -22,26 +24,19 @@ def _plain(value: Any) -> Any:
   return float(value)
 
 
-def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 class MetricWriter:
   """Appends {'step', 'split', **metrics} rows to metrics.jsonl and scalars to TensorBoard."""
 
   def __init__(self, workdir: str | pathlib.Path):
     self.workdir = pathlib.Path(workdir)
-    self.path = self.workdir / 'metrics.jsonl'
-    self.samples_path = self.workdir / 'samples.jsonl'
+    self.path = self.workdir / wd.METRICS
+    self.samples_path = self.workdir / wd.SAMPLES
     self._tb = SummaryWriter(str(self.workdir))
 
   def truncate_after(self, step: int) -> None:
     """Drops rows logged after `step` (a resumed run redoes those steps)."""
     for path in (self.path, self.samples_path):
-      rows = [r for r in read_jsonl(path) if r['step'] <= step]
+      rows = [r for r in wd.read_jsonl(path) if r['step'] <= step]
       path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
 
   def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,22 +1,30 @@
-"""Tiny in-test tasks and models for the training-loop tests (no tests here).
+"""What several test modules share (no tests here): tiny in-test tasks and models for the
+training-loop tests, and the configs of configs/ at their tiny sizes.
 
-The models are added to the model registry (names starting with '_tiny') only for the duration
-of a test, by the `tiny_models` fixture, so that registry-wide tests never see them.
+The tiny models are added to the model registry (names starting with '_tiny') only for the
+duration of a test, by the `tiny_models` fixture of conftest.py, so that registry-wide tests
+never see them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import pathlib
+from typing import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
-from attention_zoo.data.base import BOS, EOS, Task
+from attention_zoo.data.base import Task
+from attention_zoo.data.vocab import Vocab
+from attention_zoo.specials import BOS, EOS, SPECIALS
 from attention_zoo.models.registry import MODELS
 from configs import common
 
-VOCAB = ['<pad>', '<s>', '</s>'] + list('abcdefg')
+VOCAB = Vocab('abcdefg')  # ids 4..10 are the letters
 
 
 TINY_MODELS: dict[str, type] = {}
@@ -29,11 +37,13 @@ def _register(name):
   return add
 
 
-@pytest.fixture
-def tiny_models(monkeypatch):
-  """Registers the tiny models for one test (removed afterwards)."""
-  for name, cls in TINY_MODELS.items():
-    monkeypatch.setitem(MODELS._table, name, cls)  # pylint: disable=protected-access
+@contextlib.contextmanager
+def tiny_models_registered() -> Iterator[None]:
+  """The tiny models in the model registry inside a `with` block only."""
+  with contextlib.ExitStack() as stack:
+    for name, cls in TINY_MODELS.items():
+      stack.enter_context(MODELS.override(name, cls))
+    yield
 
 
 def register_tiny_models_for_good() -> None:
@@ -82,28 +92,28 @@ class TinyClassifier(nnx.Module):
     return self.l2(self.drop(jax.nn.relu(self.bn(self.l1(inputs)))))
 
 
-LINEAR_START_CALLS: list[bool] = []  # every set_linear_start(flag) call, for the tests
-
-
 @_register('_tiny_memory')
 class TinyMemory(nnx.Module):
-  """One-hop memory network; linear start removes the softmax over memories."""
+  """One-hop memory network with linear start: no softmax over the memories for its first
+  `linear_start_steps` train-mode calls, which it counts itself (state the loop checkpoints)."""
 
-  def __init__(self, vocab_size: int, num_classes: int, hidden: int = 8, *, rngs: nnx.Rngs):
+  def __init__(self, vocab_size: int, num_classes: int, hidden: int = 8,
+               linear_start_steps: int = 0, *, rngs: nnx.Rngs):
     self.embed = nnx.Embed(vocab_size, hidden, rngs=rngs)
     self.out = nnx.Linear(hidden, num_classes, rngs=rngs)
-    self.linear_start = False
-
-  def set_linear_start(self, flag: bool) -> None:
-    LINEAR_START_CALLS.append(flag)
-    self.linear_start = flag
+    self.linear_start_steps = linear_start_steps
+    self.train_calls = nnx.Variable(jnp.zeros((), jnp.int32))
+    self.deterministic = False  # set by model.train() / model.eval()
 
   def __call__(self, story, query):  # [B, M, W], [B, W] -> [B, C]
-    memory = self.embed(story).sum(axis=2)  # [B, M, D]
-    q = self.embed(query).sum(axis=1)  # [B, D]
-    scores = jnp.einsum('bmd,bd->bm', memory, q)
-    weights = scores if self.linear_start else jax.nn.softmax(scores, axis=-1)
-    return self.out(jnp.einsum('bm,bmd->bd', weights, memory) + q)
+    memory = self.embed(story).sum(axis=2)  # [B, M, F]
+    q = self.embed(query).sum(axis=1)  # [B, F]
+    scores = jnp.einsum('bmf,bf->bm', memory, q)
+    linear = self.train_calls[...] < self.linear_start_steps
+    weights = jnp.where(linear, scores, jax.nn.softmax(scores, axis=-1))
+    if not self.deterministic:
+      self.train_calls[...] += 1
+    return self.out(jnp.einsum('bm,bmf->bf', weights, memory) + q)
 
 
 def recall_qa_task(n=128, memory=4, width=2, vocab=12, seed=0) -> Task:
@@ -132,7 +142,7 @@ def reverse_task(n_train=256, n_val=40, n_test=50, length=5, seed=0) -> Task:
   def split(n):
     out = []
     for _ in range(n):
-      x = rng.integers(3, len(VOCAB), length).astype(np.int32)
+      x = rng.integers(len(SPECIALS), len(VOCAB), length).astype(np.int32)
       y = x[::-1]
       out.append({'source': x,
                   'target_in': np.concatenate([[BOS], y]).astype(np.int32),
@@ -168,13 +178,38 @@ def blobs_task(n_train=256, n_val=64, n_test=64, nan_inputs=False, seed=0) -> Ta
               model_dims={'num_features': 4, 'num_classes': 3})
 
 
-def tiny_config(model_name='_tiny_seq2seq', steps=6, **train):
+def tiny_config(model_name='_tiny_seq2seq', steps=6, model=None, **train):
+  """A locked config of a tiny model: config.model = `model` (default {'hidden': 16}), config.train
+  updated with `train`."""
   c = common.base_config()
   c.task.name = 'unused'
   c.model_name = model_name
-  c.model = {'hidden': 16}
+  c.model = model or {'hidden': 16}
   c.train.update(dict(steps=steps, batch_size=16, lr=3e-3, log_every=2, eval_every=3,
                       checkpoint_every=3, keep_checkpoints=5, clip_norm=1.0), **train)
   c.eval.batch_size = 32
   c.lock()
+  return c
+
+
+# ---- the configs of configs/ ---------------------------------------------------------------------
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem not in ('__init__', 'common'))
+# real-data task -> its folder under the data_dir fixture
+DATA_SUBDIR = {'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare', 'babi': 'babi/en'}
+
+
+def load_config(name: str):
+  """The module configs/<name>.py."""
+  return importlib.import_module(f'configs.{name}')
+
+
+def tiny(name, tfds_dir, request, arg='size=tiny'):
+  """The config at `arg` (its tiny size), datasets cached under tfds_dir; real data from the
+  data_dir fixture (which skips the test when the data is absent)."""
+  c = load_config(name).get_config(arg)
+  c.task.tfds_dir = tfds_dir
+  if 'data_dir' in c.task:
+    root = pathlib.Path(request.getfixturevalue('data_dir'))
+    c.task.data_dir = str(root / DATA_SUBDIR[c.task.name])
   return c

@@ -1,0 +1,36 @@
+"""A config -> its task and its model: what training and analysis both start from.
+
+  task = get_task(config)                 # attention_zoo.data.get_task(config.task)
+  model = build_model(config, task)       # models.get_model(config.model_name, **config.model,
+                                          #   **the task sizes it takes, rngs=nnx.Rngs(config.seed))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from flax import nnx
+
+from attention_zoo.data.base import Task
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+  """The task named by config.task (built, or read from its dataset cache)."""
+  from attention_zoo import data  # pylint: disable=import-outside-toplevel
+  return data.get_task(config.task)
+
+
+def model_dims(model_name: str, task: Task) -> dict[str, Any]:
+  """The task sizes (task.model_dims) that the model's constructor names as parameters; a task
+  may offer more (e.g. image_shape, which a ResNet does not take)."""
+  from attention_zoo.models import registry  # pylint: disable=import-outside-toplevel
+  params = registry.constructor_params(model_name)
+  return {k: v for k, v in task.model_dims.items() if k in params}
+
+
+def build_model(config: ml_collections.ConfigDict, task: Task) -> nnx.Module:
+  """The registry model with config.model and the task's sizes, initialized from config.seed."""
+  from attention_zoo.models import get_model  # pylint: disable=import-outside-toplevel
+  return get_model(config.model_name, rngs=nnx.Rngs(config.seed),
+                   **model_dims(config.model_name, task), **config.model.to_dict())

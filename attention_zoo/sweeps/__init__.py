@@ -1,0 +1,19 @@
+"""Sweeps: a config module's get_sweep(arg) expanded into runs, each run in its own process.
+
+  status = run_sweep('configs/dates_demo.py:size=tiny', 'runs/demo', parallel=2, root=REPO)
+
+The sweep folder (its file names: attention_zoo.train.workdir): sweep.json, runs/<name>/ (one
+workdir per run; error.log: the output tail of a failed run), then the report's files.
+Re-running a sweep skips runs whose results.json exists and resumes the others from their
+checkpoints (experiments.main resumes when the config is unchanged).
+
+  sweep.py      the runs of a config (expand, run names, variants) and run_sweep
+  schedule.py   which run starts next (Scheduler)
+  processes.py  a run's command line and environment, CPU pinning, the shared compilation cache
+"""
+
+from attention_zoo.sweeps.processes import (  # noqa: F401
+    SINGLE_THREAD_XLA, command, cpu_lanes, launch, run_env, share_run_cache)
+from attention_zoo.sweeps.schedule import Scheduler  # noqa: F401
+from attention_zoo.sweeps.sweep import (  # noqa: F401
+    CONFIG_ARG, Run, expand, load_config_module, run_config, run_name, run_sweep, variant_name)
