@@ -12,37 +12,22 @@ import ml_collections
 from configs import common
 
 SIZES = {  # size -> overrides of the sections below
-    'tiny': dict(task=dict(num_train=512, num_validation=64, num_test=64),
-                 model=dict(embed_dim=8, hidden=16),
-                 train=dict(steps=20, batch_size=32, log_every=5, eval_every=10,
-                            checkpoint_every=10), eval=dict(batch_size=64)),
-    'small': dict(task=dict(num_train=20_000, num_validation=1_000, num_test=1_000),
-                  model=dict(embed_dim=16, hidden=128), train=dict(steps=5_000, batch_size=128)),
+    'tiny': dict(task=common.TINY_SPLITS, model=dict(embed_dim=8, hidden=16),
+                 train=common.TINY_TRAIN, eval=dict(batch_size=64)),
+    'small': dict(model=dict(embed_dim=16, hidden=128), train=dict(steps=5_000, batch_size=128)),
 }
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, score='none', reverse=False, peeky=False, size='small')
   c = common.base_config()
-  c.task = dict(
-      name='addition',  # "a+b" -> str(a + b)
+  c.task = common.generated_task(
+      'addition',  # "a+b" -> str(a + b)
       num_digits=3,  # a, b < 10**num_digits
-      num_train=20_000,  # training examples
-      num_validation=1_000,  # validation examples
-      num_test=1_000,  # test examples
       reverse_source=arg.reverse,  # feed the source reversed
-      tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
   )
   c.model_name = 'seq2seq'
-  c.model = dict(
-      embed_dim=16,  # E, token embedding size
-      hidden=128,  # F, encoder / decoder state size (hidden units)
-      cell='lstm',  # lstm | lstm_unfused | gru
-      peeky=arg.peeky,  # feed the encoder summary to every decoder step
-      score=arg.score,  # attention score, or 'none' for no attention
-      style='luong',  # luong | bahdanau: where the attention sits in the decoder step
-      dropout_rate=0.0,  # dropout on embeddings and read-out
-  )
+  c.model = common.seq2seq_model(peeky=arg.peeky, score=arg.score)
   return common.finish(c, SIZES, arg.size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
 

@@ -33,15 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
   )
   c.model_name = 'transformer_classifier'
-  c.model = dict(
-      pooling='cls',  # cls | mean
-      d_model=64,  # model width
-      num_heads=4,  # attention heads
-      num_layers=2,  # encoder layers
-      ffn_dim=128,  # feed-forward hidden size
-      dropout_rate=0.1,  # residual dropout
-      score=arg.score,  # attention score
-      positional='learned',  # sinusoidal | learned | rotary
+  c.model = common.transformer_model(
+      pooling='cls',  # cls | mean: the summary the classifier reads
+      score=arg.score, positional='learned',
       max_len=1024,  # longest flattened story the positions cover
   )
   return common.finish(c, SIZES, arg.size,

@@ -103,3 +103,71 @@ def finish(c: ml_collections.ConfigDict, sizes: dict[str, dict[str, dict[str, An
   apply_size(c, pick('size', size, sizes))
   c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 10)  # at most 10% of steps
   return c
+
+
+# A smoke run of a generated task: a few hundred examples, 20 steps (the `tiny` size of configs).
+TINY_SPLITS = dict(num_train=512, num_validation=64, num_test=64)
+TINY_TRAIN = dict(steps=20, batch_size=32, log_every=5, eval_every=10, checkpoint_every=10)
+
+
+def generated_task(name: str, **options: Any) -> dict[str, Any]:
+  """The fields of a task generated in code (dates, addition, copy, listops, ...); `options` add
+  the task's own fields or override these."""
+  return dict(
+      name=name,  # attention_zoo.data task name
+      num_train=20_000,  # training examples
+      num_validation=1_000,  # validation examples
+      num_test=1_000,  # test examples
+      tfds_dir=optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
+  ) | options
+
+
+def dates_task() -> dict[str, Any]:
+  """Date normalization, the demo's task, for the seq2seq and Transformer configs alike."""
+  return generated_task(
+      'dates',  # human-written dates -> YYYY-MM-DD
+      reverse_source=False,  # feed the source reversed (Sutskever et al. 2014)
+  )
+
+
+def seq2seq_model(**options: Any) -> dict[str, Any]:
+  """The fields of attention_zoo.models.seq2seq.Seq2Seq; `options` override them."""
+  return dict(
+      embed_dim=16,  # E, token embedding size
+      hidden=128,  # F, encoder / decoder state size (Bahdanau's "hidden units")
+      cell='lstm',  # lstm | lstm_unfused | gru
+      bidirectional=False,  # bidirectional encoder
+      peeky=False,  # feed the encoder summary to every decoder step
+      score='additive',  # attention score, or 'none' for the plain encoder-decoder
+      style='luong',  # luong | bahdanau: where the attention sits in the decoder step
+      kernel='dense',  # dense | chunked | fused
+      dropout_rate=0.0,  # dropout on embeddings and read-out
+  ) | _known(options, 'seq2seq_model', ('embed_dim', 'hidden', 'cell', 'bidirectional', 'peeky',
+                                         'score', 'style', 'kernel', 'dropout_rate'))
+
+
+def transformer_model(**options: Any) -> dict[str, Any]:
+  """The fields every Transformer takes (attention_zoo.models.transformer_blocks.BlockOptions,
+  num_layers, max_len); `options` override them or add a model's own (pooling, tie_output)."""
+  return dict(
+      d_model=64,  # F, model width
+      num_heads=4,  # N, attention heads
+      num_layers=2,  # layers per stack (encoder and decoder each)
+      ffn_dim=128,  # feed-forward hidden size
+      dropout_rate=0.1,  # residual dropout (on each sublayer's output and the embeddings)
+      attention_dropout_rate=0.0,  # dropout on the attention weights
+      norm='post',  # post | pre: where the LayerNorm sits
+      positional='sinusoidal',  # sinusoidal | learned | rotary
+      score='scaled_dot',  # attention score
+      score_dim=optional(int),  # A of the additive / concat score per head (None: head dim)
+      kernel='dense',  # dense | chunked | fused
+      combine='residual',  # residual | gate
+      max_len=256,  # longest sequence the positions cover
+  ) | options
+
+
+def _known(options: dict[str, Any], what: str, valid: tuple[str, ...]) -> dict[str, Any]:
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f'{what}: unknown field(s) {unknown}; valid: {sorted(valid)}')
+  return options

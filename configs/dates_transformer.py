@@ -12,12 +12,10 @@ import ml_collections
 from configs import common
 
 SIZES = {  # size -> overrides of the sections below
-    'tiny': dict(task=dict(num_train=512, num_validation=64, num_test=64),
+    'tiny': dict(task=common.TINY_SPLITS,
                  model=dict(d_model=16, num_heads=2, num_layers=1, ffn_dim=32),
-                 train=dict(steps=20, batch_size=32, log_every=5, eval_every=10,
-                            checkpoint_every=10), eval=dict(batch_size=64)),
-    'small': dict(task=dict(num_train=20_000, num_validation=1_000, num_test=1_000),
-                  model=dict(d_model=64, num_heads=4, num_layers=2, ffn_dim=128),
+                 train=common.TINY_TRAIN, eval=dict(batch_size=64)),
+    'small': dict(model=dict(d_model=64, num_heads=4, num_layers=2, ffn_dim=128),
                   train=dict(steps=3_000, batch_size=128)),
     'base': dict(task=dict(num_train=40_000, num_validation=2_000, num_test=2_000),
                  model=dict(d_model=128, num_heads=4, num_layers=3, ffn_dim=256),
@@ -29,27 +27,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, score='scaled_dot', combine='residual', positional='sinusoidal',
                          size='small')
   c = common.base_config()
-  c.task = dict(
-      name='dates',  # human-written dates -> YYYY-MM-DD
-      num_train=20_000,  # training examples
-      num_validation=1_000,  # validation examples
-      num_test=1_000,  # test examples
-      reverse_source=False,  # feed the source reversed
-      tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
-  )
+  c.task = common.dates_task()
   c.model_name = 'transformer'
-  c.model = dict(
-      d_model=64,  # model width
-      num_heads=4,  # attention heads
-      num_layers=2,  # encoder and decoder layers each
-      ffn_dim=128,  # feed-forward hidden size
-      dropout_rate=0.1,  # residual dropout
-      norm='post',  # post | pre layer norm
-      positional=arg.positional,  # sinusoidal | learned | rotary
-      score=arg.score,  # attention score
-      score_dim=common.optional(int),  # additive / concat A per head (None: the head dim)
-      kernel='dense',  # dense | chunked | fused
-      combine=arg.combine,  # residual | gate
+  c.model = common.transformer_model(
+      positional=arg.positional, score=arg.score, combine=arg.combine,
       max_len=64,  # longest source / target the positions cover
   )
   return common.finish(c, SIZES, arg.size,

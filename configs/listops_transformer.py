@@ -26,25 +26,16 @@ SIZES = {  # size -> overrides of the sections below
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, score='scaled_dot', kernel='dense', pooling='cls', size='small')
   c = common.base_config()
-  c.task = dict(
-      name='listops',  # ListOps, 10 classes
-      num_train=20_000,  # training examples
-      num_validation=2_000,  # validation examples
-      num_test=2_000,  # test examples
+  c.task = common.generated_task(
+      'listops',  # ListOps, 10 classes
+      num_validation=2_000, num_test=2_000,
       max_depth=4,  # nesting depth
       max_length=128,  # tokens per example (PAD-padded)
-      tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
   )
   c.model_name = 'transformer_classifier'
-  c.model = dict(
-      pooling=arg.pooling,  # cls | mean
-      d_model=64,  # model width
-      num_heads=4,  # attention heads
-      num_layers=2,  # encoder layers
-      ffn_dim=128,  # feed-forward hidden size
-      dropout_rate=0.1,  # residual dropout
-      score=arg.score,  # attention score
-      kernel=arg.kernel,  # dense | chunked | fused
+  c.model = common.transformer_model(
+      pooling=arg.pooling,  # cls | mean: the summary the classifier reads
+      score=arg.score, kernel=arg.kernel,
       max_len=256,  # longest input the positions cover (+1 for [CLS])
   )
   return common.finish(c, SIZES, arg.size,

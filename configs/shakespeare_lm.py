@@ -33,16 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       tfds_dir=common.optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
   )
   c.model_name = 'transformer_lm'
-  c.model = dict(
-      d_model=128,  # model width
-      num_heads=4,  # attention heads
-      num_layers=4,  # decoder layers
-      ffn_dim=512,  # feed-forward hidden size
-      dropout_rate=0.1,  # residual dropout
-      norm='pre',  # pre | post layer norm
-      positional=arg.positional,  # sinusoidal | learned | rotary
-      score=arg.score,  # attention score
-      kernel=arg.kernel,  # dense | chunked | fused
+  c.model = common.transformer_model(
+      d_model=128, num_layers=4, ffn_dim=512, norm='pre', positional=arg.positional,
+      score=arg.score, kernel=arg.kernel,
       max_len=128,  # longest context the positions cover
   )
   return common.finish(c, SIZES, arg.size,
