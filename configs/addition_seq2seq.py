@@ -27,7 +27,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       reverse_source=arg.reverse,  # feed the source reversed
   )
   c.model_name = 'seq2seq'
-  c.model = common.seq2seq_model(peeky=arg.peeky, score=arg.score)
+  # The pre-paper wiring (not Luong's: no input feeding; see common.PRE_PAPER_SEQ2SEQ) keeps
+  # this config's numbers.
+  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ, peeky=arg.peeky, score=arg.score)
   return common.finish(c, SIZES, arg.size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
 

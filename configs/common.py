@@ -59,10 +59,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()  # the optimizer; when to log, evaluate, save
   c.train.steps = 1_000  # optimizer steps in total
   c.train.batch_size = 64  # global batch, split over all devices (a multiple of the device count)
+  c.train.batching = 'padded'  # padded | bucketed (by length; seq2seq / lm): train/batching.py
+  c.train.bucket_lengths = ()  # bucketed: static lengths, increasing; (): chosen from the data
+  c.train.num_buckets = 8  # bucketed, bucket_lengths (): at most N, multiples of 8, least padding
+  c.train.batch_tokens = 0  # bucketed: > 0 gives batches of ~batch_tokens positions; 0: batch_size
   c.train.optimizer = 'adam'  # attention_zoo.train.optim.OPTIMIZERS: adam | adamw | sgd
   c.train.lr = 1e-3  # peak learning rate
-  c.train.schedule = 'constant'  # SCHEDULES after warmup: constant | cosine | linear
-  c.train.warmup_steps = 0  # linear warmup from 0 to lr
+  c.train.schedule = 'constant'  # SCHEDULES after warmup: constant | cosine | linear | rsqrt
+  c.train.warmup_steps = 0  # linear warmup from 0 to lr (rsqrt: the warmup of Vaswani eq. 3)
+  c.train.rsqrt_dim = optional(int)  # rsqrt's d (lr is its scale); None: model.d_model
+  c.train.b1 = 0.9  # adam / adamw beta1 (optax's default; Vaswani 5.3: 0.9)
+  c.train.b2 = 0.999  # adam / adamw beta2 (optax's default; Vaswani 5.3: 0.98)
+  c.train.eps = 1e-8  # adam / adamw epsilon (optax's default; Vaswani 5.3: 1e-9)
+  c.train.label_smoothing = 0.0  # Szegedy 2016 (Vaswani 5.4: 0.1); metric `loss` stays plain CE
   c.train.clip_norm = 0.0  # global gradient-norm clipping; 0 = off
   c.train.weight_decay = 0.0  # adamw only
   c.train.momentum = 0.9  # sgd only; 0 = plain sgd
@@ -76,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_examples = 0  # evaluate on the first N examples of a split; 0 = all
   c.eval.generate = True  # seq2seq: greedy model.generate -> task.generation_metrics_fn ('gen_*')
   c.eval.num_samples = 3  # seq2seq: decoded samples written to samples.jsonl per evaluation
+  c.eval.average_checkpoints = 1  # final evaluation: mean params of the last N checkpoints; 1 = off
+  c.eval.beam_size = 1  # final evaluation (seq2seq): beam search; 1 = greedy, as every validation
+  c.eval.length_penalty = 0.6  # final beam search: GNMT alpha, ((5 + |Y|) / 6)^alpha (Wu 2016)
   return c
 
 
@@ -131,19 +143,35 @@ def dates_task() -> dict[str, Any]:
 
 
 def seq2seq_model(**options: Any) -> dict[str, Any]:
-  """The fields of attention_zoo.models.seq2seq.Seq2Seq; `options` override them."""
+  """The fields of attention_zoo.models.seq2seq.Seq2Seq; `options` override them. A None field
+  takes the style's paper default (models/seq2seq.py STYLE_DEFAULTS: bahdanau = bi-GRU, s_0 from the
+  backward encoder, maxout read-out; luong = LSTM with input feeding)."""
   return dict(
       embed_dim=16,  # E, token embedding size
-      hidden=128,  # F, encoder / decoder state size (Bahdanau's "hidden units")
-      cell='lstm',  # lstm | lstm_unfused | gru
-      bidirectional=False,  # bidirectional encoder
+      hidden=128,  # F, decoder state size (Bahdanau's "hidden units")
+      cell=optional(str),  # lstm | lstm_unfused | gru; None: the style's (bahdanau gru, luong lstm)
+      bidirectional=optional(bool),  # bidirectional encoder; None: the style's (bahdanau only)
+      encoder_hidden=optional(int),  # encoder size per direction; None: the style's
+      init_state=optional(str),  # final | backward (tanh(W_s h<-_1)); None: the style's
+      readout=optional(str),  # state | linear | maxout; None: the style's (bahdanau maxout)
+      readout_dim=optional(int),  # maxout units L; None: hidden / 2
+      input_feeding=optional(bool),  # luong: h~_{t-1} joins the next input; None: on for luong
       peeky=False,  # feed the encoder summary to every decoder step
       score='additive',  # attention score, or 'none' for the plain encoder-decoder
       style='luong',  # luong | bahdanau: where the attention sits in the decoder step
       kernel='dense',  # dense | chunked | fused
       dropout_rate=0.0,  # dropout on embeddings and read-out
-  ) | _known(options, 'seq2seq_model', ('embed_dim', 'hidden', 'cell', 'bidirectional', 'peeky',
-                                         'score', 'style', 'kernel', 'dropout_rate'))
+  ) | _known(options, 'seq2seq_model', (
+      'embed_dim', 'hidden', 'cell', 'bidirectional', 'encoder_hidden', 'init_state', 'readout',
+      'readout_dim', 'input_feeding', 'peeky', 'score', 'style', 'kernel', 'dropout_rate'))
+
+
+# The seq2seq wiring that the dates, addition and sequence configs were measured with (the
+# demo's table comes from it); NOT the papers': an LSTM, a unidirectional encoder, the decoder
+# starting from the encoder's final state, Bahdanau's read-out [s_i; c_i] without E y_{i-1} or
+# maxout, and Luong without input feeding.
+PRE_PAPER_SEQ2SEQ = dict(cell='lstm', bidirectional=False, init_state='final', readout='state',
+                         input_feeding=False)
 
 
 def transformer_model(**options: Any) -> dict[str, Any]:
@@ -171,3 +199,24 @@ def _known(options: dict[str, Any], what: str, valid: tuple[str, ...]) -> dict[s
   if unknown:
     raise ValueError(f'{what}: unknown field(s) {unknown}; valid: {sorted(valid)}')
   return options
+
+
+def multi30k_task(source_language: str, target_language: str, **options: Any) -> dict[str, Any]:
+  """The Multi30k translation task (attention_zoo/data/multi30k.py); `options` override."""
+  return dict(
+      name='multi30k',  # WMT16 multimodal task 1: 29,000 / 1,014 / 1,000 caption pairs
+      source_language=source_language,  # de | en
+      target_language=target_language,  # en | de
+      tokenization='sentencepiece',  # sentencepiece | word | char | byte
+      vocab_size=8_000,  # SentencePiece pieces
+      sentencepiece_type='bpe',  # bpe | unigram
+      joint_vocab=True,  # one vocabulary for both languages (embeddings can be shared)
+      max_train_len=optional(int),  # drop longer train pairs (pieces per side); None: keep all
+      data_dir=optional(str),  # raw files (None: $ATTENTION_ZOO_DATA/multi30k)
+      tfds_dir=optional(str),  # dataset cache (None: TFDS_DATA_DIR or ~/tensorflow_datasets)
+  ) | options
+
+
+# Translation trains on length buckets: measured 2.67x the tokens/s of padding every batch to the
+# longest sentence on Multi30k (experiments.bench batching).
+BUCKETED = dict(batching='bucketed', num_buckets=8)

@@ -2,6 +2,7 @@ r"""Benchmarks, printed as tables (never timed tests).
 
   python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
   python -m experiments.bench data
+  python -m experiments.bench batching [--models=transformer,seq2seq] [--steps=20]
 
 Each section lives in its own module (experiments/bench_<name>.py) with its flags and main(argv).
 """
@@ -13,7 +14,7 @@ import sys
 
 from absl import app
 
-SECTIONS = ('attention', 'data')
+SECTIONS = ('attention', 'data', 'batching')
 
 
 def main(argv: list[str]) -> None:

@@ -22,7 +22,7 @@ from attention_zoo.data import get_task
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC = ('dates', 'addition', 'copy', 'reverse', 'sort', 'recall', 'listops')
-REAL = ('babi', 'mnist', 'tiny_shakespeare')
+REAL = ('babi', 'mnist', 'tiny_shakespeare', 'multi30k')
 
 flags.DEFINE_integer('batch_size', 128, 'Examples per batch.')
 flags.DEFINE_integer('batches', 200, 'Timed batches per task.')
@@ -68,7 +68,8 @@ def run(args) -> list[dict]:
         if not os.path.isdir(data):
           print(f'{name}: skipped, no data at {data} (set ATTENTION_ZOO_DATA)')
           continue
-        sub = {'babi': 'babi/en', 'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare'}
+        sub = {'babi': 'babi/en', 'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare',
+               'multi30k': 'multi30k'}
         config['data_dir'] = os.path.join(data, sub[name])
       rows.append(measure(config, args.batch_size, args.batches, tfds_dir))
   print(f'\ndata pipeline, batch {args.batch_size}, {os.cpu_count()} CPUs '

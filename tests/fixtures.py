@@ -196,7 +196,8 @@ def tiny_config(model_name='_tiny_seq2seq', steps=6, model=None, **train):
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem not in ('__init__', 'common'))
 # real-data task -> its folder under the data_dir fixture
-DATA_SUBDIR = {'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare', 'babi': 'babi/en'}
+DATA_SUBDIR = {'mnist': 'mnist-t10k', 'tiny_shakespeare': 'tinyshakespeare', 'babi': 'babi/en',
+               'multi30k': 'multi30k'}
 
 
 def load_config(name: str):

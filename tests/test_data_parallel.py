@@ -69,17 +69,21 @@ def test_malformed_line_names_file_and_line(tmp_path, caplog):
   assert 'skipped 8 malformed line(s)' in caplog.text
 
 
-def test_vocabulary_mismatch_and_too_long(tmp_path):
+def test_out_of_vocabulary_becomes_unk_and_too_long(tmp_path):
   data = tmp_path / 'data'
   data.mkdir()
   _write(data / 'train.txt', ['ab\tba', 'ba\tab'])
-  _write(data / 'test.txt', ['abz\tzba'])
+  _write(data / 'test.txt', ['abz\tzbza'])
   _write(data / 'dev.txt', ['ab\tba'])
   opts = {'name': 'parallel_text', 'validation_file': 'dev.txt', 'test_file': 'test.txt',
           'data_dir': str(data), 'tfds_dir': str(tmp_path / 't')}
-  with pytest.raises(ValueError, match=r"test.txt:1: source token\(s\) \['z'\] of the test split"):
-    get_task(opts)
+  task = get_task(opts)                                   # 'z' is not in train: never an error
+  assert _all_pairs(task, 'test') == [('ab<unk>', '<unk>b<unk>a')]
+  assert task.metadata['unk_counts'] == {'train': {'source': 0, 'target': 0},
+                                         'validation': {'source': 0, 'target': 0},
+                                         'test': {'source': 1, 'target': 2}}
+  assert task.metadata['token_counts']['test'] == {'source': 3, 'target': 4}
   _write(data / 'test.txt', ['abab\tba'])
   with pytest.raises(ValueError,
                      match=r"test.txt:1: source 'abab' has 4 tokens > max_source_len=3"):
-    get_task(dict(opts, max_source_len=3, max_target_len=5))
+    get_task(dict(opts, max_source_len=3, max_target_len=6))  # a new build

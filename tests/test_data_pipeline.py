@@ -1,5 +1,6 @@
 """The data path: TFDS array_record build + grain batches, determinism, registry errors."""
 
+import itertools
 import os
 
 import numpy as np
@@ -109,3 +110,79 @@ def test_each_epoch_is_a_new_permutation():
   assert list(got[:10]) != list(got[10:])
   want = np.random.default_rng([0, 1]).permutation(10)       # the documented permutation
   np.testing.assert_array_equal(got[10:], want)
+
+
+# ---- length buckets (attention_zoo.train.batching, train.batching='bucketed') --------------
+def _lengths(n=500, seed=0):
+  return np.random.default_rng(seed).integers(1, 41, n)
+
+
+def _all_rows(plan, epoch):
+  return [plan(epoch * plan.per_epoch + j) for j in range(plan.per_epoch)]
+
+
+def test_plan_is_a_pure_function_of_seed_and_step():
+  lengths = _lengths()
+  a = pipeline.LengthBuckets(lengths, (8, 16, 40), (16, 16, 16), seed=3)
+  b = pipeline.LengthBuckets(lengths, (8, 16, 40), (16, 16, 16), seed=3)
+  steps_ = [5 * a.per_epoch + 2, 0, 3 * a.per_epoch - 1, 7]  # out of order, far epochs first
+  for s in steps_:
+    ba, ra = a(s)
+    bb, rb = b(s)
+    assert ba == bb
+    np.testing.assert_array_equal(ra, rb)
+  other = pipeline.LengthBuckets(lengths, (8, 16, 40), (16, 16, 16), seed=4)
+  assert any(not np.array_equal(a(s)[1], other(s)[1]) for s in range(5))
+
+
+def test_an_epoch_holds_every_example_and_each_fits_its_bucket():
+  # 94 examples for bucket 8, 96 for 16, 310 for 40, in a random order
+  lengths = np.random.default_rng(0).permutation(np.repeat([5, 12, 30], [94, 96, 310]))
+  lengths[:3] = (8, 16, 40)  # each bucket's own length still fits in it
+  sizes = (16, 12, 8)
+  plan = pipeline.LengthBuckets(lengths, (8, 16, 40), sizes, seed=0)
+  # 94 // 16 = 5 batches (14 carried up), (96 + 14) // 12 = 9 (2 carried), ceil(312 / 8) = 39
+  assert plan.batches_per_bucket == [5, 9, 39] and plan.per_epoch == 53
+  for epoch in (0, 1):
+    batches = _all_rows(plan, epoch)
+    for bucket, rows in batches:
+      assert len(rows) == sizes[bucket]
+      assert lengths[rows].max() <= (8, 16, 40)[bucket]
+    seen = np.concatenate([rows for _, rows in batches])
+    assert sorted(set(seen.tolist())) == list(range(len(lengths)))  # every example
+    assert len(seen) == len(lengths)  # 5*16 + 9*12 + 39*8 = 500: no repeats here
+  first = [r.tolist() for _, r in _all_rows(plan, 0)]
+  assert first != [r.tolist() for _, r in _all_rows(plan, 1)]  # a new order each epoch
+  # a remainder in the longest bucket is filled up with repeats of its own first examples
+  plan = pipeline.LengthBuckets(lengths, (8, 16, 40), (16, 12, 10), seed=0)
+  seen = np.concatenate([rows for _, rows in _all_rows(plan, 0)])
+  assert plan.batches_per_bucket[-1] == 32 and len(seen) == 80 + 108 + 320
+  assert sorted(set(seen.tolist())) == list(range(len(lengths)))
+
+
+def _positions(lengths, buckets):
+  return sum(buckets[np.searchsorted(buckets, n)] for n in lengths)
+
+
+def test_bucket_lengths_are_the_least_padding_choice():
+  assert pipeline.best_bucket_lengths(np.arange(1, 101), 4, width=100) == (24, 48, 72, 100)
+  assert pipeline.best_bucket_lengths(np.arange(1, 101), 1, width=120) == (104,)
+  assert pipeline.best_bucket_lengths(np.full(9, 3), 8, width=5) == (5,)
+  rng = np.random.default_rng(0)
+  for _ in range(30):  # == brute force over every subset of the candidate lengths
+    lengths = rng.integers(1, rng.integers(2, 60), rng.integers(1, 40))
+    k, width = int(rng.integers(1, 5)), int(max(lengths.max(), rng.integers(1, 70)))
+    top = min(-(-lengths.max() // 8) * 8, width)
+    cands = sorted({*range(8, top, 8), top})
+    brute = min(_positions(lengths, list(sub) + [top])
+                for r in range(k) for sub in itertools.combinations(cands[:-1], r))
+    got = pipeline.best_bucket_lengths(lengths, k, width)
+    assert len(got) <= k and got[-1] == top and _positions(lengths, got) == brute
+
+
+def test_sequence_lengths_end_at_the_last_real_token():
+  source = [{'a': np.array([4, 5, 0, 0], np.int32), 'b': np.array([1, 4, 4, 2, 0], np.int32)},
+            {'a': np.array([4, 0, 6, 0], np.int32), 'b': np.array([1, 2, 0, 0, 0], np.int32)},
+            {'a': np.zeros(4, np.int32), 'b': np.zeros(5, np.int32)}]
+  assert pipeline.sequence_lengths(source, ('a',)).tolist() == [2, 3, 0]
+  assert pipeline.sequence_lengths(source, ('a', 'b'), chunk=2).tolist() == [4, 3, 0]

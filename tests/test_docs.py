@@ -20,10 +20,11 @@ def documented_commands() -> list[tuple[str, bool]]:
   return out
 
 
-def test_build_md_commands_run(tmp_path):
+def test_build_md_commands_run(tmp_path, data_dir):
   commands = documented_commands()
   assert len(commands) >= 8
   env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / 'tfds'))
+  env.setdefault('ATTENTION_ZOO_DATA', data_dir)  # the real-data commands (multi30k)
   ran = []
   for command, by_hand in commands:
     if by_hand:

@@ -50,6 +50,23 @@ PINNED = {
 }
 
 
+# The seq2seq styles at their papers' defaults (models/seq2seq.py STYLE_DEFAULTS), with the
+# 'seq2seq' task dims above: E = 32, F = 128. A GRU E -> F has 3·(E·F + F) + 3·F·F (flax's
+# nnx.GRUCell: input biases only); an LSTM 4·(E·F + F·F + F).
+SEQ2SEQ_STYLES_PINNED = {
+    # embeds 1_696; bi-GRU encoder G = F: 2·61_824; W_s 128·128 + 128; additive score with
+    # K = 2F = 256, A = K: 128·256 + 256·256 + 256; decoder GRU on [E y; c] (288 -> 128):
+    # 160_128; maxout on [s; c; E y] (416) -> 2L = 128 (+ bias), L = 64 -> 13: 53_376 + 845
+    'bahdanau': (dict(score='additive', style='bahdanau'), 454_765),
+    # embeds 1_696; LSTM encoder 82_432; general W_a 128·128; W_c (128 + 128)·128 (no bias);
+    # decoder LSTM on [E y; h~] (160 -> 128): 147_968; read-out 128·13 + 13
+    'luong': (dict(score='general', style='luong'), 282_925),
+    # the pre-paper wiring of the configs (configs/common.PRE_PAPER_SEQ2SEQ) with Luong general:
+    # 'seq2seq' above + W_a 16_384 + W_c 32_768
+    'luong_pre_paper': (dict(score='general', style='luong', input_feeding=False), 217_389),
+}
+
+
 def count_params(model: nnx.Module) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
@@ -87,3 +104,11 @@ def test_transformer_rejects_a_bad_score_dim():
   with pytest.raises(ValueError, match='score_dim'):
     registry.get_model('transformer', src_vocab_size=40, tgt_vocab_size=13, score='additive',
                        score_dim=0, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize('name', sorted(SEQ2SEQ_STYLES_PINNED))
+def test_seq2seq_style_param_count_is_pinned(name):
+  options, want = SEQ2SEQ_STYLES_PINNED[name]
+  model = nnx.eval_shape(lambda: registry.get_model('seq2seq', rngs=nnx.Rngs(0),
+                                                    **TASK_DIMS['seq2seq'], **options))
+  assert count_params(model) == want

@@ -1,5 +1,7 @@
 """The optimizer and schedule registries of config.train."""
 
+import jax
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -11,7 +13,8 @@ from attention_zoo.train import optim
 
 def _cfg(**kw):
   base = dict(optimizer='adam', lr=1.0, schedule='constant', warmup_steps=0, steps=100,
-              clip_norm=0.0, weight_decay=0.0, momentum=0.9)
+              clip_norm=0.0, weight_decay=0.0, momentum=0.9, b1=0.9, b2=0.999, eps=1e-8,
+              rsqrt_dim=None)
   return ml_collections.ConfigDict(dict(base, **kw))
 
 
@@ -48,3 +51,58 @@ def test_adamw_decays_weights():
   tx = optim.make_optimizer(_cfg(optimizer='adamw', lr=0.1, weight_decay=0.5))
   updates, _ = tx.update({'w': jnp.zeros(1)}, tx.init(params), params)
   np.testing.assert_allclose(optax.apply_updates(params, updates)['w'], [1 - 0.1 * 0.5], rtol=1e-6)
+
+
+def _updates(tx, steps=3):
+  """Updates of `tx` for a fixed sequence of gradients (Adam's moments make them differ)."""
+  params = {'w': jnp.array([0.5, -1.0, 2.0])}
+  state, out = tx.init(params), []
+  for i in range(steps):
+    grads = {'w': jnp.array([0.1, -0.02, 0.3]) * 4.0 ** i + jnp.array([0.0, 1e-4, 0.0])}
+    updates, state = tx.update(grads, state, params)
+    out.append(np.asarray(updates['w']))
+  return np.stack(out)
+
+
+@pytest.mark.parametrize('name', ['adam', 'adamw'])
+def test_adam_betas_and_eps_are_config_fields(name):
+  decay = {'adamw': {'weight_decay': 0.0}}.get(name, {})  # _cfg has weight_decay 0
+  vaswani = optim.make_optimizer(_cfg(optimizer=name, lr=0.1, b1=0.9, b2=0.98, eps=1e-9))
+  want = getattr(optax, name)(0.1, b1=0.9, b2=0.98, eps=1e-9, **decay)
+  np.testing.assert_array_equal(_updates(vaswani), _updates(want))
+  default = _updates(optim.make_optimizer(_cfg(optimizer=name, lr=0.1)))
+  np.testing.assert_array_equal(default, _updates(getattr(optax, name)(0.1, **decay)))  # optax's
+  assert not np.allclose(default, _updates(vaswani), rtol=1e-4)  # the fields reach the optimizer
+
+
+def _vaswani(n, d=512, warmup=4000, scale=1.0):
+  """Vaswani et al. (2017), eq. (3), at step_num n."""
+  return scale * d ** -0.5 * min(n ** -0.5, n * warmup ** -1.5)
+
+
+def test_rsqrt_schedule_is_vaswani_eq_3():
+  lr = optim.learning_rate(_cfg(schedule='rsqrt', lr=1.0, warmup_steps=4000), {'d_model': 512})
+  counts = [0, 1, 99, 1999, 3998, 3999, 4000, 9999, 99_999]
+  # optax's count c (updates done) is the paper's step_num c + 1
+  np.testing.assert_allclose([float(lr(c)) for c in counts],
+                             [_vaswani(c + 1) for c in counts], rtol=1e-6)
+  np.testing.assert_allclose(float(lr(3999)), (512 * 4000) ** -0.5, rtol=1e-6)  # the peak
+  assert float(lr(0)) > 0  # the first update is not wasted
+  jitted = jax.jit(lr)(jnp.int32(9999))  # traceable: the loop calls it inside train_step
+  np.testing.assert_allclose(float(jitted), _vaswani(10_000), rtol=1e-6)
+
+
+def test_rsqrt_scale_dim_and_no_warmup():
+  cfg = _cfg(schedule='rsqrt', lr=2.0, warmup_steps=100, rsqrt_dim=64)
+  lr = optim.learning_rate(cfg, {'d_model': 512})  # rsqrt_dim wins over model.d_model
+  np.testing.assert_allclose([float(lr(c)) for c in (0, 50, 500)],
+                             [_vaswani(n, 64, 100, 2.0) for n in (1, 51, 501)], rtol=1e-6)
+  flat = optim.learning_rate(_cfg(schedule='rsqrt', warmup_steps=0), {'d_model': 16})
+  np.testing.assert_allclose([float(flat(c)) for c in (0, 3, 99)],
+                             [16 ** -0.5 * n ** -0.5 for n in (1, 4, 100)], rtol=1e-6)
+  with pytest.raises(ValueError, match='train.rsqrt_dim'):
+    optim.learning_rate(_cfg(schedule='rsqrt', warmup_steps=10), {'hidden': 64})
+  tx = optim.make_optimizer(_cfg(schedule='rsqrt', lr=1.0, warmup_steps=4000), {'d_model': 512})
+  params = {'w': jnp.zeros(1)}
+  updates, _ = tx.update({'w': jnp.ones(1)}, tx.init(params), params)
+  np.testing.assert_allclose(updates['w'], [-_vaswani(1)], rtol=1e-4)  # Adam's first step: -lr

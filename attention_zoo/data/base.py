@@ -56,6 +56,8 @@ class Task:
     max_target_len: decode length for generation tasks.
     metrics_fn: (logits, batch) -> dict of scalar metrics on one batch (jit-friendly, jnp).
     generation_metrics_fn: (predicted ids [B, T], batch) -> dict of metrics (numpy; seq2seq only).
+    metadata: facts about the built data to report with results, JSON-serializable (e.g. the
+      <unk> counts per split, the sacrebleu signatures of gen_bleu / gen_chrf).
   """
 
   name: str
@@ -67,6 +69,7 @@ class Task:
   max_target_len: int | None = None
   metrics_fn: Callable[..., dict[str, Any]] | None = None
   generation_metrics_fn: Callable[..., dict[str, Any]] | None = None
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if self.kind not in INPUT_KEYS:

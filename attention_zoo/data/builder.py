@@ -115,6 +115,25 @@ def resolve_data_dir(data_dir: str | None, subdir: str, task: str) -> str:
   return data_dir
 
 
+def memo_json(tfds_dir: str | None, kind: str, options: Mapping[str, Any],
+              compute: Callable[[], dict]) -> dict:
+  """compute() once per `options`: its JSON result is kept in
+  <tfds_dir>/<kind>/memo/<hash of options>.json (OptionsConfig's hash). For what a builder's
+  feature spec needs before the build (e.g. the longest tokenized sentence of a corpus)."""
+  tfds_dir = os.path.expanduser(tfds_dir) if tfds_dir else default_tfds_dir()
+  path = os.path.join(tfds_dir, kind, 'memo', OptionsConfig.from_options(options).name + '.json')
+  if os.path.isfile(path):
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  result = compute()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(result, f)
+  os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+  return result
+
+
 class SplitSource(Sequence):
   """Random access to one split: `src[i]` -> example dict, `read_batch(idx)` -> stacked dict.
 

@@ -88,3 +88,20 @@ def generation_metrics(predicted: np.ndarray, target_out: np.ndarray) -> dict[st
 def bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = '13a') -> float:
   """Corpus BLEU (sacrebleu, one reference per sentence), 0-100."""
   return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score)
+
+
+def text_scores(hypotheses: Sequence[str], references: Sequence[str]
+                ) -> tuple[dict[str, float], dict[str, str]]:
+  """Corpus BLEU (Papineni et al. 2002) and chrF (Popovic 2015) of detokenized hypotheses against
+  the raw reference lines (one per sentence), as sacrebleu computes them (Post 2018), 0-100.
+
+  Returns ({'bleu', 'chrf'}, {'bleu', 'chrf'} -> the sacrebleu signature, e.g.
+  'nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0'), so a reported number says how it
+  was computed.
+  """
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
+  hyps, refs = [str(h) for h in hypotheses], [[str(r) for r in references]]
+  scorers = {'bleu': sacrebleu.metrics.BLEU(), 'chrf': sacrebleu.metrics.CHRF()}
+  scores = {k: float(m.corpus_score(hyps, refs).score) for k, m in scorers.items()}
+  return scores, {k: str(m.get_signature()) for k, m in scorers.items()}

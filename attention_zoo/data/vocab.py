@@ -7,11 +7,18 @@ Levels (how a text is cut into tokens, and how decode joins them back):
   'char'  one token per character; decode concatenates
   'word'  whitespace-separated words; decode joins with one space
   'byte'  one token per UTF-8 byte (BYTE_TOKENS); decode reads the bytes back as UTF-8
+  'sentencepiece'  subword pieces of a trained SentencePiece model (Kudo & Richardson 2018):
+          `SentencePieceVocab`; decode detokenizes (the pieces' '▁' become spaces). Trained
+          by attention_zoo.data.tokenizers.
 """
 
 from __future__ import annotations
 
+import base64
+import collections
 from typing import Iterable, Sequence
+
+import sentencepiece as spm
 
 from attention_zoo.registry import choose
 from attention_zoo.specials import BOS, EOS, PAD, SPECIALS, UNK
@@ -55,24 +62,34 @@ class Vocab(Sequence[str]):
 
   def __init__(self, tokens: Iterable[str], *, level: str = 'char'):
     tokens = list(tokens)
+    tokenize('', level)  # validates level
+    if level == 'byte' and not set(tokens) <= set(BYTE_TOKENS):
+      raise ValueError("a 'byte' vocabulary holds tokens of BYTE_TOKENS only")
+    self._set_tokens(tokens, level)
+
+  def _set_tokens(self, tokens: list[str], level: str) -> None:
     if len(set(tokens)) != len(tokens):
       raise ValueError('vocabulary tokens must be distinct')
     if set(tokens) & set(SPECIALS):
       raise ValueError(f'vocabulary tokens must not include the specials {SPECIALS}')
-    tokenize('', level)  # validates level
-    if level == 'byte' and not set(tokens) <= set(BYTE_TOKENS):
-      raise ValueError("a 'byte' vocabulary holds tokens of BYTE_TOKENS only")
     self.level = level
     self.tokens = tuple(SPECIALS) + tuple(tokens)
     self._ids = {t: i for i, t in enumerate(self.tokens)}
 
   @classmethod
-  def from_texts(cls, texts: Iterable[str], *, level: str) -> 'Vocab':
-    """Sorted distinct tokens of `texts`."""
-    seen: set[str] = set()
+  def from_texts(cls, texts: Iterable[str], *, level: str, min_count: int = 1,
+                 max_vocab: int | None = None) -> 'Vocab':
+    """The tokens of `texts` seen at least `min_count` times, at most `max_vocab` of them (the
+    most frequent; ties by token), sorted. With the defaults: every distinct token, sorted."""
+    if min_count < 1:
+      raise ValueError(f'min_count must be >= 1, got {min_count}')
+    if max_vocab is not None and max_vocab < 1:
+      raise ValueError(f'max_vocab must be >= 1 or None, got {max_vocab}')
+    counts: collections.Counter[str] = collections.Counter()
     for text in texts:
-      seen.update(tokenize(text, level))
-    return cls(sorted(seen), level=level)
+      counts.update(tokenize(text, level))
+    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+    return cls(sorted(kept[:max_vocab]), level=level)
 
   @classmethod
   def utf8(cls) -> 'Vocab':
@@ -98,12 +115,16 @@ class Vocab(Sequence[str]):
   def _not_in(self, token: str) -> str:
     return f'token {token!r} is not in the vocabulary ({len(self)} tokens)'
 
+  def tokenize(self, text: str | bytes) -> list[str]:
+    """The tokens of `text` at this vocab's level (some may not be in the vocabulary)."""
+    return tokenize(text, self.level)
+
   def encode(self, text: str | bytes | Sequence[str], *, allow_unk: bool = False) -> list[int]:
     """Ids of a text (tokenized at this vocab's level) or of a token list.
 
     An unknown token raises ValueError, or becomes UNK when allow_unk.
     """
-    tokens = tokenize(text, self.level) if isinstance(text, (str, bytes)) else text
+    tokens = self.tokenize(text) if isinstance(text, (str, bytes)) else text
     if allow_unk:
       return [self._ids.get(t, UNK) for t in tokens]
     try:
@@ -122,8 +143,11 @@ class Vocab(Sequence[str]):
         break
       if i in (PAD, BOS, EOS):
         continue
-      out.append(self.tokens[i])
-    return LEVELS[self.level][1](out)
+      out.append(i)
+    return self._detokenize(out)
+
+  def _detokenize(self, ids: list[int]) -> str:
+    return LEVELS[self.level][1]([self.tokens[i] for i in ids])
 
   def labels(self, ids: Iterable[int], *, stop_at_eos: bool = False) -> list[str]:
     """One string per token of `ids` [L] (plot axes): PAD dropped, the other specials kept as
@@ -142,4 +166,57 @@ class Vocab(Sequence[str]):
 
   @classmethod
   def from_json(cls, d: dict) -> 'Vocab':
-    return cls(d['tokens'], level=d['level'])
+    """The vocabulary of `to_json` (a Vocab, or a SentencePieceVocab for its level)."""
+    load = _FROM_JSON.get(d['level'])
+    return load(d) if load else Vocab(d['tokens'], level=d['level'])
+
+
+class SentencePieceVocab(Vocab):
+  """A trained SentencePiece model as a Vocab: ids are the model's ids, with PAD=0, BOS=1, EOS=2,
+  UNK=3 (the model is trained with those ids and pieces: attention_zoo.data.tokenizers).
+
+  encode(text) is the model's segmentation (a character it never saw becomes UNK, never an
+  error); decode(ids) is the model's detokenization ('▁' -> space; UNK -> ' ⁇ ').
+  `model_proto` is the serialized model (stored base64 in to_json, so in the dataset metadata).
+
+  Example:
+    v = tokenizers.train_sentencepiece(lines, vocab_size=100, model_type='bpe')
+    v.decode(v.encode('a dog runs')) == 'a dog runs'
+  """
+
+  LEVEL = 'sentencepiece'
+
+  def __init__(self, model_proto: bytes):  # pylint: disable=super-init-not-called
+    self.model_proto = bytes(model_proto)
+    self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+    pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+    if tuple(pieces[:len(SPECIALS)]) != SPECIALS:
+      raise ValueError(f'a SentencePiece model for a Vocab has the pieces {SPECIALS} as ids 0..3, '
+                       f'this one has {pieces[:len(SPECIALS)]}')
+    self._set_tokens(pieces[len(SPECIALS):], self.LEVEL)
+
+  def __reduce__(self):
+    return SentencePieceVocab, (self.model_proto,)
+
+  def tokenize(self, text: str | bytes) -> list[str]:
+    return self._sp.encode(_str(text), out_type=str)
+
+  def encode(self, text: str | bytes | Sequence[str], *, allow_unk: bool = False) -> list[int]:
+    """Ids of a text (the model's segmentation; unknown characters -> UNK) or of a piece list."""
+    if isinstance(text, (str, bytes)):
+      return self._sp.encode(_str(text))
+    return super().encode(text, allow_unk=allow_unk)
+
+  def _detokenize(self, ids: list[int]) -> str:
+    return self._sp.decode(ids)
+
+  def to_json(self) -> dict:
+    return {'level': self.LEVEL, 'model': base64.b64encode(self.model_proto).decode('ascii')}
+
+  @classmethod
+  def from_json(cls, d: dict) -> 'SentencePieceVocab':
+    return cls(base64.b64decode(d['model']))
+
+
+# Levels whose vocabulary is not a token list: level -> from_json.
+_FROM_JSON = {SentencePieceVocab.LEVEL: SentencePieceVocab.from_json}

@@ -1,25 +1,67 @@
 """RNN encoder-decoder: plain, peeky, and with Bahdanau or Luong attention.
 
-  plain     (Sutskever et al. 2014; Cho et al. 2014): the decoder starts from the encoder's final
-            state s_0 = enc(x); s_t = cell(s_{t-1}, e(y_{t-1})); p(y_t) = softmax(W_o s_t).
-  peeky     (Saito, "Deep Learning from Scratch 2", ch. 7): the encoder summary h (its final
-            output) is also concatenated to the decoder input and to the output layer input at
-            every step: s_t = cell(s_{t-1}, [e(y_{t-1}); h]), p(y_t) = softmax(W_o [s_t; h]).
-  bahdanau  (Bahdanau, Cho, Bengio 2014): the context is read with the PREVIOUS state and fed to
-            the cell: c_t = attn(s_{t-1}, h_{1..S}), s_t = cell(s_{t-1}, [e(y_{t-1}); c_t]),
-            p(y_t) = softmax(W_o [s_t; c_t]) (a linear read-out in place of the paper's maxout).
-  luong     (Luong, Pham, Manning 2015, global attention without input feeding): the context is
-            read with the CURRENT state: s_t = cell(s_{t-1}, e(y_{t-1})), c_t = attn(s_t, h_{1..S}),
-            h̃_t = tanh(W_c [c_t; s_t]), p(y_t) = softmax(W_o h̃_t).
-Any score of attention_zoo.attention.SCORES works with either style (`score='none'`: no
-attention); source PAD (= 0) positions are masked out of the attention. Peeky and attention may be
-combined.
-
 Shapes: B batch, S source length, T target length, E embedding dim, F features (`hidden`, the
-RNN state size: Bahdanau et al.'s "n hidden units"), A score dim, V vocabulary.
-Dropout (train mode only) acts on the embeddings and on the read-out input, never inside the
-recurrence. `generate` is inference: it never applies dropout.
-In the equations h_{1..S} are the encoder outputs [B, S, F] that the attention reads.
+decoder state size: Bahdanau et al.'s n), G encoder state size per direction, K = G · directions
+(the width of the encoder outputs h_{1..S} that the attention reads), A score dim, L maxout units,
+V vocabulary.
+
+plain (Sutskever et al. 2014; Cho et al. 2014): the decoder starts from the encoder's final state
+  s_0 = enc(x); s_t = cell(s_{t-1}, E y_{t-1}); p(y_t) = softmax(W_o s_t + b_o).
+peeky (Saito, "Deep Learning from Scratch 2", ch. 7): the encoder summary h (its final output) is
+  also concatenated to the decoder input and to the read-out input at every step:
+  s_t = cell(s_{t-1}, [E y_{t-1}; h]), p(y_t) = softmax(W_o [s_t; h] + b_o).
+
+bahdanau (Bahdanau, Cho, Bengio 2015, "RNNsearch", sec. 3 and app. A), the paper's defaults:
+  encoder (sec. 3.2, app. A.2.1): a bidirectional GRU, G = F per direction (the paper's n each
+    way), annotations h_j = [h→_j; h←_j] (K = 2F).
+  initial state (app. A.2.2): s_0 = tanh(W_s h←_1 + b_s), h←_1 the backward encoder's state at
+    the first source word (`init_state='backward'`).
+  attention (sec. 3.1, eq. 5-6; app. A.1.2): queried with the PREVIOUS state,
+    e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j), α_ij = softmax_j(e_ij), c_i = Σ_j α_ij h_j
+    (any score of SCORES may replace the additive one; U_a h_j is computed once per source).
+  decoder (app. A.2.2): the context enters the cell with the embedded previous word,
+    s_i = GRU(s_{i-1}, [E y_{i-1}; c_i]).
+  read-out (sec. 3.1 eq. 4, p(y_i) = g(y_{i-1}, s_i, c_i); app. A.2.2, the "deep output" with one
+    maxout layer, `readout='maxout'`):
+      t̃_i = U_o s_i + V_o E y_{i-1} + C_o c_i + b_t   (2L units)
+      t_i = [max(t̃_{i,2j-1}, t̃_{i,2j})]_{j=1..L},     p(y_i) = softmax(W_o t_i + b_o);
+    `readout='linear'`: p(y_i) = softmax(W_o [s_i; c_i; E y_{i-1}] + b_o) (the same inputs, no
+    hidden layer).
+  Deviations from the paper, by name:
+    - the read-out reads s_i as in eq. 4 (and as the dl4mt-tutorial code of Cho's group does);
+      app. A.2.2 writes U_o s_{i-1} in the paragraph that defines p(y_i | s_i, y_{i-1}, c_i);
+    - every linear map has a bias (the paper omits biases "to make the equations less
+      cluttered", app. A.2);
+    - the GRU is flax's nnx.GRUCell: ŝ = tanh(W x + b + r ∘ (U s)) where the paper has
+      tanh(W x + U (r ∘ s)), and its update gate z is the paper's 1 - z (a relabelling);
+    - L defaults to F / 2 (the paper: n = 1000, l = 500); A defaults to K (the paper: n' = n);
+    - with cell='lstm', s_0 sets the LSTM's output and its memory cell starts at zero;
+    - the paper mentions no dropout; `dropout_rate` (default 0) acts on the embeddings and the
+      read-out input.
+luong (Luong, Pham, Manning 2015, global attention, sec. 3.1 and 3.3), the paper's defaults:
+  encoder: unidirectional, the decoder starts from its final state (`init_state='final'`).
+  decoder (sec. 3.3, input feeding): h_t = cell(h_{t-1}, [E y_{t-1}; h̃_{t-1}]), h̃_0 = 0;
+    `input_feeding=False` gives sec. 3.1's h_t = cell(h_{t-1}, E y_{t-1}).
+  attention (sec. 3.1, eq. 7-8): queried with the CURRENT state h_t,
+    score(h_t, h̄_s) = h_tᵀ h̄_s (dot) | h_tᵀ W_a h̄_s (general) | v_aᵀ tanh(W_a [h_t; h̄_s])
+    (concat); a_t = softmax_s(score), c_t = Σ_s a_t(s) h̄_s.
+  read-out (eq. 5-6): h̃_t = tanh(W_c [c_t; h_t]), p(y_t) = softmax(W_s h̃_t + b_s).
+  Deviations from the paper, by name: one LSTM layer per side (the paper stacks 4; this model has
+    no option for more); h̃_0 = 0 (the paper does not say; zeros is the usual choice); the
+    output layer has a bias; dropout (default 0) acts on the embeddings and the read-out input
+    (the paper's 0.2 sits between stacked layers); the model does not reverse the source (tasks
+    have a `reverse_source` option); no local attention (sec. 3.2) and no `location` score.
+
+Options and the style's defaults: every option left None takes the style's value in
+STYLE_DEFAULTS (the paper's wiring above). The pre-paper wiring of configs written before
+(an LSTM, a unidirectional encoder, s_0 = the encoder's final state, read-out [s_i; c_i] for
+bahdanau, no input feeding for luong) is: cell='lstm', bidirectional=False, init_state='final',
+readout='state', input_feeding=False. With score='none' there is no attention: the style then only
+picks the encoder, the initial state and the read-out defaults.
+
+Source PAD (= 0) positions are masked out of the attention and skipped by the encoder. Peeky and
+attention may be combined. Dropout (train mode only) acts on the embeddings and on the read-out
+input, never inside the recurrence. `generate` is inference: it never applies dropout.
 """
 
 from __future__ import annotations
@@ -42,16 +84,27 @@ from attention_zoo.specials import BOS, EOS, PAD
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
-  """How to build one recurrent cell and its zero state."""
+  """How to build one recurrent cell, its zero state, and a state whose output is a given s."""
   make: Callable[..., nnx.Module]  # (in_features, hidden_features, *, rngs) -> cell
   zero_carry: Callable[[int, int], Any]  # (batch, hidden) -> carry pytree
+  from_output: Callable[[jax.Array], Any]  # s [B, F] -> carry whose output is s
 
 
 _lstm_zeros = lambda b, f: (jnp.zeros((b, f)), jnp.zeros((b, f)))  # (c, h)
+_lstm_from_output = lambda s: (jnp.zeros_like(s), s)  # memory cell 0, output s
 CELLS = {
-    'lstm': CellSpec(nnx.OptimizedLSTMCell, _lstm_zeros),
-    'lstm_unfused': CellSpec(nnx.LSTMCell, _lstm_zeros),
-    'gru': CellSpec(nnx.GRUCell, lambda b, f: jnp.zeros((b, f))),
+    'lstm': CellSpec(nnx.OptimizedLSTMCell, _lstm_zeros, _lstm_from_output),
+    'lstm_unfused': CellSpec(nnx.LSTMCell, _lstm_zeros, _lstm_from_output),
+    'gru': CellSpec(nnx.GRUCell, lambda b, f: jnp.zeros((b, f)), lambda s: s),
+}
+
+# The papers' wiring per style: the value an option takes when it is left None.
+# encoder_hidden: G from (hidden F, directions) -> int.
+STYLE_DEFAULTS = {
+    'bahdanau': dict(cell='gru', bidirectional=True, encoder_hidden=lambda f, d: f,
+                     init_state='backward', readout='maxout', input_feeding=False),
+    'luong': dict(cell='lstm', bidirectional=False, encoder_hidden=lambda f, d: f // d,
+                  init_state='final', readout='state', input_feeding=True),
 }
 
 
@@ -59,20 +112,20 @@ def run_cell(cell: nnx.Module, carry: Any, out: jax.Array, xs: jax.Array, valid:
              reverse: bool = False) -> tuple[Any, jax.Array, jax.Array]:
   """Runs a cell over time with lax.scan; padded steps leave the state and last output unchanged.
 
-  Args: carry (cell state, leaves [B, F]), out [B, F] (the last output so far), xs [B, S, E],
+  Args: carry (cell state, leaves [B, G]), out [B, G] (the last output so far), xs [B, S, E],
     valid [B, S] bool; reverse runs from the end (for right-padded input the backward direction
-    thus starts at the last real token).
-  Returns: (final carry, last real output [B, F], outputs [B, S, F]).
+    thus starts at the last real token and ends at the first, h←_1).
+  Returns: (final carry, last real output [B, G], outputs [B, S, G]).
   """
   def body(state, inputs):
     carry, out = state
     x, v = inputs  # [B, E], [B]
-    new_carry, y = cell(carry, x)  # y [B, F]
+    new_carry, y = cell(carry, x)  # y [B, G]
     keep = lambda new, old: jnp.where(v[:, None], new, old)
     return (jax.tree.map(keep, new_carry, carry), keep(y, out)), y
 
   (carry, out), ys = jax.lax.scan(body, (carry, out), (jnp.swapaxes(xs, 0, 1), valid.T),
-                                  reverse=reverse)  # ys [S, B, F]
+                                  reverse=reverse)  # ys [S, B, G]
   return carry, out, jnp.swapaxes(ys, 0, 1)
 
 
@@ -80,13 +133,13 @@ def attend(attention: Attention, query: jax.Array, enc: dict[str, jax.Array],
            want_weights: bool) -> tuple[jax.Array, jax.Array | None]:
   """One decoder state reads the encoder states through the attention core's score and kernel.
 
-  query [B, Dq], enc['keys'] [B, S, Dk], enc['projected'] (the keys as the score reads them,
-  projected once per source), enc['mask'] [B, 1, 1, S] -> context [B, Dk], weights [B, S] | None.
+  query [B, F], enc['keys'] [B, S, K], enc['projected'] (the keys as the score reads them,
+  projected once per source), enc['mask'] [B, 1, 1, S] -> context [B, K], weights [B, S] | None.
   (Called inside lax loops, where sowing is not possible, so the weights are returned instead.)
   """
   out = attention(query, enc['keys'], mask=enc['mask'], return_weights=want_weights,
                   projected_keys=enc['projected'])
-  return out if want_weights else (out, None)  # [B, Dk], [B, S] | None
+  return out if want_weights else (out, None)  # [B, K], [B, S] | None
 
 
 class NoAttention(nnx.Module):
@@ -98,10 +151,13 @@ class NoAttention(nnx.Module):
   def project(self, keys):
     return None  # nothing reads the keys
 
-  def step(self, cell, carry, h_prev, x, enc, want_weights):
-    del h_prev, enc, want_weights
-    carry, h = cell(carry, x)  # h [B, F]
-    return carry, h, h, None
+  def init(self, enc):
+    return {'carry': enc['carry']}
+
+  def step(self, cell, state, x, enc, want_weights):
+    del enc, want_weights
+    carry, s = cell(state['carry'], x)  # s [B, F]
+    return {'carry': carry}, s, None
 
 
 class AttentionStep(nnx.Module):
@@ -118,46 +174,100 @@ class AttentionStep(nnx.Module):
 
 
 class BahdanauStep(AttentionStep):
-  """c_t = attn(s_{t-1}, h_{1..S}); s_t = cell(s_{t-1}, [x_t; c_t]); read-out [s_t; c_t]."""
+  """c_i = attn(s_{i-1}, h_{1..S}); s_i = cell(s_{i-1}, [x_i; c_i]); read-out features
+  [s_i; c_i]. The state carries s_{i-1}, the query of the next step."""
 
-  def __init__(self, hidden: int, key_dim: int, **attention):
+  def __init__(self, hidden: int, key_dim: int, *, input_feeding: bool, **attention):
+    del input_feeding  # Luong's option; validated by Seq2Seq
     super().__init__(hidden, key_dim, **attention)
     self.cell_extra, self.feature_dim = key_dim, hidden + key_dim
 
-  def step(self, cell, carry, h_prev, x, enc, want_weights):
-    c, w = attend(self.attention, h_prev, enc, want_weights)  # [B, Dk]
-    carry, h = cell(carry, jnp.concatenate([x, c], axis=-1))  # h [B, F]
-    return carry, h, jnp.concatenate([h, c], axis=-1), w
+  def init(self, enc):
+    return {'carry': enc['carry'], 's': enc['s0']}
+
+  def step(self, cell, state, x, enc, want_weights):
+    c, w = attend(self.attention, state['s'], enc, want_weights)  # [B, K]
+    carry, s = cell(state['carry'], jnp.concatenate([x, c], axis=-1))  # s [B, F]
+    return {'carry': carry, 's': s}, jnp.concatenate([s, c], axis=-1), w
 
 
 class LuongStep(AttentionStep):
-  """s_t = cell(s_{t-1}, x_t); c_t = attn(s_t, h_{1..S}); read-out h̃_t = tanh(W_c [c_t; s_t])."""
+  """h_t = cell(h_{t-1}, [x_t; h̃_{t-1}]) (input feeding; x_t alone without it);
+  c_t = attn(h_t, h_{1..S}); read-out features h̃_t = tanh(W_c [c_t; h_t]).
+  With input feeding the state carries h̃_{t-1} (h̃_0 = 0)."""
 
-  def __init__(self, hidden: int, key_dim: int, *, rngs: nnx.Rngs, **attention):
+  def __init__(self, hidden: int, key_dim: int, *, input_feeding: bool, rngs: nnx.Rngs,
+               **attention):
     super().__init__(hidden, key_dim, rngs=rngs, **attention)
     self.combine = Concat(key_dim, hidden, hidden, rngs=rngs)
-    self.cell_extra, self.feature_dim = 0, hidden
+    self.input_feeding = input_feeding
+    self.cell_extra, self.feature_dim = (hidden if input_feeding else 0), hidden
 
-  def step(self, cell, carry, h_prev, x, enc, want_weights):
-    del h_prev
-    carry, h = cell(carry, x)  # h [B, F]
-    c, w = attend(self.attention, h, enc, want_weights)  # [B, Dk]
-    return carry, h, self.combine(h, c), w
+  def init(self, enc):
+    state = {'carry': enc['carry']}
+    if self.input_feeding:
+      state['feed'] = jnp.zeros_like(enc['s0'])  # h̃_0 = 0 [B, F]
+    return state
+
+  def step(self, cell, state, x, enc, want_weights):
+    if self.input_feeding:
+      x = jnp.concatenate([x, state['feed']], axis=-1)  # [B, E + F]
+    carry, h = cell(state['carry'], x)  # h [B, F]
+    c, w = attend(self.attention, h, enc, want_weights)  # [B, K]
+    h_tilde = self.combine(h, c)  # [B, F]
+    new = {'carry': carry, 'feed': h_tilde} if self.input_feeding else {'carry': carry}
+    return new, h_tilde, w
 
 
 STYLES = {'bahdanau': BahdanauStep, 'luong': LuongStep}
+
+
+class MaxoutReadout(nnx.Module):
+  """Bahdanau et al. app. A.2.2: t̃ = W_t u + b_t (2L), t_j = max(t̃_{2j-1}, t̃_{2j}),
+  logits = W_o t + b_o. u [..., in_dim] -> logits [..., V]."""
+
+  def __init__(self, in_dim: int, units: int, vocab_size: int, *, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(in_dim, 2 * units, rngs=rngs)
+    self.out = nnx.Linear(units, vocab_size, rngs=rngs)
+
+  def __call__(self, u: jax.Array) -> jax.Array:
+    t = self.hidden(u)  # [..., 2L]
+    t = t.reshape(*t.shape[:-1], t.shape[-1] // 2, 2).max(-1)  # [..., L]: units (1, 2), (3, 4)...
+    return self.out(t)  # [..., V]
+
+
+# readout name -> (reads E y_{t-1} besides the step's features, builder(in_dim, L, V, rngs)).
+READOUTS = {
+    'state': (False, lambda d, units, v, rngs: nnx.Linear(d, v, rngs=rngs)),
+    'linear': (True, lambda d, units, v, rngs: nnx.Linear(d, v, rngs=rngs)),
+    'maxout': (True, lambda d, units, v, rngs: MaxoutReadout(d, units, v, rngs=rngs)),
+}
+# init_state name -> needs a bidirectional encoder.
+INIT_STATES = {'final': False, 'backward': True}
 
 
 @register_model('seq2seq')
 class Seq2Seq(nnx.Module):
   """RNN encoder-decoder (see the module docstring for the equations of each variant).
 
+  Options left None take the style's paper default (STYLE_DEFAULTS).
+
   Args:
     src_vocab_size, tgt_vocab_size: vocabularies (PAD = 0, BOS = 1, EOS = 2).
-    embed_dim: E. hidden: F, the decoder state size (and the encoder's; a bidirectional encoder
-      uses F / 2 per direction so that its outputs and final state are F wide).
-    cell: a name in CELLS ('lstm', 'lstm_unfused', 'gru').
-    bidirectional: bidirectional encoder (final states of both directions concatenated).
+    embed_dim: E. hidden: F, the decoder state size.
+    cell: a name in CELLS ('lstm', 'lstm_unfused', 'gru'); bahdanau: 'gru', luong: 'lstm'.
+    bidirectional: bidirectional encoder (outputs of both directions concatenated);
+      bahdanau: True, luong: False.
+    encoder_hidden: G, the encoder state size per direction; bahdanau: F (annotations 2F wide),
+      luong: F / directions (the encoder outputs are F wide).
+    init_state: the decoder's initial state: 'final' (the encoder's final state, both directions
+      concatenated; needs G · directions = F) or 'backward' (s_0 = tanh(W_s h←_1 + b_s); needs a
+      bidirectional encoder); bahdanau: 'backward', luong: 'final'.
+    readout: 'state' (the step's features: s_t, [s_t; c_t] or h̃_t), 'linear' (those and E y_{t-1})
+      or 'maxout' (those and E y_{t-1} through a maxout layer of L = readout_dim units);
+      bahdanau: 'maxout', luong: 'state'.
+    readout_dim: L, maxout units (default F / 2).
+    input_feeding: luong only: h̃_{t-1} joins the next decoder input; luong: True.
     peeky: feed the encoder summary to every decoder step and to the read-out.
     score: 'none' (no attention) or a score name in SCORES ('additive', 'concat', 'dot', ...).
     style: a name in STYLES ('bahdanau', 'luong'): where the attention sits in the step.
@@ -168,67 +278,108 @@ class Seq2Seq(nnx.Module):
   """
 
   def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, embed_dim: int = 32,
-               hidden: int = 128, cell: str = 'lstm', bidirectional: bool = False,
-               peeky: bool = False, score: str = 'none', style: str = 'luong',
-               kernel: str = 'dense', score_dim: int | None = None, dropout_rate: float = 0.0,
-               capture_weights: bool = False, rngs: nnx.Rngs):
-    spec = choose(CELLS, cell, 'cell')  # ValueError listing the names
+               hidden: int = 128, cell: str | None = None, bidirectional: bool | None = None,
+               encoder_hidden: int | None = None, init_state: str | None = None,
+               readout: str | None = None, readout_dim: int | None = None,
+               input_feeding: bool | None = None, peeky: bool = False, score: str = 'none',
+               style: str = 'luong', kernel: str = 'dense', score_dim: int | None = None,
+               dropout_rate: float = 0.0, capture_weights: bool = False, rngs: nnx.Rngs):
     step_class = choose(STYLES, style, 'attention style')
-    if bidirectional and hidden % 2:
-      raise ValueError(f'seq2seq: bidirectional=True needs an even hidden size, got {hidden}')
+    given = dict(cell=cell, bidirectional=bidirectional, encoder_hidden=encoder_hidden,
+                 init_state=init_state, readout=readout, input_feeding=input_feeding)
+    o = {k: STYLE_DEFAULTS[style][k] if v is None else v for k, v in given.items()}
+    directions = 2 if o['bidirectional'] else 1
+    if encoder_hidden is None:
+      if o['bidirectional'] and hidden % 2 and o['init_state'] == 'final':
+        raise ValueError(f'seq2seq: bidirectional=True needs an even hidden size, got {hidden}')
+      o['encoder_hidden'] = o['encoder_hidden'](hidden, directions)
+    spec = choose(CELLS, o['cell'], 'cell')  # ValueError listing the names
+    reads_embedding, make_readout = choose(READOUTS, o['readout'], 'readout')
+    if choose(INIT_STATES, o['init_state'], 'init_state') and not o['bidirectional']:
+      raise ValueError("seq2seq: init_state='backward' (s_0 = tanh(W_s h<-_1)) needs "
+                       'bidirectional=True')
+    key_dim = o['encoder_hidden'] * directions  # K
+    if o['init_state'] == 'final' and key_dim != hidden:
+      raise ValueError(f"seq2seq: init_state='final' needs encoder_hidden x directions = hidden, "
+                       f"got {o['encoder_hidden']} x {directions} != {hidden}; use "
+                       "init_state='backward' or change encoder_hidden")
     self.score_name = None if score in (None, 'none') else score
     if self.score_name is None:
+      if input_feeding:
+        raise ValueError("seq2seq: input_feeding=True needs attention (score='none' given)")
       self.decoder_step = NoAttention(hidden)
     else:
       SCORES.get(self.score_name)  # ValueError listing the scores
-      self.decoder_step = step_class(hidden, hidden, score=self.score_name, kernel=kernel,
-                                     score_dim=score_dim, rngs=rngs)
+      if input_feeding and style != 'luong':
+        raise ValueError(f'seq2seq: input_feeding=True is an option of style luong, got style '
+                         f'{style!r}')
+      self.decoder_step = step_class(hidden, key_dim, score=self.score_name, kernel=kernel,
+                                     score_dim=score_dim, input_feeding=o['input_feeding'],
+                                     rngs=rngs)
     self.spec, self.hidden, self.peeky = spec, hidden, peeky
-    self.bidirectional, self.capture_weights = bidirectional, capture_weights
+    self.bidirectional, self.capture_weights = o['bidirectional'], capture_weights
+    self.encoder_hidden, self.init_state = o['encoder_hidden'], o['init_state']
+    self.reads_embedding = reads_embedding
     self.tgt_vocab_size = tgt_vocab_size
-    enc_hidden = hidden // 2 if bidirectional else hidden
     self.src_embed = nnx.Embed(src_vocab_size, embed_dim, rngs=rngs)
     self.tgt_embed = nnx.Embed(tgt_vocab_size, embed_dim, rngs=rngs)
-    self.encoder = spec.make(embed_dim, enc_hidden, rngs=rngs)
-    self.encoder_bwd = spec.make(embed_dim, enc_hidden, rngs=rngs) if bidirectional else None
-    peek = hidden if peeky else 0
+    self.encoder = spec.make(embed_dim, self.encoder_hidden, rngs=rngs)
+    self.encoder_bwd = (spec.make(embed_dim, self.encoder_hidden, rngs=rngs)
+                        if self.bidirectional else None)
+    self.init_proj = (nnx.Linear(self.encoder_hidden, hidden, rngs=rngs)
+                      if o['init_state'] == 'backward' else None)  # W_s, b_s
+    peek = key_dim if peeky else 0
     self.decoder = spec.make(embed_dim + peek + self.decoder_step.cell_extra, hidden, rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
-    self.readout = nnx.Linear(self.decoder_step.feature_dim + peek, tgt_vocab_size, rngs=rngs)
+    readout_in = self.decoder_step.feature_dim + peek + (embed_dim if reads_embedding else 0)
+    units = readout_dim or hidden // 2
+    self.readout = make_readout(readout_in, units, tgt_vocab_size, rngs)
 
   def encode(self, source: jax.Array, *, deterministic: bool | None = None
              ) -> dict[str, jax.Array]:
-    """source [B, S] int -> {'carry': decoder initial state, 'summary' [B, F] (encoder's final
-    output), 'keys' [B, S, F] (encoder outputs), 'mask' [B, 1, 1, S] (True = real token),
-    'projected' (the keys as the attention score reads them)}.
+    """source [B, S] int -> {'carry': decoder initial state, 's0' [B, F] (its output s_0),
+    'summary' [B, K] (the encoder's final outputs), 'keys' [B, S, K] (encoder outputs h_j),
+    'mask' [B, 1, 1, S] (True = real token), 'projected' (the keys as the score reads them)}.
 
     deterministic=True turns dropout off whatever the mode (used by `generate`).
     """
     batch = source.shape[0]
     valid = source != PAD  # [B, S]
     x = self.dropout(self.src_embed(source), deterministic=deterministic)  # [B, S, E]
-    h = self.hidden // 2 if self.bidirectional else self.hidden
-    zero = lambda: (self.spec.zero_carry(batch, h), jnp.zeros((batch, h)))
-    carry, summary, keys = run_cell(self.encoder, *zero(), x, valid)  # keys [B, S, F or F/2]
+    g = self.encoder_hidden
+    zero = lambda: (self.spec.zero_carry(batch, g), jnp.zeros((batch, g)))
+    carry, summary, keys = run_cell(self.encoder, *zero(), x, valid)  # keys [B, S, G]
     if self.bidirectional:
       carry_b, summary_b, keys_b = run_cell(self.encoder_bwd, *zero(), x, valid, reverse=True)
       join = lambda a, b: jnp.concatenate([a, b], axis=-1)
       carry, summary, keys = jax.tree.map(join, carry, carry_b), join(summary, summary_b), join(
-          keys, keys_b)  # [B, F], [B, F], [B, S, F]
-    return {'carry': carry, 'summary': summary, 'keys': keys, 'mask': padding_mask(valid),
+          keys, keys_b)  # [B, K], [B, K], [B, S, K]; summary_b = h←_1
+    if self.init_proj is not None:
+      s0 = jnp.tanh(self.init_proj(summary_b))  # s_0 = tanh(W_s h←_1 + b_s) [B, F]
+      carry = self.spec.from_output(s0)
+    else:
+      s0 = summary  # the encoder's final output [B, F]
+    return {'carry': carry, 's0': s0, 'summary': summary, 'keys': keys,
+            'mask': padding_mask(valid),
             'projected': self.decoder_step.project(keys)}  # [B, S, A]: once, not at every step
 
-  def _step(self, enc: dict[str, jax.Array], carry: Any, h_prev: jax.Array, x: jax.Array,
+  def init_decoder(self, enc: dict[str, jax.Array]) -> dict[str, Any]:
+    """The decoder's recurrent state before step 1 (a dict whose leaves are [B, ...])."""
+    return self.decoder_step.init(enc)
+
+  def _step(self, enc: dict[str, jax.Array], state: dict[str, Any], x: jax.Array,
             want_weights: bool):
-    """One decoder step: x [B, E] (embedded y_{t-1}) -> (carry, h [B, F], read-out features
-    [B, feature_dim], weights [B, S] | None); the features are the read-out input before dropout.
+    """One decoder step: x [B, E] (embedded y_{t-1}) -> (state, read-out features
+    [B, readout input], weights [B, S] | None); the features are the read-out input before
+    dropout.
     """
+    x_in = jnp.concatenate([x, enc['summary']], axis=-1) if self.peeky else x  # [B, E (+ K)]
+    state, feats, w = self.decoder_step.step(self.decoder, state, x_in, enc, want_weights)
     if self.peeky:
-      x = jnp.concatenate([x, enc['summary']], axis=-1)  # [B, E + F]
-    carry, h, feats, w = self.decoder_step.step(self.decoder, carry, h_prev, x, enc, want_weights)
-    if self.peeky:
-      feats = jnp.concatenate([feats, enc['summary']], axis=-1)  # [B, feature_dim + F]
-    return carry, h, feats, w
+      feats = jnp.concatenate([feats, enc['summary']], axis=-1)  # [B, feature_dim + K]
+    if self.reads_embedding:
+      feats = jnp.concatenate([feats, x], axis=-1)  # + E y_{t-1}
+    return state, feats, w
 
   def decode(self, enc: dict[str, jax.Array], target_in: jax.Array) -> jax.Array:
     """Teacher forcing: target_in [B, T] (BOS + y) -> logits [B, T, V]."""
@@ -236,12 +387,11 @@ class Seq2Seq(nnx.Module):
     want = self.capture_weights and self.score_name is not None
 
     def body(state, x_t):
-      carry, h = state
-      carry, h, feats, w = self._step(enc, carry, h, x_t, want)
-      return (carry, h), (feats, w)
+      state, feats, w = self._step(enc, state, x_t, want)
+      return state, (feats, w)
 
-    _, (feats, weights) = jax.lax.scan(body, (enc['carry'], enc['summary']),
-                                       jnp.swapaxes(x, 0, 1))  # feats [T, B, feature_dim]
+    _, (feats, weights) = jax.lax.scan(body, self.init_decoder(enc),
+                                       jnp.swapaxes(x, 0, 1))  # feats [T, B, readout input]
     if want:
       self.sow(nnx.Intermediate, 'attention_weights', jnp.swapaxes(weights, 0, 1))  # [B, T, S]
     return self.readout(self.dropout(jnp.swapaxes(feats, 0, 1)))  # [B, T, V]
@@ -277,14 +427,14 @@ def decoder_step_fn(model: Seq2Seq, source: jax.Array, *, max_len: int,
   """
   batch, src_len = source.shape
   enc = model.encode(source, deterministic=True)
-  state = {'enc': enc, 'carry': enc['carry'], 'h': enc['summary']}
+  state = {'enc': enc, 'dec': model.init_decoder(enc)}
   if return_weights:
     state['weights'] = jnp.zeros((batch, max_len, src_len))  # [B, T, S]
 
   def step_fn(state, tokens, t):
-    carry, h, feats, w = model._step(state['enc'], state['carry'], state['h'],
-                                     model.tgt_embed(tokens), return_weights)
-    new = dict(state, carry=carry, h=h)
+    dec, feats, w = model._step(state['enc'], state['dec'], model.tgt_embed(tokens),
+                                return_weights)
+    new = dict(state, dec=dec)
     if return_weights:
       new['weights'] = state['weights'].at[:, t].set(w)  # [B, T, S]
     return model.readout(feats), new  # [B, V]

@@ -2,6 +2,7 @@
 
 Layout: <workdir>/checkpoints/<step>/{params, opt_state, other, meta}. `params` and `other` are
 enough to rebuild the model for analysis (see `load_params`); `meta` is JSON ({'step': ...}).
+`average_params` gives the mean parameters of several checkpoints (eval.average_checkpoints).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 
@@ -66,3 +68,31 @@ def load_params(checkpoint_dir: str | pathlib.Path, params, other=None, *,
       raise FileNotFoundError(f'no checkpoint for step {step} in {checkpoint_dir}; '
                               f'steps: {available}')
     return _restore(manager, step, params=params, other=other)
+
+
+def saved_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:
+  """The steps of the checkpoints in a run's checkpoints/, ascending."""
+  with ocp.CheckpointManager(pathlib.Path(checkpoint_dir).absolute()) as manager:
+    return sorted(manager.all_steps())
+
+
+def average_params(checkpoint_dir: str | pathlib.Path, params, steps: list[int]) -> Any:
+  """The mean of the params of checkpoints `steps`: theta = (1/N) sum_i theta_i, leaf by leaf.
+
+  Checkpoint averaging of the final model (Vaswani et al. 2017, sec. 6.1: the last 5 checkpoints,
+  written every 10 minutes, for the base models). Restored onto `params` (abstract or concrete);
+  the sum runs in float32 (then cast back); a leaf that is not floating point is taken from the
+  last step. Only params are averaged: the caller keeps the other model state (e.g. BatchNorm
+  statistics) of the last step.
+  """
+  if not steps:
+    raise ValueError(f'average_params: no checkpoint steps given for {checkpoint_dir}')
+  trees = [load_params(checkpoint_dir, params, step=s)[0] for s in steps]
+
+  def mean(*leaves):
+    if not jnp.issubdtype(leaves[-1].dtype, jnp.floating):
+      return leaves[-1]
+    total = sum(leaf.astype(jnp.float32) for leaf in leaves)
+    return (total / len(leaves)).astype(leaves[-1].dtype)
+
+  return jax.tree.map(mean, *trees)

@@ -1,4 +1,10 @@
-"""Evaluation of a split: loss and task metrics over every batch, greedy generation for seq2seq.
+"""Evaluation of a split: loss and task metrics over every batch, generation for seq2seq.
+
+Periodic validation decodes greedily. The final evaluation (validation and test after the last
+step, `final=True`) decodes with beam search when eval.beam_size > 1 (GNMT length penalty
+eval.length_penalty, Wu et al. 2016, sec. 7) and, with eval.average_checkpoints = N > 1, runs on
+the mean parameters of the last N checkpoints (see checkpoints.average_params; the loop does it).
+`loss` is the plain cross-entropy, never the label-smoothed one.
 
 Metric names (also the keys of metrics.jsonl rows with split 'validation' / 'test'):
   loss, accuracy (token accuracy without PAD, or label accuracy), the task's metrics_fn keys
@@ -23,27 +29,40 @@ from attention_zoo.train import batching, steps
 
 
 def make_evaluator(graphdef, task: Task, mesh, cfg, train_batch: dict) -> Evaluator:
-  """The Evaluator of the eval-mode `graphdef` with config.eval `cfg`: greedy generation for
-  seq2seq with cfg.generate, of task.max_target_len tokens (else the target length of
-  `train_batch`)."""
-  generate = None
+  """The Evaluator of the eval-mode `graphdef` with config.eval `cfg`: for seq2seq with
+  cfg.generate, generation of task.max_target_len tokens (else the target length of
+  `train_batch`), greedy, and for the final evaluation beam search when cfg.beam_size > 1."""
+  generate = final_generate = None
   if task.kind == 'seq2seq' and cfg.generate:
     max_len = task.max_target_len or train_batch[task.target_key].shape[1]
     generate = steps.make_generate(graphdef, max_len)
-  return Evaluator(task, steps.make_eval_step(graphdef, task), generate, mesh, cfg)
+    if cfg.beam_size < 1:
+      raise ValueError(f'eval.beam_size must be >= 1, got {cfg.beam_size}')
+    if cfg.beam_size > 1:
+      final_generate = steps.make_generate(graphdef, max_len, cfg.beam_size, cfg.length_penalty)
+  return Evaluator(task, steps.make_eval_step(graphdef, task), generate, mesh, cfg,
+                   final_generate=final_generate)
 
 
 class Evaluator:
-  """Runs eval_step (and generate) over a split; jitted functions are compiled once per shape."""
+  """Runs eval_step (and generate) over a split; jitted functions are compiled once per shape.
 
-  def __init__(self, task: Task, eval_step: Callable, generate: Callable | None, mesh, cfg):
+  `generate` decodes for every evaluation, `final_generate` (if given, e.g. beam search) instead
+  of it for the final one (`final=True`).
+  """
+
+  def __init__(self, task: Task, eval_step: Callable, generate: Callable | None, mesh, cfg, *,
+               final_generate: Callable | None = None):
     self.task, self.mesh, self.cfg = task, mesh, cfg
     self.eval_step = jax.jit(eval_step)
     self.generate = jax.jit(generate) if generate is not None else None
+    self.final_generate = jax.jit(final_generate) if final_generate is not None else None
 
-  def __call__(self, split: str, params, rngs, other) -> tuple[dict[str, float], list[dict]]:
-    """-> (metrics, decoded samples) of `split`."""
+  def __call__(self, split: str, params, rngs, other, *,
+               final: bool = False) -> tuple[dict[str, float], list[dict]]:
+    """-> (metrics, decoded samples) of `split`; `final`: decode with final_generate if any."""
     task, cfg = self.task, self.cfg
+    generate = self.final_generate if final and self.final_generate is not None else self.generate
     source = task.splits[split]
     n = len(source) if cfg.max_examples <= 0 else min(len(source), cfg.max_examples)
     if not n:
@@ -62,8 +81,8 @@ class Evaluator:
       m = jax.device_get(self.eval_step(params, rngs, other, device_batch, mask))
       for k, v in m.items():
         sums[k] = sums.get(k, 0.0) + float(v)
-      if self.generate is not None:
-        tokens = self.generate(params, rngs, other, device_batch[task.input_keys[0]])
+      if generate is not None:
+        tokens = generate(params, rngs, other, device_batch[task.input_keys[0]])
         predictions.append(np.asarray(jax.device_get(tokens))[:b])
         batches.append(batch)
     loss_sum, weight = sums.pop('loss_sum'), sums.pop('weight')

@@ -21,7 +21,8 @@ from absl import logging
 
 from attention_zoo import build
 from attention_zoo.data.base import Task
-from attention_zoo.train import batching, config_utils, evaluation, optim, run_info, steps
+from attention_zoo.train import batching, checkpoints, config_utils, evaluation, optim, run_info
+from attention_zoo.train import steps
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import Checkpoints
 from attention_zoo.train.writers import MetricWriter, progress_bar
@@ -50,6 +51,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   tc = config.train
+  _check_final_evaluation(config)
   wd.prepare(workdir, config_utils.to_dict(config), fresh=fresh, is_main=is_main)
   ckpts = Checkpoints(workdir / wd.CHECKPOINTS, tc.keep_checkpoints)
   start = ckpts.latest_step() or 0
@@ -61,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   task = task if task is not None else build.get_task(config)
   mesh = batching.make_mesh()
   rep = batching.replicated(mesh)
-  tx = optim.make_optimizer(tc)
+  tx = optim.make_optimizer(tc, config.model)
   g_train, g_eval, state = steps.init_state(build.build_model(config, task), tx, rep)
   if start:
     state = _restore(ckpts, start, state, rep)
@@ -69,15 +71,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   writer = MetricWriter(workdir) if is_main else None
   if writer:
     writer.truncate_after(start)
-  train_batches = batching.TrainBatches(task.splits['train'], tc.batch_size, config.seed)
-  batch = batching.to_device(train_batches.batch(start), mesh)
+  train_batches = batching.train_batches(task, tc, config.seed)  # train.batching
   seed_key = jax.device_put(jax.random.key(config.seed), rep)
   speed = run_info.Throughput()
   t0 = time.perf_counter()
-  # The step carries the state's leaves; `state` is rebuilt from them when needed.
-  train_step, leaves, treedef = steps.compile_train_step(
-      g_train, task, tx, optim.learning_rate(tc), state, batch, seed_key, rep)
-  evaluator = evaluation.make_evaluator(g_eval, task, mesh, config.eval, batch)
+  # The step carries the state's leaves; `state` is rebuilt from them when needed. It is compiled
+  # for each shape of the train batches (one when padded, one per bucket).
+  programs = []
+  for batch in [batching.to_device(b, mesh) for b in train_batches.shape_batches()]:
+    train_step, leaves, treedef = steps.compile_train_step(
+        g_train, task, tx, optim.learning_rate(tc, config.model), state, batch, seed_key, rep,
+        label_smoothing=tc.label_smoothing)
+    programs.append((batch, train_step))
+  train_step = batching.StepPerShape(programs)
+  evaluator = evaluation.make_evaluator(g_eval, task, mesh, config.eval,
+                                        batching.full_width(task.splits['train']))
   speed.compile_s = time.perf_counter() - t0
 
   rows: list[tuple[int, dict]] = []  # train metrics since the last log
@@ -90,6 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     while step < tc.steps:
       host_batch = train_batches.batch(step)
       speed.tokens += batching.count_tokens(host_batch, task.input_keys)
+      speed.examples += len(host_batch[task.target_key])
       leaves, metrics = train_step(leaves, batching.to_device(host_batch, mesh), seed_key)
       step += 1
       speed.steps += 1
@@ -125,9 +134,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if writer:
       writer.flush()
 
-  evals = {split: _evaluate(evaluator, writer, split, step, state)
+  final_state, final = _final_state(workdir / wd.CHECKPOINTS, evaluator, state)
+  evals = {split: _evaluate(evaluator, writer, split, step, final_state, final=True)
            for split in ('validation', 'test')}
   results = run_info.results(step, last_train, evals, state.params, speed, tc.batch_size)
+  results['final_evaluation'] = final
   if writer:
     wd.write_json(workdir / wd.RESULTS, results)
     writer.close()
@@ -152,12 +163,42 @@ def _mean_metrics(rows: list[tuple[int, dict]], last_saved: int) -> dict[str, fl
   return {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
 
 
+def _check_final_evaluation(config: ml_collections.ConfigDict) -> None:
+  """Before training: the final evaluation's settings can be met (ValueError naming the keys)."""
+  n, keep = config.eval.average_checkpoints, config.train.keep_checkpoints
+  if n < 1:
+    raise ValueError(f'eval.average_checkpoints must be >= 1 (1 = off), got {n}')
+  if n > max(keep, 1):
+    raise ValueError(f'eval.average_checkpoints={n} needs train.keep_checkpoints >= {n}, got '
+                     f'{keep}')
+
+
+def _final_state(checkpoint_dir: pathlib.Path, evaluator: evaluation.Evaluator,
+                 state: steps.TrainState) -> tuple[steps.TrainState, dict[str, Any]]:
+  """-> (the state the final evaluation uses, what it is, for results.json). With
+  eval.average_checkpoints = N > 1, its params are the mean of the last N checkpoints' (fewer
+  when fewer were saved, with a warning); the other model state stays the last step's."""
+  cfg = evaluator.cfg
+  averaged = [int(jax.device_get(state.step))]
+  if cfg.average_checkpoints > 1:
+    averaged = checkpoints.saved_steps(checkpoint_dir)[-cfg.average_checkpoints:]
+    if len(averaged) < cfg.average_checkpoints:
+      logging.warning('eval.average_checkpoints=%d: only %d checkpoints saved (%s); averaging '
+                      'those', cfg.average_checkpoints, len(averaged), averaged)
+    state = state._replace(params=checkpoints.average_params(checkpoint_dir, state.params,
+                                                             averaged))
+  beam = cfg.beam_size if evaluator.final_generate is not None else 1
+  return state, {'averaged_steps': averaged, 'beam_size': beam,
+                 'length_penalty': cfg.length_penalty if beam > 1 else None}
+
+
 def _evaluate(evaluator: evaluation.Evaluator, writer: MetricWriter | None, split: str, step: int,
-              state: steps.TrainState) -> dict[str, float] | None:
-  """Evaluates `split` (None if the task has none), writing its metrics and samples."""
+              state: steps.TrainState, *, final: bool = False) -> dict[str, float] | None:
+  """Evaluates `split` (None if the task has none), writing its metrics and samples; `final`:
+  the final evaluation's decoding (eval.beam_size)."""
   if split not in evaluator.task.splits:
     return None
-  metrics, samples = evaluator(split, state.params, state.rngs, state.other)
+  metrics, samples = evaluator(split, state.params, state.rngs, state.other, final=final)
   if writer:
     writer.write(step, split, metrics)
     if samples:

@@ -21,6 +21,7 @@ class Throughput:
   train_s: float = 0.0  # in train steps, logging and checkpoints (evaluation excluded)
   steps: int = 0
   tokens: int = 0  # non-PAD input tokens of this process's batches
+  examples: int = 0  # examples of this process's batches (0: steps x batch_size)
 
 
 def results(step: int, train: dict[str, float], evals: dict[str, dict[str, float] | None],
@@ -35,7 +36,8 @@ def results(step: int, train: dict[str, float], evals: dict[str, dict[str, float
       compile_s=speed.compile_s,
       train_s=train_s,
       steps_per_s=speed.steps / train_s if train_s else None,
-      examples_per_s=speed.steps * batch_size / train_s if train_s else None,
+      examples_per_s=((speed.examples * jax.process_count() or speed.steps * batch_size) / train_s
+                      if train_s else None),
       tokens_per_s=(speed.tokens * jax.process_count() / train_s
                     if (speed.tokens and train_s) else None),
       devices=devices(),

@@ -52,41 +52,70 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation,
   return graphdef_train, graphdef_eval, jax.device_put(state, sharding)
 
 
-# ---- losses: (logits, targets, example_mask) -> (loss_sum, weight, accuracy_sum) per task kind --
-# example_mask [B] is 1 for real examples, 0 for the rows that pad an evaluation batch.
-def _token_loss(logits: jax.Array, targets: jax.Array, example_mask: jax.Array):
+# ---- losses: (logits, targets, example_mask, label_smoothing) -> (loss_sum, objective_sum, weight,
+# accuracy_sum) per task kind. example_mask [B] is 1 for real examples, 0 for the rows that pad an
+# evaluation batch. loss is the plain cross-entropy -log p(y); objective is what training
+# minimizes: the cross-entropy against the label-smoothed target of Szegedy et al. (2016), sec. 7,
+#   q'(k) = (1 - eps) [k = y] + eps / V,   objective = -sum_k q'(k) log p(k)
+#         = (1 - eps) (-log p(y)) + eps · mean_k(-log p(k))          (V classes, PAD included)
+# equal to loss when eps = 0. PAD targets (and padding rows) weigh 0 in both.
+def _cross_entropies(logits: jax.Array, targets: jax.Array, label_smoothing: float):
+  # logits [..., V], targets [...] -> (ce [...], smoothed ce [...])
+  logits = logits.astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  if not label_smoothing:
+    return ce, ce
+  smooth = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+  return ce, optax.softmax_cross_entropy(logits, smooth)
+
+
+def _token_loss(logits: jax.Array, targets: jax.Array, example_mask: jax.Array,
+                label_smoothing: float = 0.0):
   # logits [B, T, V], targets [B, T] with PAD = 0 masked out
   mask = (targets != PAD).astype(jnp.float32) * example_mask[:, None]
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  ce, objective = _cross_entropies(logits, targets, label_smoothing)
   correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-  return jnp.sum(ce * mask), jnp.sum(mask), jnp.sum(correct * mask)
+  return jnp.sum(ce * mask), jnp.sum(objective * mask), jnp.sum(mask), jnp.sum(correct * mask)
 
 
-def _label_loss(logits: jax.Array, labels: jax.Array, example_mask: jax.Array):
+def _label_loss(logits: jax.Array, labels: jax.Array, example_mask: jax.Array,
+                label_smoothing: float = 0.0):
   # logits [B, C], labels [B]
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  ce, objective = _cross_entropies(logits, labels, label_smoothing)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  return jnp.sum(ce * example_mask), jnp.sum(example_mask), jnp.sum(correct * example_mask)
+  return (jnp.sum(ce * example_mask), jnp.sum(objective * example_mask), jnp.sum(example_mask),
+          jnp.sum(correct * example_mask))
 
 
 LOSSES = {'seq2seq': _token_loss, 'lm': _token_loss, 'classify': _label_loss, 'qa': _label_loss}
 
 
-def _forward(graphdef, params, rngs, other, task: Task, batch: dict, example_mask=None):
-  """Runs the model -> (loss, (metrics, loss_sum, weight, rngs', other', logits))."""
+def _forward(graphdef, params, rngs, other, task: Task, batch: dict, example_mask=None,
+             label_smoothing: float = 0.0):
+  """Runs the model -> (objective, (metrics, loss_sum, weight, rngs', other', logits)).
+
+  The objective (differentiated in training) is the label-smoothed cross-entropy per target;
+  metrics['loss'] is always the plain cross-entropy, so train and evaluation losses (and runs
+  with and without smoothing) compare; with label_smoothing > 0, metrics['smoothed_loss'] is the
+  objective.
+  """
   model = nnx.merge(graphdef, params, rngs, other, copy=True)
   logits = model(*task.model_inputs(batch))
   targets = batch[task.target_key]
   if example_mask is None:
     example_mask = jnp.ones(targets.shape[:1], jnp.float32)
   loss_fn = choose(LOSSES, task.kind, 'task kind')
-  loss_sum, weight, correct = loss_fn(logits, targets, example_mask)
+  loss_sum, objective_sum, weight, correct = loss_fn(logits, targets, example_mask,
+                                                     label_smoothing)
   loss = loss_sum / jnp.maximum(weight, 1.0)
+  objective = objective_sum / jnp.maximum(weight, 1.0)
   metrics = {'loss': loss, 'accuracy': correct / jnp.maximum(weight, 1.0)}
+  if label_smoothing:
+    metrics['smoothed_loss'] = objective
   if task.metrics_fn is not None:
     metrics.update(task.metrics_fn(logits, batch))
   _, _, new_rngs, other = split_model(model)
-  return loss, (metrics, loss_sum, weight, new_rngs, other, logits)
+  return objective, (metrics, loss_sum, weight, new_rngs, other, logits)
 
 
 def per_example_metrics(task: Task, logits: jax.Array, batch: dict) -> Metrics:
@@ -98,9 +127,12 @@ def per_example_metrics(task: Task, logits: jax.Array, batch: dict) -> Metrics:
 
 
 def make_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransformation,
-                    tags: tuple[str, ...],
-                    lr_fn: Callable[[jax.Array], jax.Array]) -> Callable[..., Any]:
+                    tags: tuple[str, ...], lr_fn: Callable[[jax.Array], jax.Array], *,
+                    label_smoothing: float = 0.0) -> Callable[..., Any]:
   """train_step(state, batch, seed_key) -> (state, metrics); pure, to be jitted, state donated.
+
+  The gradient is that of the label-smoothed cross-entropy (train.label_smoothing; see _forward),
+  metrics['loss'] the plain cross-entropy.
 
   seed_key = jax.random.key(config.seed) is an argument, not a constant of the program, so runs
   that differ only in their seed compile to the same program and share the compilation cache.
@@ -117,7 +149,7 @@ def make_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransf
       _, _, rngs, _ = split_model(model)
     grad_fn = jax.value_and_grad(_forward, argnums=1, has_aux=True)
     (_, (metrics, _, _, new_rngs, other, _)), grads = grad_fn(
-        graphdef, state.params, rngs, state.other, task, batch)
+        graphdef, state.params, rngs, state.other, task, batch, None, label_smoothing)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=lr_fn(state.step))
@@ -143,12 +175,14 @@ def flat_step(train_step: Callable[..., Any], treedef) -> Callable[..., Any]:
 
 def compile_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransformation,
                        lr_fn: Callable[[jax.Array], jax.Array], state: TrainState, batch: dict,
-                       seed_key: jax.Array, sharding) -> tuple[Callable[..., Any], list, Any]:
+                       seed_key: jax.Array, sharding, *, label_smoothing: float = 0.0
+                       ) -> tuple[Callable[..., Any], list, Any]:
   """-> (step, the state's leaves, its treedef): step(leaves, batch, seed_key) -> (leaves,
   metrics) is train_step over the leaves (see flat_step), compiled for these shapes, the leaves
   donated and the new ones placed on `sharding`."""
   leaves, treedef = jax.tree.flatten(state)
-  train_step = make_train_step(graphdef, task, tx, rng_tags(state.rngs), lr_fn)
+  train_step = make_train_step(graphdef, task, tx, rng_tags(state.rngs), lr_fn,
+                               label_smoothing=label_smoothing)
   step_fn = jax.jit(flat_step(train_step, treedef), donate_argnums=0, out_shardings=sharding)
   return step_fn.lower(leaves, batch, seed_key).compile(), leaves, treedef
 
@@ -172,12 +206,15 @@ def make_eval_step(graphdef: nnx.GraphDef, task: Task) -> Callable[..., Metrics]
   return eval_step
 
 
-def make_generate(graphdef: nnx.GraphDef, max_len: int) -> Callable[..., jax.Array]:
-  """generate(params, rngs, other, source [B, S]) -> greedy tokens [B, max_len]."""
+def make_generate(graphdef: nnx.GraphDef, max_len: int, beam_size: int = 1,
+                  length_penalty: float = 0.6) -> Callable[..., jax.Array]:
+  """generate(params, rngs, other, source [B, S]) -> tokens [B, max_len]: greedy (beam_size 1)
+  or model.generate's beam search with the GNMT length penalty alpha = `length_penalty`."""
+  beam = {} if beam_size == 1 else {'length_penalty': length_penalty}  # greedy: no alpha
 
   def generate(params, rngs, other, source):
     model = nnx.merge(graphdef, params, rngs, other, copy=True)
-    return model.generate(source, max_len=max_len, beam_size=1)
+    return model.generate(source, max_len=max_len, beam_size=beam_size, **beam)
 
   return generate
 
