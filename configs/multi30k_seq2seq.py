@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """The three styles, de -> en, 3 seeds each."""
-  del arg
-  return [{'config_arg': f'style={s}', 'seed': seed}
-          for s in STYLES for seed in common.seeds()]
+  """The three styles, de -> en at `size`, `seeds` seeds each (default 3)."""
+  arg = common.parse_arg(arg, size='small', seeds=3)
+  return [{'config_arg': f'style={s},size={arg.size}', 'seed': seed}
+          for s in STYLES for seed in common.seeds(arg.seeds)]

@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """Both directions, 3 seeds each."""
-  del arg
-  return [{'config_arg': f'source={s},target={t}', 'seed': seed}
-          for s, t in (('de', 'en'), ('en', 'de')) for seed in common.seeds()]
+  """Both directions at `size`, `seeds` seeds each (default 3)."""
+  arg = common.parse_arg(arg, size='small', seeds=3)
+  return [{'config_arg': f'source={s},target={t},size={arg.size}', 'seed': seed}
+          for s, t in (('de', 'en'), ('en', 'de')) for seed in common.seeds(arg.seeds)]

@@ -10,11 +10,14 @@ _DEFAULT = os.path.join(os.path.dirname(_REPO), 'shared', 'data')
 
 @pytest.fixture(scope='session')
 def data_dir() -> str:
-  """$ATTENTION_ZOO_DATA, else the real-data folder beside the repo root; skips when neither
-  exists."""
+  """$ATTENTION_ZOO_DATA, else the real-data folder beside the repo root. When neither exists the
+  test skips, or fails with ATTENTION_ZOO_REQUIRE_DATA=1 (CI: real-data tests never skip there)."""
   path = os.environ.get('ATTENTION_ZOO_DATA') or _DEFAULT
   if not os.path.isdir(path):
-    pytest.skip(f'real data not found at {path}: set ATTENTION_ZOO_DATA to the real-data folder')
+    message = f'real data not found at {path}: set ATTENTION_ZOO_DATA to the real-data folder'
+    if os.environ.get('ATTENTION_ZOO_REQUIRE_DATA') == '1':
+      pytest.fail(message + ' (ATTENTION_ZOO_REQUIRE_DATA=1)')
+    pytest.skip(message)
   return path
 
 

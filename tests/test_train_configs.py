@@ -33,3 +33,6 @@ def test_tiny_config_trains_and_writes_workdir(name, tmp_path_factory, request):
     assert 0 <= results['test']['gen_exact_match'] <= 1
     assert results['tokens_per_s'] > 0
     assert (workdir / wd.SAMPLES).exists()
+  if config.task.name == 'multi30k':  # BLEU with the sacrebleu signature that produced it
+    assert 0 <= results['test']['gen_bleu'] <= 100
+    assert results['final_evaluation']['bleu_signature'].startswith('nrefs:1|case:mixed')

@@ -134,9 +134,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if writer:
       writer.flush()
 
+  t_final = time.perf_counter()
   final_state, final = _final_state(workdir / wd.CHECKPOINTS, evaluator, state)
   evals = {split: _evaluate(evaluator, writer, split, step, final_state, final=True)
            for split in ('validation', 'test')}
+  final['seconds'] = time.perf_counter() - t_final
+  final.update((k, v) for k, v in task.metadata.items() if k.endswith('_signature'))
   results = run_info.results(step, last_train, evals, state.params, speed, tc.batch_size)
   results['final_evaluation'] = final
   if writer:
