@@ -48,6 +48,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     ConfigMismatchError: `workdir` has a checkpoint of a different config.
     NonFiniteError: a train metric or the parameters became NaN / Inf.
   """
+  t_start = time.perf_counter()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   tc = config.train
@@ -142,6 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   final.update((k, v) for k, v in task.metadata.items() if k.endswith('_signature'))
   results = run_info.results(step, last_train, evals, state.params, speed, tc.batch_size)
   results['final_evaluation'] = final
+  results['wall_s'] = time.perf_counter() - t_start  # this process: build, train, evaluate
   if writer:
     wd.write_json(workdir / wd.RESULTS, results)
     writer.close()
