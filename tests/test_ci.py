@@ -1,4 +1,4 @@
-"""CI never passes with the real data missing: .ci/run stops, and data tests fail instead of skip."""
+"""CI never passes without the real data: .ci/run stops, and data tests fail instead of skip."""
 
 import os
 import pathlib

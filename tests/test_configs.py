@@ -101,3 +101,11 @@ def test_sequence_tasks_each_build(task, tfds_dir, request):
   built = _task(json.dumps(c.task.to_dict(), sort_keys=True))
   assert built.kind == 'seq2seq' and c.task.name == task
   nnx.eval_shape(lambda: build_model(c, built))
+
+
+def test_mnist_resnet_offers_cifar10_with_he_et_al_steps():
+  c = load('mnist_resnet').get_config('data=cifar10,model=se_resnet20,size=cifar')
+  assert (c.task.name, c.model_name, c.train.steps, c.train.batch_size, c.train.lr) == (
+      'cifar10', 'se_resnet20', 64_000, 128, 0.1)
+  with pytest.raises(ValueError, match="valid values: .*'mnist'"):
+    load('mnist_resnet').get_config('data=imagenet')

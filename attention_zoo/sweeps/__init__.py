@@ -16,4 +16,5 @@ from attention_zoo.sweeps.processes import (  # noqa: F401
     SINGLE_THREAD_XLA, command, cpu_lanes, launch, run_env, share_run_cache)
 from attention_zoo.sweeps.schedule import Scheduler  # noqa: F401
 from attention_zoo.sweeps.sweep import (  # noqa: F401
-    CONFIG_ARG, Run, expand, load_config_module, run_config, run_name, run_sweep, variant_name)
+    CONFIG_ARG, Run, expand, load_config_module, run_config, run_name, run_sweep, variant_name,
+    write_plan)

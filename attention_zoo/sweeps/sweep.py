@@ -93,6 +93,16 @@ def run_config(spec: str, run: Run):
   return config_utils.apply_overrides(module.get_config(run.arg), run.overrides)
 
 
+def write_plan(spec: str, sweep_dir: str | os.PathLike) -> list[Run]:
+  """Writes sweep.json (the sweep's runs, which its report reads) and makes runs/ -> the runs."""
+  sweep_dir = pathlib.Path(sweep_dir)
+  runs = expand(spec)
+  (sweep_dir / wd.RUNS).mkdir(parents=True, exist_ok=True)
+  wd.write_json(sweep_dir / wd.SWEEP, {'config': spec, 'arg': spec.partition(':')[2] or None,
+                                       'runs': [dataclasses.asdict(r) for r in runs]})
+  return runs
+
+
 def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin: bool = True,
               root: str | os.PathLike | None = None,
               log: Callable[[str], None] = print) -> dict[str, str]:
@@ -106,10 +116,7 @@ def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin
     experiments.main`); None: the current directory.
   """
   sweep_dir = pathlib.Path(sweep_dir)
-  runs = expand(spec)
-  (sweep_dir / wd.RUNS).mkdir(parents=True, exist_ok=True)
-  wd.write_json(sweep_dir / wd.SWEEP, {'config': spec, 'arg': spec.partition(':')[2] or None,
-                                       'runs': [dataclasses.asdict(r) for r in runs]})
+  runs = write_plan(spec, sweep_dir)
 
   # Build each distinct dataset once, here, so that parallel runs never write one cache together.
   from attention_zoo import data  # pylint: disable=import-outside-toplevel

@@ -1,0 +1,313 @@
+"""Reproduction cards: a paper's claim, the sweep that tests it, and the verdict from its evidence.
+
+A card's evidence is `reproductions/<card>/report.json` (written by experiments/reproduce.py from
+the sweep's runs) and the resolved config of every run beside it. REPRODUCTIONS.md and the
+README's generated tables are rendered from those files alone (`render`, `readme_blocks`), and
+tests/test_reproductions.py checks that the committed text equals the rendering: no number in
+them is typed by hand.
+
+A row of a card is one variant of its sweep (experiments.sweep names variants by their config
+arg and overrides). Its verdict:
+  reproduced        the target is met (mean over seeds);
+  not reproduced    it is not (the reason names both numbers);
+  reported          the card states no target for the row (a baseline, a new number).
+A card with an ordering claim (`order`: variants from worst to best) is judged on it:
+  ordering reproduced   every step of the order holds in the means and is significant (paired
+                        t-test over shared seeds, p < 0.05);
+  not reproduced        a step is reversed, or not distinguishable (the reason names it and p).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from typing import Any
+
+from attention_zoo.registry import Registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds configs/, experiments/, reproductions/
+EVIDENCE = ROOT / 'reproductions'
+REPRODUCTIONS_MD = ROOT / 'REPRODUCTIONS.md'
+README = ROOT / 'README.md'
+CARDS: Registry = Registry('card')
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One variant of the card's sweep, with what the paper (or public work) reports for it."""
+  variant: str  # the sweep's variant name, e.g. 'source=de,target=en,size=small'
+  label: str  # what the tables call it, e.g. 'Transformer de→en'
+  paper: float | None = None  # the published number (same metric and scale as the card's)
+  reference: str = ''  # where `paper` comes from, in words
+  target: float | None = None  # the bar the row must meet (None: reported only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Card:
+  name: str
+  title: str
+  paper: str  # the citation
+  claim: str  # the paper's claim this card tests, in words
+  config: str  # the sweep: 'configs/<file>.py[:arg]'
+  metric: str  # the test metric of results.json the card is about
+  metric_label: str  # what the tables call it, e.g. 'BLEU'
+  rows: tuple[Row, ...]
+  scale: float = 1.0  # the tables show metric x scale (e.g. 100 for a percentage)
+  digits: int = 2  # decimals of the tables
+  shown: tuple[str, ...] = ()  # more test metrics for the tables (mean ± std)
+  order: tuple[str, ...] = ()  # an ordering claim: these variants, worst to best
+  baseline: str | None = None  # the variant the others are compared with (paired over seeds)
+  parallel: int = 1  # runs at a time for `reproduce` (each on its own CPUs)
+  deviations: tuple[str, ...] = ()  # every deviation from the paper kept, with the reason
+  readme: bool = False  # the README carries this card's table
+
+  @property
+  def command(self) -> str:
+    return f'python -m experiments.reproduce --card={self.name} --parallel={self.parallel}'
+
+
+def register(card: Card) -> Card:
+  CARDS.register(card.name)(card)
+  return card
+
+
+def row_verdict(row: Row, mean: float | None, higher_is_better: bool = True) -> tuple[str, str]:
+  """(verdict, reason) of one row from its mean over seeds (already scaled)."""
+  if mean is None or math.isnan(mean):
+    return 'not run', 'no finished run in the evidence'
+  bar = row.target if row.target is not None else None
+  if bar is None:
+    return 'reported', 'no target for this row'
+  met = mean >= bar if higher_is_better else mean <= bar
+  sign = ('≥' if higher_is_better else '≤') if met else ('<' if higher_is_better else '>')
+  return ('reproduced' if met else 'not reproduced'), f'{mean:.2f} {sign} target {bar:g}'
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering: REPRODUCTIONS.md and the README's generated blocks, from report.json files alone.
+
+
+def _pm(s: dict[str, Any] | None, scale: float, digits: int) -> str:
+  if not s:
+    return '-'
+  mean = s['mean'] * scale
+  if s['n'] < 2:
+    return f'{mean:.{digits}f}'
+  lo, hi = (v * scale for v in s['ci95'])
+  return f'{mean:.{digits}f} ± {s["std"] * scale:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
+
+
+def _delta(test: dict[str, Any] | None, scale: float, digits: int) -> str:
+  if not test or test['n'] < 2:
+    return '-'
+  return f'{test["mean_diff"] * scale:+.{digits}f} (p = {test["p_value"]:.3f})'
+
+
+def _minutes(seconds: float | None) -> str:
+  return '-' if seconds is None else f'{seconds / 60:.1f} min'
+
+
+def table(report: dict[str, Any]) -> str:
+  """The card's table: one row per variant."""
+  scale, digits = report['scale'], report['digits']
+  metric = report['metric_label']
+  extra = report['shown']
+  vs = report.get('baseline')
+  head = (['', 'paper', f'ours: {metric}', *[f'{m}' for m in extra],
+           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'seeds', 'verdict',
+           'wall time / run', 'tokens/s'])
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in report['rows']:
+    paper = '-' if r['paper'] is None else f'{r["paper"]:g}'
+    if r['reference']:
+      paper += f' ({r["reference"]})'
+    cells = [r['label'], paper, _pm(r['summary'], scale, digits),
+             *[_pm(r['shown'].get(m), 1.0, 4) for m in extra],
+             *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
+             ', '.join(map(str, r['seeds'])) or '-', f'{r["verdict"]}: {r["reason"]}',
+             _minutes(r['wall_s']),
+             '-' if r['tokens_per_s'] is None else f'{r["tokens_per_s"]:,.0f}']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def section(report: dict[str, Any]) -> str:
+  """A card's section of REPRODUCTIONS.md."""
+  out = [f'## {report["title"]} (`{report["card"]}`)', '',
+         f'**Paper:** {report["paper"]}', '', f'**Claim:** {report["claim"]}', '',
+         f'**Verdict:** {report["verdict"]}: {report["reason"]}', '',
+         f'**Command:** `{report["command"]}` (config `{report["config"]}`; total run time '
+         f'{_minutes(report["wall_s"])} on {report["machine"]})', '',
+         f'**Statistics:** {report["statistics"]}', '',
+         table(report)]
+  for key, value in sorted(report.get('signatures', {}).items()):
+    out.append(f'sacrebleu {key}: `{value}`  ')
+  if report['deviations']:
+    out += ['', 'Deviations from the paper kept:', '']
+    out += [f'- {d}' for d in report['deviations']]
+  return '\n'.join(out).rstrip() + '\n'
+
+
+def load_evidence() -> dict[str, dict[str, Any]]:
+  """card name -> its committed report.json, for every card with evidence."""
+  import json  # pylint: disable=import-outside-toplevel
+  return {p.parent.name: json.loads(p.read_text())
+          for p in sorted(EVIDENCE.glob('*/report.json'))}
+
+
+def render(evidence: dict[str, dict[str, Any]]) -> str:
+  """REPRODUCTIONS.md."""
+  missing = [name for name in CARDS.names() if name not in evidence]
+  out = ['# Reproductions', '',
+         '<!-- Generated by `python -m experiments.reproduce --docs` from reproductions/*/'
+         'report.json; do not edit by hand. -->', '',
+         'Each card runs a sweep with `python -m experiments.reproduce --card=NAME`, writes its '
+         'evidence (`reproductions/NAME/report.json` and the resolved config of every run) and '
+         'regenerates this file. Verdicts: *reproduced* (the target is met by the mean over '
+         'seeds), *not reproduced* (it is not; the reason gives both numbers), *reported* (no '
+         'target).', '']
+  if missing:
+    out += ['Cards without evidence yet: ' + ', '.join(f'`{m}`' for m in missing) + '.', '']
+  out += [section(evidence[name]) for name in sorted(evidence)]
+  return '\n'.join(out).rstrip() + '\n'
+
+
+def readme_blocks(evidence: dict[str, dict[str, Any]]) -> dict[str, str]:
+  """marker name -> the generated text between `<!-- card:NAME -->` and `<!-- /card:NAME -->`."""
+  return {name: table(report) for name, report in evidence.items() if report.get('readme')}
+
+
+def splice(text: str, blocks: dict[str, str]) -> str:
+  """`text` with each `<!-- card:NAME -->...<!-- /card:NAME -->` block replaced by blocks[NAME]."""
+  for name, body in blocks.items():
+    start, end = f'<!-- card:{name} -->', f'<!-- /card:{name} -->'
+    if start not in text or end not in text:
+      continue
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    text = f'{head}{start}\n{body}{end}{tail}'
+  return text
+
+
+# --------------------------------------------------------------------------------------------
+# The cards.
+
+_MULTI30K_DEVIATIONS = (
+    'One seed per model: a run takes 30-45 minutes on the 2-core CPU of these sessions.',
+    'Small models and short training (`size=small` of the configs: see their docstrings) so that '
+    'a run fits the CPU; the public references trained longer.',
+)
+
+register(Card(
+    name='multi30k_transformer',
+    title='Transformer on Multi30k',
+    paper='Vaswani et al. (2017), "Attention is all you need"; small-model Multi30k numbers from '
+          'public reimplementations',
+    claim='A small Transformer reaches 36.5 BLEU de→en on Multi30k test_2016_flickr; en→de '
+          'reaches 35.',
+    config='configs/multi30k_transformer.py:seeds=1',
+    metric='gen_bleu',
+    metric_label='BLEU (test_2016_flickr, beam 4)',
+    rows=(Row('source=de,target=en,size=small', 'Transformer de→en', 36.5,
+              'public small Transformer', target=36.5),
+          Row('source=en,target=de,size=small', 'Transformer en→de', None, '', target=35.0)),
+    shown=('gen_chrf',),
+    deviations=_MULTI30K_DEVIATIONS + (
+        'd_model 256, 3 + 3 layers, 2,000 steps of 128 sentences (the base model: 512, 6 + 6, '
+        '100k steps of 25k tokens); rsqrt scale 0.25 with warmup 200.',),
+    readme=True,
+))
+
+register(Card(
+    name='multi30k_seq2seq',
+    title='RNN encoder-decoders on Multi30k',
+    paper='Sutskever et al. (2014); Bahdanau et al. (2015); Luong et al. (2015); small-model '
+          'Multi30k numbers from public reimplementations',
+    claim='Attention lifts an RNN encoder-decoder far above the plain one on Multi30k de→en: '
+          'plain LSTM 13.8 BLEU, Bahdanau bi-GRU 28.3.',
+    config='configs/multi30k_seq2seq.py:seeds=1',
+    metric='gen_bleu',
+    metric_label='BLEU (test_2016_flickr, beam 4)',
+    rows=(Row('style=plain,size=small', 'plain seq2seq (LSTM) de→en', 13.8, 'public LSTM'),
+          Row('style=bahdanau,size=small', 'Bahdanau (bi-GRU) de→en', 28.3,
+              'public bi-GRU', target=28.5),
+          Row('style=luong,size=small', 'Luong + input feeding de→en')),
+    shown=('gen_chrf',),
+    parallel=2,
+    deviations=_MULTI30K_DEVIATIONS + (
+        'One layer of 256 units, Adam with cosine decay, 2,500 steps of 128 sentences (see '
+        'configs/multi30k_seq2seq.py for each paper\'s own settings).',),
+    readme=True,
+))
+
+register(Card(
+    name='dates',
+    title='Date normalization (the demo)',
+    paper='No paper number: the task of Saito, *Deep Learning from Scratch 2*, ch. 8, with the '
+          'seq2seq models of Sutskever et al. (2014) and Luong et al. (2015) and the Transformer '
+          'of Vaswani et al. (2017)',
+    claim='With attention every seq2seq score and both Transformers reach at least 99% exact '
+          'match on the test dates; without attention the LSTM encoder-decoder does not.',
+    config='configs/dates_demo.py',
+    metric='gen_exact_match',
+    metric_label='exact match % (greedy)',
+    scale=100.0,
+    rows=(Row('family=seq2seq,score=none', 'seq2seq LSTM'),
+          Row('family=seq2seq,score=none,reverse=true', 'seq2seq, source reversed'),
+          Row('family=seq2seq,score=none,peeky=true', 'seq2seq, peeky'),
+          Row('family=seq2seq,score=dot', 'seq2seq + Luong dot', target=99.0),
+          Row('family=seq2seq,score=general', 'seq2seq + Luong general', target=99.0),
+          Row('family=seq2seq,score=additive', 'seq2seq + additive', target=99.0),
+          Row('family=transformer,score=scaled_dot', 'Transformer, scaled dot', target=99.0),
+          Row('family=transformer,score=additive', 'Transformer, additive', target=99.0)),
+    shown=('gen_token_accuracy', 'accuracy'),
+    baseline='family=seq2seq,score=none',
+    parallel=2,
+    readme=True,
+))
+
+register(Card(
+    name='seq2seq_ladder',
+    title='The seq2seq ladder on addition',
+    paper='Saito, *Deep Learning from Scratch 2* (2018), ch. 7-8; Sutskever et al. (2014) for '
+          'the reversed source',
+    claim='On 3-digit addition the plain LSTM encoder-decoder is improved by reversing the '
+          'source, and further by the peeky decoder: plain < reversed < reversed + peeky.',
+    config='configs/addition_seq2seq.py:size=saito',
+    metric='gen_exact_match',
+    metric_label='exact match % (greedy)',
+    scale=100.0,
+    rows=(Row('reverse=false,peeky=false,score=none,size=saito', 'plain'),
+          Row('reverse=true,peeky=false,score=none,size=saito', 'reversed'),
+          Row('reverse=true,peeky=true,score=none,size=saito', 'reversed + peeky'),
+          Row('reverse=true,peeky=false,score=dot,size=saito', 'reversed + dot attention')),
+    order=('reverse=false,peeky=false,score=none,size=saito',
+           'reverse=true,peeky=false,score=none,size=saito',
+           'reverse=true,peeky=true,score=none,size=saito'),
+    baseline='reverse=false,peeky=false,score=none,size=saito',
+    parallel=2,
+    deviations=('Generated questions, not the book\'s addition.txt; 1,000 validation questions '
+                'held out besides the 5,000 test ones (configs/addition_seq2seq.py, size saito).',),
+))
+
+register(Card(
+    name='se_mnist',
+    title='Squeeze-and-excitation on MNIST',
+    paper='Hu, Shen, Sun (2018), "Squeeze-and-Excitation Networks", Table 2 (ImageNet)',
+    claim='An SE block on every residual branch improves a ResNet of the same depth (on '
+          'ImageNet, SE-ResNet-50 lowers the top-1 error of ResNet-50 by about 1.5 points).',
+    config='configs/mnist_resnet.py',
+    metric='accuracy',
+    metric_label='test accuracy %',
+    scale=100.0,
+    rows=(Row('model_name=resnet_small', 'ResNet (small)'),
+          Row('model_name=se_resnet_small', 'SE-ResNet (small)')),
+    order=('model_name=resnet_small', 'model_name=se_resnet_small'),
+    baseline='model_name=resnet_small',
+    parallel=2,
+    deviations=('MNIST digits from the t10k file split into train / validation / test (8,000 / '
+                '1,000 / 2,000 images here) instead of ImageNet: the only image data on these '
+                'machines. configs/mnist_resnet.py also runs CIFAR-10 where TFDS can download it; '
+                'this card does not.',),
+))

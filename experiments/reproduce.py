@@ -1,0 +1,201 @@
+r"""Runs a reproduction card and writes its evidence; regenerates REPRODUCTIONS.md and the README.
+
+  python -m experiments.reproduce --card=multi30k_transformer --parallel=1
+  python -m experiments.reproduce --card=multi30k_transformer --collect_only   (no training)
+  python -m experiments.reproduce --docs                  (only re-render from the evidence)
+
+A card (experiments/cards.py) is a sweep plus the paper's claim. Its runs go to
+`--workdir/<card>/` (re-running skips finished runs and resumes the others); its evidence,
+`reproductions/<card>/report.json` and `reproductions/<card>/configs/<run>.json` (every run's
+resolved config), is written from the finished runs, replacing the previous evidence at once.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import platform
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from attention_zoo import sweeps
+from attention_zoo.analysis import report as sweep_report
+from attention_zoo.analysis import stats
+from attention_zoo.train import workdir as wd
+from experiments import cards
+
+_CARD = flags.DEFINE_string('card', None,
+                            f'the card to run, one of: {", ".join(cards.CARDS.names())}')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/reproductions', 'where the runs of cards go')
+_PARALLEL = flags.DEFINE_integer('parallel', None, "runs at a time (default: the card's own)")
+_COLLECT = flags.DEFINE_bool('collect_only', False, 'write the evidence from the runs there are, '
+                             'training nothing')
+_DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and the README tables')
+
+
+def run_wall_s(run_dir: pathlib.Path, results: dict[str, Any]) -> float:
+  """The run's wall time: results.json's wall_s, else the time from config.json (written at the
+  start) to results.json (written at the end), for runs older than wall_s."""
+  if results.get('wall_s') is not None:
+    return float(results['wall_s'])
+  return (run_dir / wd.RESULTS).stat().st_mtime - (run_dir / wd.CONFIG).stat().st_mtime
+
+
+def _mean(values: list[float | None]) -> float | None:
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def build(card: cards.Card, sweep_dir: pathlib.Path) -> dict[str, Any]:
+  """The card's report.json from the finished runs of its sweep."""
+  runs, failed, missing = sweep_report.collect(sweep_dir)
+  rows, signatures, walls = [], {}, []
+  known = {row.variant for row in card.rows}
+  stray = sorted({r['variant'] for r in runs} - known)
+  if stray:
+    raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
+                     f'its rows: {sorted(known)}')
+  for row in card.rows:
+    group = sorted((r for r in runs if r['variant'] == row.variant), key=lambda r: r['seed'])
+    tests = [r['results'].get('test') or {} for r in group]
+    values = [t[card.metric] for t in tests if card.metric in t]
+    summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
+    mean = summary['mean'] * card.scale if summary else None
+    verdict, reason = cards.row_verdict(row, mean)
+    wall = [run_wall_s(sweep_dir / wd.RUNS / r['name'], r['results']) for r in group]
+    walls += wall
+    for r in group:
+      final = r['results'].get('final_evaluation') or {}
+      signatures.update((k, v) for k, v in final.items() if k.endswith('_signature'))
+    rows.append({
+        'variant': row.variant, 'label': row.label, 'paper': row.paper,
+        'reference': row.reference, 'target': row.target, 'runs': [r['name'] for r in group],
+        'seeds': [r['seed'] for r in group], 'summary': summary,
+        'shown': {m: stats.summarize([t[m] for t in tests], stats.bounds(m))
+                  for m in card.shown if tests and all(m in t for t in tests)},
+        'verdict': verdict, 'reason': reason, 'wall_s': _mean(wall),
+        'tokens_per_s': _mean([r['results'].get('tokens_per_s') for r in group]),
+        'steps_per_s': _mean([r['results'].get('steps_per_s') for r in group]),
+        'final_evaluation': [r['results'].get('final_evaluation') for r in group],
+        'by_seed': {r['seed']: (r['results'].get('test') or {}).get(card.metric) for r in group},
+    })
+  by_variant = {r['variant']: r for r in rows}
+  if card.baseline:
+    base = by_variant[card.baseline]['by_seed']
+    for r in rows:
+      r['vs_baseline'] = (stats.paired_test(_finite(r['by_seed']), _finite(base))
+                          if r['variant'] != card.baseline else None)
+  verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(rows))
+  intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
+  return {
+      'card': card.name, 'title': card.title, 'paper': card.paper, 'claim': card.claim,
+      'config': card.config, 'command': card.command, 'metric': card.metric,
+      'metric_label': card.metric_label, 'scale': card.scale, 'digits': card.digits,
+      'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
+      'statistics': ('mean ± std over seeds [95% CI: ' + (', '.join(intervals) or 'none') +
+                     ']; one seed: the value alone'),
+      'signatures': signatures, 'wall_s': float(sum(walls)) if walls else None,
+      'machine': f'{os.cpu_count()} CPUs ({platform.machine()})',
+      'failed': failed, 'missing': missing, 'deviations': list(card.deviations),
+      'readme': card.readme, 'baseline': card.baseline,
+      'baseline_label': by_variant[card.baseline]['label'] if card.baseline else None,
+  }
+
+
+def _finite(by_seed: dict[int, float | None]) -> dict[int, float]:
+  return {s: v for s, v in by_seed.items() if v is not None}
+
+
+def order_verdict(card: cards.Card, by_variant: dict[str, dict[str, Any]]) -> tuple[str, str]:
+  """The verdict of an ordering claim: each step worse -> better holds in the means and is
+  significant (paired t-test over shared seeds, p < 0.05)."""
+  steps = []
+  for worse, better in zip(card.order, card.order[1:]):
+    lo, hi = by_variant[worse], by_variant[better]
+    if not (lo['summary'] and hi['summary']):
+      return 'not run', f'{lo["label"] if not lo["summary"] else hi["label"]} has no finished run'
+    test = stats.paired_test(_finite(hi['by_seed']), _finite(lo['by_seed']))
+    diff = test['mean_diff'] * card.scale
+    steps.append((lo['label'], hi['label'], diff, test['p_value']))
+  text = '; '.join(f'{b} - {a} = {d:+.{card.digits}f} (p = {p:.3f})' for a, b, d, p in steps)
+  bad = [(a, b) for a, b, d, p in steps if not (d > 0 and p < 0.05)]
+  if not bad:
+    return 'ordering reproduced', text
+  return 'not reproduced', ('not significantly ordered: ' +
+                            ', '.join(f'{a} < {b}' for a, b in bad) + '; ' + text)
+
+
+def card_verdict(rows: list[dict[str, Any]]) -> tuple[str, str]:
+  """The card's verdict from its rows' verdicts."""
+  judged = [r for r in rows if r['verdict'] in ('reproduced', 'not reproduced')]
+  unrun = [r['label'] for r in rows if r['verdict'] == 'not run']
+  tail = f'; not run yet: {", ".join(unrun)}' if unrun else ''
+  if not judged:
+    return ('reported' if not unrun else 'not run'), 'no row has a target' + tail
+  ok = [r['label'] for r in judged if r['verdict'] == 'reproduced']
+  if len(ok) == len(judged):
+    return 'reproduced', f'every target met ({len(ok)} of {len(judged)})' + tail
+  short = '; '.join(f'{r["label"]} {r["reason"]}' for r in judged if r['verdict'] != 'reproduced')
+  return ('partly reproduced' if ok else 'not reproduced'), short + tail
+
+
+def write_evidence(card: cards.Card, sweep_dir: pathlib.Path) -> dict[str, Any]:
+  """reproductions/<card>/ from the sweep's finished runs, swapped in whole."""
+  evidence = build(card, sweep_dir)
+  cards.EVIDENCE.mkdir(exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{card.name}.', dir=cards.EVIDENCE))
+  try:
+    (tmp / 'configs').mkdir()
+    for row in evidence['rows']:
+      for name in row['runs']:
+        shutil.copyfile(sweep_dir / wd.RUNS / name / wd.CONFIG, tmp / 'configs' / f'{name}.json')
+    wd.write_json(tmp / 'report.json', evidence)
+    target = cards.EVIDENCE / card.name
+    old = target.with_name(f'.{card.name}.old')
+    if target.exists():
+      target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return evidence
+
+
+def write_docs() -> None:
+  """REPRODUCTIONS.md and the README's card blocks from the committed evidence."""
+  evidence = cards.load_evidence()
+  cards.REPRODUCTIONS_MD.write_text(cards.render(evidence))
+  cards.README.write_text(cards.splice(cards.README.read_text(), cards.readme_blocks(evidence)))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not _DOCS.value:
+    if _CARD.value is None:
+      raise app.UsageError(f'--card is required; cards: {", ".join(cards.CARDS.names())}')
+    card = cards.CARDS.get(_CARD.value)
+    sweep_dir = pathlib.Path(_WORKDIR.value) / card.name
+    spec = str(cards.ROOT / card.config)
+    if _COLLECT.value:
+      sweeps.write_plan(spec, sweep_dir)  # runs started by hand have none
+    else:
+      status = sweeps.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value or card.parallel,
+                                root=cards.ROOT)
+      failed = [n for n, s in status.items() if s == 'failed']
+      if failed:
+        print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')
+    sweep_report.write(sweep_dir, title=card.title)
+    evidence = write_evidence(card, sweep_dir)
+    print(f'{card.name}: {evidence["verdict"]}: {evidence["reason"]}')
+    print(cards.table(evidence))
+  write_docs()
+  print(f'wrote {cards.REPRODUCTIONS_MD.name} and the README tables')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,107 @@
+"""Reproduction cards: the committed tables equal their evidence, and the evidence its configs."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from attention_zoo import sweeps
+from attention_zoo.train import config_utils
+from attention_zoo.train import workdir as wd
+from experiments import cards, reproduce
+
+EVIDENCE = cards.load_evidence()
+
+
+def test_reproductions_md_is_generated_from_the_evidence():
+  assert cards.REPRODUCTIONS_MD.read_text() == cards.render(EVIDENCE), (
+      'REPRODUCTIONS.md differs from its evidence: run python -m experiments.reproduce --docs')
+
+
+def test_readme_tables_are_generated_from_the_evidence():
+  text = cards.README.read_text()
+  blocks = cards.readme_blocks(EVIDENCE)
+  assert text == cards.splice(text, blocks), (
+      'a README card table differs from its evidence: run python -m experiments.reproduce --docs')
+  for name in blocks:  # every card meant for the README has its markers there
+    assert f'<!-- card:{name} -->' in text and f'<!-- /card:{name} -->' in text
+
+
+@pytest.mark.parametrize('name', cards.CARDS.names())
+def test_card_rows_are_variants_of_its_sweep(name):
+  card = cards.CARDS.get(name)
+  spec = str(cards.ROOT / card.config)
+  variants = {run.variant for run in sweeps.expand(spec)}
+  assert {row.variant for row in card.rows} == variants
+
+
+@pytest.mark.parametrize('name', sorted(EVIDENCE))
+def test_evidence_agrees_with_itself_and_with_the_current_configs(name):
+  report = EVIDENCE[name]
+  card = cards.CARDS.get(name)
+  folder = cards.EVIDENCE / name
+  runs = {run.name: run for run in sweeps.expand(str(cards.ROOT / card.config))}
+  for row in report['rows']:
+    if row['summary']:
+      values = row['summary']['values']
+      assert row['summary']['mean'] == pytest.approx(np.mean(values), rel=1e-12)
+      assert len(values) == len(row['seeds']) == len(row['runs'])
+      mean = row['summary']['mean'] * report['scale']
+    else:
+      mean = None
+    assert [row['verdict'], row['reason']] == list(
+        cards.row_verdict(cards.Row(row['variant'], row['label'], target=row['target']), mean))
+    for run_name in row['runs']:
+      stored = json.loads((folder / 'configs' / f'{run_name}.json').read_text())
+      current = config_utils.to_dict(sweeps.run_config(str(cards.ROOT / card.config),
+                                                        runs[run_name]))
+      flat_stored, flat_now = config_utils.flatten(stored), config_utils.flatten(current)
+      changed = {k: (v, flat_now.get(k)) for k, v in flat_stored.items() if flat_now.get(k) != v}
+      assert not changed, f'{name}/{run_name}: the config changed since its evidence: {changed}'
+
+
+def _fake_sweep(root, values):
+  """A sweep dir of the multi30k_transformer card with results.json of the given BLEU values."""
+  card = cards.CARDS.get('multi30k_transformer')
+  runs = sweeps.expand(str(cards.ROOT / card.config))
+  wd.write_json(root / wd.SWEEP, {'config': card.config, 'arg': 'seeds=1',
+                                  'runs': [{'name': r.name, 'overrides': r.overrides,
+                                            'arg': r.arg} for r in runs]})
+  for run, bleu in zip(runs, values):
+    run_dir = root / wd.RUNS / run.name
+    run_dir.mkdir(parents=True)
+    wd.write_json(run_dir / wd.CONFIG, {'model_name': 'transformer'})
+    wd.write_json(run_dir / wd.RESULTS, {
+        'test': {'gen_bleu': bleu, 'gen_chrf': 50.0}, 'wall_s': 60.0, 'tokens_per_s': 1000.0,
+        'final_evaluation': {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}})
+    (run_dir / wd.METRICS).write_text('')
+  return card
+
+
+def test_build_judges_each_row_against_its_target(tmp_path):
+  card = _fake_sweep(tmp_path, [37.0, 30.0])
+  report = reproduce.build(card, tmp_path)
+  de_en, en_de = report['rows']
+  assert (de_en['verdict'], de_en['reason']) == ('reproduced', '37.00 ≥ target 36.5')
+  assert (en_de['verdict'], en_de['reason']) == ('not reproduced', '30.00 < target 35')
+  assert report['verdict'] == 'partly reproduced'
+  assert report['signatures'] == {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}
+  assert report['wall_s'] == 120.0 and de_en['wall_s'] == 60.0
+  assert '37.00' in cards.table(report) and 'partly reproduced' in cards.section(report)
+
+
+def test_unfinished_rows_are_not_run_and_stray_variants_are_errors(tmp_path):
+  card = _fake_sweep(tmp_path, [37.0])  # only the first run finished
+  report = reproduce.build(card, tmp_path)
+  assert report['rows'][1]['verdict'] == 'not run' and report['missing'] == [
+      report['rows'][1]['variant'] + ',seed=0']
+  other = dataclasses.replace(card, rows=card.rows[1:])
+  with pytest.raises(ValueError, match='does not list'):
+    reproduce.build(other, tmp_path)
+
+
+def test_splice_replaces_only_the_marked_block():
+  text = 'a\n<!-- card:x -->\nold\n<!-- /card:x -->\nb\n'
+  assert cards.splice(text, {'x': 'new\n', 'y': 'z\n'}) == (
+      'a\n<!-- card:x -->\nnew\n<!-- /card:x -->\nb\n')
