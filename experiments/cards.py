@@ -138,7 +138,8 @@ def section(report: dict[str, Any]) -> str:
          f'**Paper:** {report["paper"]}', '', f'**Claim:** {report["claim"]}', '',
          f'**Verdict:** {report["verdict"]}: {report["reason"]}', '',
          f'**Command:** `{report["command"]}` (config `{report["config"]}`; total run time '
-         f'{_minutes(report["wall_s"])} on {report["machine"]})', '',
+         f'{_minutes(report["wall_s"])} on {report["machine"]}'
+         + (f'; {report["conditions"]}' if report.get('conditions') else '') + ')', '',
          f'**Statistics:** {report["statistics"]}', '',
          table(report)]
   for key, value in sorted(report.get('signatures', {}).items()):

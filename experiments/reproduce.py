@@ -35,6 +35,8 @@ _PARALLEL = flags.DEFINE_integer('parallel', None, "runs at a time (default: the
 _COLLECT = flags.DEFINE_bool('collect_only', False, 'write the evidence from the runs there are, '
                              'training nothing')
 _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and the README tables')
+_CONDITIONS = flags.DEFINE_string('conditions', '', 'what else ran on the machine during the runs '
+                                  '(wall times depend on it), kept in the evidence')
 
 
 def run_wall_s(run_dir: pathlib.Path, results: dict[str, Any]) -> float:
@@ -50,7 +52,7 @@ def _mean(values: list[float | None]) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def build(card: cards.Card, sweep_dir: pathlib.Path) -> dict[str, Any]:
+def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '') -> dict[str, Any]:
   """The card's report.json from the finished runs of its sweep."""
   runs, failed, missing = sweep_report.collect(sweep_dir)
   rows, signatures, walls = [], {}, []
@@ -99,7 +101,7 @@ def build(card: cards.Card, sweep_dir: pathlib.Path) -> dict[str, Any]:
       'statistics': ('mean ± std over seeds [95% CI: ' + (', '.join(intervals) or 'none') +
                      ']; one seed: the value alone'),
       'signatures': signatures, 'wall_s': float(sum(walls)) if walls else None,
-      'machine': f'{os.cpu_count()} CPUs ({platform.machine()})',
+      'machine': f'{os.cpu_count()} CPUs ({platform.machine()})', 'conditions': conditions,
       'failed': failed, 'missing': missing, 'deviations': list(card.deviations),
       'readme': card.readme, 'baseline': card.baseline,
       'baseline_label': by_variant[card.baseline]['label'] if card.baseline else None,
@@ -143,9 +145,21 @@ def card_verdict(rows: list[dict[str, Any]]) -> tuple[str, str]:
   return ('partly reproduced' if ok else 'not reproduced'), short + tail
 
 
-def write_evidence(card: cards.Card, sweep_dir: pathlib.Path) -> dict[str, Any]:
+def strict_json(x: Any) -> Any:
+  """`x` with every NaN / Inf float as None (null), so that any JSON parser reads the evidence."""
+  if isinstance(x, float):
+    return x if np.isfinite(x) else None
+  if isinstance(x, dict):
+    return {k: strict_json(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [strict_json(v) for v in x]
+  return x
+
+
+def write_evidence(card: cards.Card, sweep_dir: pathlib.Path,
+                   conditions: str = '') -> dict[str, Any]:
   """reproductions/<card>/ from the sweep's finished runs, swapped in whole."""
-  evidence = build(card, sweep_dir)
+  evidence = strict_json(build(card, sweep_dir, conditions))
   cards.EVIDENCE.mkdir(exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{card.name}.', dir=cards.EVIDENCE))
   try:
@@ -190,7 +204,7 @@ def main(argv):
       if failed:
         print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')
     sweep_report.write(sweep_dir, title=card.title)
-    evidence = write_evidence(card, sweep_dir)
+    evidence = write_evidence(card, sweep_dir, _CONDITIONS.value)
     print(f'{card.name}: {evidence["verdict"]}: {evidence["reason"]}')
     print(cards.table(evidence))
   write_docs()
