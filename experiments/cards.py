@@ -114,7 +114,8 @@ def table(report: dict[str, Any]) -> str:
   metric = report['metric_label']
   extra = report['shown']
   vs = report.get('baseline')
-  head = (['', 'paper', f'ours: {metric}', *[f'{m}' for m in extra],
+  papers = any(r['paper'] is not None for r in report['rows'])
+  head = (['', *(['paper'] if papers else []), f'ours: {metric}', *[f'{m}' for m in extra],
            *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'seeds', 'verdict',
            'wall time / run', 'tokens/s'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -122,7 +123,7 @@ def table(report: dict[str, Any]) -> str:
     paper = '-' if r['paper'] is None else f'{r["paper"]:g}'
     if r['reference']:
       paper += f' ({r["reference"]})'
-    cells = [r['label'], paper, _pm(r['summary'], scale, digits),
+    cells = [r['label'], *([paper] if papers else []), _pm(r['summary'], scale, digits),
              *[_pm(r['shown'].get(m), 1.0, 4) for m in extra],
              *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
              ', '.join(map(str, r['seeds'])) or '-', f'{r["verdict"]}: {r["reason"]}',
