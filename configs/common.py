@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_tokens = 0  # bucketed: > 0 gives batches of ~batch_tokens positions; 0: batch_size
   c.train.optimizer = 'adam'  # attention_zoo.train.optim.OPTIMIZERS: adam | adamw | sgd
   c.train.lr = 1e-3  # peak learning rate
-  c.train.schedule = 'constant'  # SCHEDULES after warmup: constant | cosine | linear | rsqrt
+  c.train.schedule = 'constant'  # SCHEDULES after warmup: constant | cosine | linear | step | rsqrt
   c.train.warmup_steps = 0  # linear warmup from 0 to lr (rsqrt: the warmup of Vaswani eq. 3)
   c.train.rsqrt_dim = optional(int)  # rsqrt's d (lr is its scale); None: model.d_model
   c.train.b1 = 0.9  # adam / adamw beta1 (optax's default; Vaswani 5.3: 0.9)
@@ -182,14 +182,14 @@ def transformer_model(**options: Any) -> dict[str, Any]:
       num_heads=4,  # N, attention heads
       num_layers=2,  # layers per stack (encoder and decoder each)
       ffn_dim=128,  # feed-forward hidden size
-      dropout_rate=0.1,  # residual dropout (on each sublayer's output and the embeddings)
+      dropout_rate=0.1,  # on the embeddings, and on each sublayer's branch (after a gate)
       attention_dropout_rate=0.0,  # dropout on the attention weights
       norm='post',  # post | pre: where the LayerNorm sits
       positional='sinusoidal',  # sinusoidal | learned | rotary
       score='scaled_dot',  # attention score
       score_dim=optional(int),  # A of the additive / concat score per head (None: head dim)
       kernel='dense',  # dense | chunked | fused
-      combine='residual',  # residual | gate
+      combine='residual',  # residual (x + f) | gate (x + σ(W_g[x; f]) ⊙ f)
       max_len=256,  # longest sequence the positions cover
   ) | options
 

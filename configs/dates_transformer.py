@@ -3,8 +3,10 @@ r"""Transformer encoder-decoder on date normalization.
   python -m experiments.main --workdir=runs/dates_transformer \
     --config=configs/dates_transformer.py:score=scaled_dot,size=small
 
-Args: score = scaled_dot | dot | general | additive | concat, combine = residual | gate,
-positional = sinusoidal | learned | rotary, size = tiny | small | base.
+Args: score = scaled_dot | dot | general | additive | concat (concat: additive's function class,
+initialized as one matrix), combine = residual (x + f) | gate (x + σ(W_g[x; f]) ⊙ f, a learned
+gate on the branch; both keep the identity path), positional = sinusoidal | learned | rotary,
+size = tiny | small | base.
 """
 
 import ml_collections

@@ -174,14 +174,79 @@ def test_positions_add_their_table_or_leave_x_to_the_attention(name):
   assert positions.rotary == (name == 'rotary')
 
 
-def test_combines():
-  x, fx = jnp.array([1.0, -2.0]), jnp.array([0.0, 3.0])
-  rngs = nnx.Rngs(0)
-  np.testing.assert_allclose(attn.make_combine('residual', 2, rngs=rngs)(x, fx), [1.0, 1.0])
-  np.testing.assert_allclose(attn.make_combine('gate', 2, rngs=rngs)(x, fx),
-                             [0.5, -2.0 / (1 + np.exp(-3.0))], rtol=1e-6)
-  concat = attn.make_combine('concat', 2, rngs=rngs)
-  w = np.asarray(concat.w_c.kernel[...])  # [4, 2] acting on [c; h]
-  np.testing.assert_allclose(concat(x, fx), np.tanh(np.concatenate([fx, x]) @ w), rtol=1e-6)
-  with pytest.raises(ValueError, match=r"unknown combine 'add'.*concat, gate, residual"):
-    attn.make_combine('add', 2, rngs=rngs)
+def _sigmoid(z):
+  return 1.0 / (1.0 + np.exp(-z))
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
+@pytest.mark.parametrize('name', sorted(attn.COMBINES.names()))
+def test_every_combine_keeps_the_identity_path(name, train):
+  """With the branch f = 0 every combine returns x exactly, dropout on or off (issue 12, sec. 3):
+  a combine such as x ⊙ σ(f) (0.5 x here) or tanh(W [x; f]) fails."""
+  combine = attn.make_combine(name, 8, dropout_rate=0.5, rngs=nnx.Rngs(0))
+  (combine.train if train else combine.eval)()
+  x = jax.random.normal(jax.random.key(1), (2, 3, 8))  # [B, L, F]
+  np.testing.assert_array_equal(combine(x, jnp.zeros_like(x)), x)
+
+
+def test_residual_adds_the_branch():
+  x, fx = jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])
+  np.testing.assert_allclose(attn.make_combine('residual', 2, rngs=nnx.Rngs(0))(x, fx), [1.5, 1.0])
+
+
+def test_gate_matches_numpy():
+  """y = x + σ([x; f] W_g + b_g) ⊙ f, with the module's weights (a nonzero bias, to see it read)."""
+  gate = attn.make_combine('gate', 4, rngs=nnx.Rngs(0))
+  assert gate.w_g.kernel.shape == (8, 4) and np.all(np.asarray(gate.w_g.bias[...]) == 0)
+  rng = np.random.default_rng(0)
+  gate.w_g.bias[...] = jnp.asarray(rng.normal(size=4), jnp.float32)
+  x, fx = (rng.normal(size=(2, 3, 4)).astype(np.float32) for _ in range(2))  # [B, L, F]
+  w, b = np.asarray(gate.w_g.kernel[...]), np.asarray(gate.w_g.bias[...])
+  expected = x + _sigmoid(np.concatenate([x, fx], -1) @ w + b) * fx
+  np.testing.assert_allclose(gate(jnp.asarray(x), jnp.asarray(fx)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gate_dropout_acts_after_the_gate():
+  """Train mode, rate r: a dropped unit gives y = x exactly; a kept one x + g ⊙ f / (1 - r), with
+  g computed from the undropped f. Dropout on f before the gate (the gate would read the dropped f)
+  or before a σ(f) gate (a dropped unit would give 0.5 x) fails."""
+  rate = 0.5
+  gate = attn.make_combine('gate', 16, dropout_rate=rate, rngs=nnx.Rngs(0, dropout=3))
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(4, 32, 16)).astype(np.float32)  # [B, L, F]
+  fx = (rng.choice([-1.0, 1.0], size=x.shape) * rng.uniform(0.5, 2.0, x.shape)).astype(np.float32)
+  y = np.asarray(gate(jnp.asarray(x), jnp.asarray(fx)))
+  w, b = np.asarray(gate.w_g.kernel[...]), np.asarray(gate.w_g.bias[...])
+  branch = _sigmoid(np.concatenate([x, fx], -1) @ w + b) * fx  # g ⊙ f, never 0 here
+  dropped = y == x
+  assert 0.45 < dropped.mean() < 0.55  # about r of the units
+  np.testing.assert_allclose(y[~dropped], (x + branch / (1 - rate))[~dropped], rtol=1e-5,
+                             atol=1e-5)
+  gate.eval()
+  np.testing.assert_allclose(gate(jnp.asarray(x), jnp.asarray(fx)), x + branch, rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_unknown_combine_and_no_concat_combine():
+  with pytest.raises(ValueError, match=r"unknown combine 'concat'.*gate, residual"):
+    attn.make_combine('concat', 2, rngs=nnx.Rngs(0))
+
+
+def test_concat_score_equals_additive_with_split_weights():
+  """Luong's vᵀ tanh(W [q; k]) with W = [W_q; W_k] is Bahdanau's vᵀ tanh(W_q q + W_k k): the two
+  scores are one function class (attention.scores module doc)."""
+  additive = attn.make_score('additive', 6, 4, score_dim=5, rngs=nnx.Rngs(0))
+  concat = attn.make_score('concat', 6, 4, score_dim=5, rngs=nnx.Rngs(1))
+  concat.w.kernel[...] = jnp.concatenate([additive.w_q.kernel[...], additive.w_k.kernel[...]], 0)
+  concat.v.kernel[...] = additive.v.kernel[...]
+  rng = np.random.default_rng(2)
+  q = rng.normal(size=(2, 3, 1, 6)).astype(np.float32)  # [B, Q, N, Dq]
+  k = rng.normal(size=(2, 5, 1, 4)).astype(np.float32)  # [B, K, N, Dk]
+  w = np.asarray(concat.w.kernel[...])  # [Dq + Dk, A]
+  shape = (2, 3, 5, 1)  # [B, Q, K, N]
+  qk = np.concatenate([np.broadcast_to(q[:, :, None], shape + (6,)),
+                       np.broadcast_to(k[:, None], shape + (4,))], -1)  # [B, Q, K, N, Dq + Dk]
+  expected = np.einsum('bqkn->bnqk', (np.tanh(qk @ w) @ np.asarray(concat.v.kernel[...]))[..., 0])
+  np.testing.assert_allclose(concat(jnp.asarray(q), jnp.asarray(k)), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(additive(jnp.asarray(q), jnp.asarray(k)), expected, rtol=1e-5,
+                             atol=1e-5)

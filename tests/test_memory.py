@@ -1,6 +1,8 @@
-"""End-to-end memory network: encodings, tying, temporal encoding, linear start, random noise."""
+"""End-to-end memory network (Sukhbaatar et al. 2015): the forward pass against numpy, encodings,
+tying, random noise, linear start through the training loop, the bAbI recipe and joint training.
+"""
 
-import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +11,18 @@ import optax
 import pytest
 from flax import nnx
 
+from attention_zoo.build import build_model
+from attention_zoo.data import babi, get_task
+from attention_zoo.data.base import Task
 from attention_zoo.models import get_model
 from attention_zoo.models import memory
+from attention_zoo.train import optim
+from attention_zoo.train import workdir as wd
+from attention_zoo.train.checkpoints import load_params
+from attention_zoo.train.loop import train_and_evaluate
+from attention_zoo.train.steps import split_model
+from configs import babi_memn2n
+from tests import fixtures as h
 from tests import learning
 
 V, M, W, E = 12, 5, 4, 8
@@ -35,7 +47,7 @@ def run(model, story=STORY, query=QUERY):
 @pytest.mark.parametrize('tying', ['adjacent', 'layerwise'])
 @pytest.mark.parametrize('encoding', ['bow', 'position'])
 @pytest.mark.parametrize('temporal', [False, True])
-def test_shapes_and_empty_memories_get_no_weight(tying, encoding, temporal):
+def test_shapes_and_the_empty_slots_of_a_short_story_get_no_weight(tying, encoding, temporal):
   logits, weights = run(build(tying=tying, encoding=encoding, temporal=temporal, hops=2))
   assert logits.shape == (3, V) and np.isfinite(logits).all()
   assert weights.shape == (3, 2, M)  # [B, hops, M]
@@ -70,60 +82,6 @@ def test_temporal_encoding_sees_memory_order():
     model.eval()
     same = np.allclose(model(STORY, QUERY), model(STORY[:, perm], QUERY), atol=1e-5)
     assert same != temporal
-
-
-def test_linear_start_removes_the_softmax():
-  linear = build(linear_start_steps=1)
-  linear.eval()  # no training step yet: evaluation follows the first one, which is linear
-  linear_logits, linear_w = run(linear)
-  softmax_logits, softmax_w = run(build())
-  assert not np.allclose(linear_logits, softmax_logits, atol=1e-4)
-  # Hop 1 reads the same u and m: its linear weights are the logits whose softmax (over the
-  # non-empty slots) is the weight of the softmax model; empty slots get 0 in both.
-  np.testing.assert_allclose(jax.nn.softmax(linear_w[:, 0, :3]), softmax_w[:, 0, :3], atol=1e-5)
-  assert (linear_w[:, :, 3:] == 0).all()
-
-
-def test_linear_start_counts_training_steps_without_recompiling():
-  """Training steps 0, 1 are linear, 2 on softmax; evaluation follows the latest training step.
-  The count is the model's own state (not a parameter), so one compiled step serves all."""
-  model = build(linear_start_steps=2)
-  reference = build()  # the same parameters (same seed), always softmax
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  assert 'steps_seen' in rest and 'steps_seen' not in params
-
-  @functools.partial(jax.jit, static_argnums=1)
-  def call(rest, train):  # -> (logits, rest after the call)
-    m = nnx.merge(graphdef, params, rest, copy=True)
-    m.set_attributes(deterministic=not train)
-    return m(STORY, QUERY), nnx.split(m, nnx.Param, ...)[2]
-
-  reference.eval()
-  softmax = np.asarray(reference(STORY, QUERY))
-  is_softmax = lambda logits: np.allclose(logits, softmax, atol=1e-6)
-  trace = []
-  for _ in range(3):
-    evaluated, _ = call(rest, False)
-    trained, rest = call(rest, True)
-    trace.append((is_softmax(evaluated), is_softmax(trained)))
-  assert trace == [(False, False), (False, False), (False, True)]
-  assert is_softmax(call(rest, False)[0])  # after 3 steps, evaluation is softmax too
-  assert int(rest['steps_seen'][...]) == 3
-  assert call._cache_size() == 2  # one train step and one evaluation, whatever the count
-
-
-def test_random_noise_only_in_train_mode():
-  clean = build(random_noise=0.0)
-  noisy = build(random_noise=0.5)
-  clean.eval()
-  noisy.eval()
-  want = clean(STORY, QUERY)
-  np.testing.assert_array_equal(noisy(STORY, QUERY), want)  # eval: no noise
-  noisy.train()
-  a, b = noisy(STORY, QUERY), noisy(STORY, QUERY)
-  assert not np.allclose(a, want, atol=1e-5) and not np.allclose(a, b, atol=1e-5)
-  clean.train()
-  np.testing.assert_array_equal(clean(STORY, QUERY), want)  # no noise asked: train == eval
 
 
 def test_parameter_counts_follow_the_tying():
@@ -184,3 +142,227 @@ def test_overfits_a_tiny_batch():
   logits = model(story, query)
   assert float(optax.softmax_cross_entropy_with_integer_labels(logits, label).mean()) < 0.05
   np.testing.assert_array_equal(np.argmax(logits, -1), label)
+
+
+# ---- the forward pass, by hand ------------------------------------------------------------------
+def _position_encoding_by_hand(tokens: np.ndarray, d: int) -> np.ndarray:
+  """l_kj = (1 - j/J) - (k/d)(1 - 2j/J) per word j, feature k (from 1); J = real words; PAD: 0."""
+  out = np.zeros(tokens.shape + (d,))
+  for index in np.ndindex(tokens.shape[:-1]):
+    n_words = int((tokens[index] != 0).sum())
+    for j in range(1, n_words + 1):
+      for k in range(1, d + 1):
+        out[index + (j - 1, k - 1)] = (1 - j / n_words) - (k / d) * (1 - 2 * j / n_words)
+  return out
+
+
+def test_position_encoding_one_value_by_hand():
+  # J = 3 words, d = 4; word j = 2, feature k = 3: (1 - 2/3) - (3/4)(1 - 4/3) = 1/3 + 1/4 = 7/12
+  l = np.asarray(memory.position_encoding(jnp.array([[4, 5, 6, 0, 0]]), 4))[0]  # [W, d]
+  assert l[1, 2] == pytest.approx(7 / 12, abs=1e-6)
+
+
+def test_two_hops_equal_a_numpy_computation_with_adjacent_tying_and_temporal_encoding():
+  """Sec. 2: u^1 = B q, per hop m_i = A^k x_i + T_A^k(i), c_i = C^k x_i + T_C^k(i),
+  p = softmax(u^kᵀ m) over the non-empty slots, u^{k+1} = u^k + Σ p_i c_i; logits = W u^3; with
+  adjacent tying B = A^1, A^2 = C^1, Wᵀ = C^2 (the sums over words weighted by PE)."""
+  model = build(hops=2, tying='adjacent', encoding='position', temporal=True)
+  model.eval()
+  tables = np.asarray(model.tying.words[...], np.float64)  # [3, V, E]: the module's own weights
+  times = np.asarray(model.tying.times[...], np.float64)  # [3, M, E]
+  a = [tables[0], tables[1]]  # A^1, A^2 = C^1
+  c = [tables[1], tables[2]]  # C^1, C^2
+  t_a, t_c = [times[0], times[1]], [times[1], times[2]]  # T_A^2 = T_C^1 likewise
+  b, w = tables[0], tables[2]  # B = A^1, W = C^2ᵀ (the tables hold the paper's d x V matrices ᵀ)
+  story, query = np.asarray(STORY), np.asarray(QUERY)
+
+  def embed(tokens, table):  # Σ_j l_j ⊙ table[x_j]
+    return (_position_encoding_by_hand(tokens, E) * table[tokens]).sum(-2)
+
+  u = embed(query, b)  # [B, E]
+  filled = (story != 0).any(-1)  # [B, M]
+  for k in range(2):
+    m = embed(story, a[k]) + t_a[k]  # [B, M, E]
+    out = embed(story, c[k]) + t_c[k]
+    logits = np.where(filled, np.einsum('be,bme->bm', u, m), -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    u = u + np.einsum('bm,bme->be', p, out)
+  np.testing.assert_allclose(model(STORY, QUERY), u @ w.T, rtol=1e-4, atol=1e-5)
+
+
+# ---- random noise (sec. 4.1) --------------------------------------------------------------------
+def test_insert_empty_memories_moves_the_sentences_and_keeps_the_empties_readable():
+  story = np.zeros((2, 5, 2), np.int32)  # rows 0..2: sentences a, b, c (row 0 most recent)
+  story[:, :3, 0] = [4, 5, 6]
+  inserted = np.array([[1, 0, 1, 0, 1],   # before a and before c (row 4 holds no sentence)
+                       [1, 1, 1, 1, 1]], bool)  # before each: c moves past M = 5, dropped
+  moved, valid = memory.insert_empty_memories(jnp.asarray(story), jnp.asarray(inserted))
+  np.testing.assert_array_equal(np.asarray(moved)[:, :, 0], [[0, 4, 5, 0, 6], [0, 4, 0, 5, 0]])
+  np.testing.assert_array_equal(valid, [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+  _, valid = memory.insert_empty_memories(jnp.asarray(story), jnp.zeros((2, 5), bool))
+  np.testing.assert_array_equal(valid, [[1, 1, 1, 0, 0]] * 2)  # no noise: the story as it was
+
+
+def test_random_noise_empty_memories_get_attention_in_training_only():
+  clean, noisy = build(random_noise=0.0), build(random_noise=0.9)
+  clean.eval()
+  noisy.eval()
+  want, eval_weights = run(clean)
+  got, noisy_eval_weights = run(noisy)
+  np.testing.assert_array_equal(got, want)  # evaluation: no noise
+  np.testing.assert_array_equal(noisy_eval_weights, eval_weights)
+  assert ((eval_weights > 0).sum(-1) == 3).all()  # the 3 sentences; empty rows 3, 4 masked
+  noisy.train()
+  _, train_weights = run(noisy)  # [B, hops, M]
+  # Only 3 sentences per story: a slot beyond them with weight > 0 is an inserted empty memory.
+  read = (train_weights > 0).sum(-1)  # [B, hops]
+  assert read.max() > 3
+  np.testing.assert_allclose(train_weights.sum(-1), 1.0, atol=1e-5)
+  clean.train()
+  np.testing.assert_array_equal(run(clean)[0], want)  # no noise asked: train == eval
+
+
+# ---- linear start (sec. 4.2) --------------------------------------------------------------------
+def test_linear_start_weights_are_not_normalized_until_the_phase_ends():
+  linear, softmax = build(linear_start=True), build()  # same seed: the same parameters
+  linear.eval()
+  softmax.eval()
+  want_logits, want_weights = run(softmax)
+  logits, weights = run(linear)
+  assert (np.abs(weights.sum(-1) - 1.0) > 1e-2).all()  # [B, hops]: no softmax
+  # Hop 1 reads the same u and m: its linear weights are u·m, whose softmax over the non-empty
+  # slots is the softmax model's weights; empty slots get 0 in both.
+  np.testing.assert_allclose(jax.nn.softmax(weights[:, 0, :3]), want_weights[:, 0, :3], atol=1e-5)
+  assert (weights[:, :, 3:] == 0).all()
+  assert not np.allclose(logits, want_logits, atol=1e-4)
+  linear.start_phase[...] = False  # what the training loop does at the end of the phase
+  logits, weights = run(linear)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(logits, want_logits, atol=1e-6)
+  assert not hasattr(softmax, 'start_phase')  # no linear start: nothing for the loop to end
+
+
+def _where_is_task(num_train=64) -> Task:
+  def split(num, seed):
+    story, query, label = (np.asarray(x) for x in where_is(num, seed))
+    return [{'story': story[i], 'query': query[i], 'label': label[i]} for i in range(num)]
+
+  return Task(name='where_is', kind='qa',
+              splits={'train': split(num_train, 0), 'validation': split(32, 1),
+                      'test': split(32, 2)},
+              model_dims=dict(vocab_size=V, num_classes=V, memory_size=M, sentence_len=W))
+
+
+def _ls_config(steps=8):
+  """The bAbI recipe on the toy task, with lr 0 in linear start: its validation loss cannot fall,
+  so the second validation in the phase (step 4) ends it."""
+  return h.tiny_config(
+      'memn2n', steps=steps, model=dict(embed_dim=8, hops=2, linear_start=True, random_noise=0.1),
+      optimizer='sgd', momentum=0.0, lr=0.01, schedule='step', decay_every=6, decay_factor=0.5,
+      batch_cost='sum', clip_norm=40.0, clip_scope='matrix', log_every=1, eval_every=2,
+      checkpoint_every=2, start_phase=dict(lr=0.0, patience=1, max_steps=0))
+
+
+def _saved_state(workdir, config, task):
+  """(params, other) leaves of the last checkpoint, and the model's start_phase there."""
+  _, params, _, other = split_model(nnx.eval_shape(lambda: build_model(config, task)))
+  params, other = load_params(workdir / wd.CHECKPOINTS, params, other)
+  return jax.tree.leaves((params, other)), bool(other['start_phase'][...])
+
+
+@pytest.fixture(scope='module')
+def ls_full(tmp_path_factory):
+  """An uninterrupted run of _ls_config: (workdir, config, task)."""
+  config, task = _ls_config(), _where_is_task()
+  workdir = tmp_path_factory.mktemp('ls_full')
+  train_and_evaluate(config, workdir, task=task)
+  return workdir, config, task
+
+
+def test_linear_start_ends_when_the_validation_loss_stops_falling(ls_full):
+  workdir, config, task = ls_full
+  rows = wd.read_jsonl(workdir / wd.METRICS)
+  val = [(r['step'], r['loss']) for r in rows if r['split'] == 'validation' and 0 < r['step'] < 8]
+  assert [s for s, _ in val] == [2, 4, 6] and val[0][1] == val[1][1]  # lr 0: no change
+  # lr 0 while linear (steps 1-4), the schedule after: 0.01, halved at step 6 (decay_every 6)
+  lrs = [(r['step'], r['lr']) for r in rows if r['split'] == 'train']
+  np.testing.assert_allclose(lrs, [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0.01), (6, 0.01),
+                                   (7, 0.005), (8, 0.005)], rtol=1e-6)
+  assert val[2][1] != val[1][1]  # after the switch the model learns (and reads with softmax)
+  _, on = _saved_state(workdir, config, task)
+  assert not on  # the checkpointed model has its softmax back
+
+
+@pytest.mark.parametrize('killed_after', [3, 5])  # before / after the switch at step 4
+def test_linear_start_switch_survives_a_checkpoint_restore(ls_full, tmp_path, killed_after):
+  workdir, config, task = ls_full
+  cut = tmp_path / 'cut'
+  assert train_and_evaluate(config, cut, task=task, stop_after_step=killed_after) == {}
+  resumed = train_and_evaluate(config, cut, task=task)  # from checkpoint 2 or 4
+  want, _ = _saved_state(workdir, config, task)
+  got, on = _saved_state(cut, config, task)
+  assert not on and resumed['step'] == 8
+  for a, b in zip(want, got, strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert resumed['test'] == wd.read_json(workdir / wd.RESULTS)['test']
+
+
+# ---- the bAbI recipe (sec. 4.2) -----------------------------------------------------------------
+def test_config_is_the_papers_recipe_and_its_schedule_halves_every_25_epochs():
+  c = babi_memn2n.get_config('task_id=1')
+  assert (c.train.steps, c.train.decay_every, c.train.eval_every) == (2800, 700, 28)  # 28/epoch
+  assert (c.train.optimizer, c.train.momentum, c.train.batch_size, c.train.clip_norm) == (
+      'sgd', 0.0, 32, 40.0)
+  assert (c.model.hops, c.model.tying, c.model.encoding, c.model.embed_dim) == (
+      3, 'adjacent', 'position', 20)
+  assert c.model.linear_start and c.model.random_noise == 0.1 and c.train.start_phase.lr == 0.005
+  lr = optim.learning_rate(c.train)
+  for step in (0, 1, 699, 700, 1399, 1400, 2100, 2799):
+    assert float(lr(step)) == pytest.approx(0.01 * 0.5 ** (step // 700), rel=1e-6), step
+  joint = babi_memn2n.get_config('task_id=0')  # 18,000 questions: 562 steps an epoch
+  assert (joint.train.steps, joint.train.decay_every, joint.model.embed_dim) == (
+      60 * 562, 15 * 562, 50)
+
+
+# ---- joint training over the 20 tasks (real data) -----------------------------------------------
+@pytest.fixture(scope='module')
+def joint(data_dir, tmp_path_factory):
+  """The joint task (task_id=0) built from the real files: (task, raw folder)."""
+  root = os.path.join(data_dir, 'babi/en')
+  task = get_task({'name': 'babi', 'task_id': 0, 'unknown_words': 'unk', 'data_dir': root,
+                   'tfds_dir': str(tmp_path_factory.mktemp('tfds'))})
+  return task, root
+
+
+def test_joint_training_is_one_task_over_the_20(joint):
+  task, root = joint
+  sizes = {k: len(v) for k, v in task.splits.items()}
+  assert sizes == {'train': 18_000, 'validation': 2_000, 'test': 20_000,
+                   **{f'test_task{t}': 1_000 for t in range(1, 21)}}
+  questions = {t: babi.load_questions(root, t) for t in range(1, 21)}
+  words = {w for qs in questions.values() for q in qs['train']
+           for w in [x for s in q.story for x in s] + list(q.query) + [q.answer]}
+  assert len(task.vocab) == 4 + len(words)  # one vocabulary: specials + every train word
+  for t, index in ((1, 0), (8, 0), (20, 999)):  # each per-task split holds its task's questions
+    q, ex = questions[t]['test'][index], task.splits[f'test_task{t}'][index]
+    assert task.vocab.decode(ex['query']) == ' '.join(q.query)
+    assert task.vocab.decode(ex['story'][0]) == ' '.join(q.story[-1])
+    assert task.vocab[int(ex['label'])] in (q.answer, '<unk>')
+  val = task.splits['validation']  # 100 held out per task, in task order
+  for t in (1, 7, 20):
+    ex = val[(t - 1) * 100]
+    assert task.vocab.decode(ex['query']) in {' '.join(q.query) for q in questions[t]['train']}
+
+
+def test_joint_run_reports_the_test_error_of_each_task(joint, tmp_path):
+  task, _ = joint
+  config = babi_memn2n.get_config('task_id=0,size=tiny')
+  config.train.update(steps=2, eval_every=2, checkpoint_every=2)
+  config.eval.max_examples = 16
+  results = train_and_evaluate(config, tmp_path, task=task)
+  per_task = [results[f'test_task{t}']['accuracy'] for t in range(1, 21)]
+  assert all(0 <= a <= 1 for a in per_task)
+  # each task's own questions (its first 16): tasks differ, and the test split starts with task 1
+  assert results['test_task1'] != results['test_task2']
+  assert results['test_task1'] == results['test']

@@ -116,6 +116,47 @@ def test_se_weights_are_captured():
   assert all(((w > 0) & (w < 1)).all() for w in weights)
 
 
+def _branch(block, x):
+  """The residual branch F(x) = bn2(conv2(relu(bn1(conv1(x))))), without SE."""
+  return block.bn2(block.conv2(jax.nn.relu(block.bn1(block.conv1(x)))))
+
+
+def _shortcut(block, x):
+  return x if block.proj_conv is None else block.proj_bn(block.proj_conv(x))
+
+
+# Wrong wirings, from the pieces of a block: the SENet journal version's integration ablation
+# places SE after the addition (SE-POST) or on the identity branch (SE-Identity).
+WRONG_WIRINGS = {
+    'se_after_addition': lambda b, x: b.se(jax.nn.relu(_shortcut(b, x) + _branch(b, x))),
+    'se_on_shortcut': lambda b, x: jax.nn.relu(b.se(_shortcut(b, x)) + _branch(b, x)),
+}
+
+
+def _numpy_shortcut(block, x, stride):
+  """relu's argument with the branch gone: x, or BN(conv1x1 stride s (x)) with batch statistics."""
+  if block.proj_conv is None:
+    return x
+  y = x[:, ::stride, ::stride] @ np.asarray(block.proj_conv.kernel[...])[0, 0]  # [B, h/s, w/s, C]
+  mean, var = y.mean((0, 1, 2)), y.var((0, 1, 2))
+  return ((y - mean) / np.sqrt(var + 1e-5) * np.asarray(block.proj_bn.scale[...])
+          + np.asarray(block.proj_bn.bias[...]))
+
+
+@pytest.mark.parametrize('cin, cout, stride', [(8, 8, 1), (8, 16, 2)], ids=['identity', 'proj'])
+def test_se_sits_on_the_residual_branch_before_the_addition(cin, cout, stride):
+  """Hu et al. (2018), fig. 3: y = relu(shortcut(x) + SE(F(x))). With the SE gate forced to 0
+  (excitation bias -1e4, σ = 0) the block outputs relu(shortcut(x)); the wrong wirings do not."""
+  block = resnet.BasicBlock(cin, cout, stride, se_reduction=4, rngs=nnx.Rngs(0))  # train mode
+  x = np.asarray(jax.random.normal(jax.random.key(1), (4, 8, 8, cin)))  # [B, height, width, C]
+  expected = np.maximum(_numpy_shortcut(block, x, stride), 0.0)
+  assert np.abs(np.asarray(block(jnp.asarray(x))) - expected).max() > 0.1  # SE on: not vacuous
+  block.se.expand.bias[...] = jnp.full((cout,), -1e4)
+  np.testing.assert_allclose(block(jnp.asarray(x)), expected, rtol=1e-5, atol=1e-5)
+  for name, wrong in WRONG_WIRINGS.items():
+    assert np.abs(np.asarray(wrong(block, jnp.asarray(x))) - expected).max() > 0.1, name
+
+
 def test_se_resnet_small_overfits_a_tiny_batch():
   model = get_model('se_resnet_small', rngs=nnx.Rngs(0), num_classes=4, in_channels=3)
   x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))

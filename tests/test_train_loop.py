@@ -32,11 +32,11 @@ def test_seq2seq_run_writes_every_workdir_file(tmp_path):
   assert set(saved['versions']) >= {'python', 'jax', 'flax'}
   rows = wd.read_jsonl(tmp_path / wd.METRICS)
   assert [(r['step'], r['split']) for r in rows] == [
-      (2, 'train'), (3, 'train'), (3, 'validation'), (4, 'train'), (6, 'train'),
-      (6, 'validation'), (6, 'test')]
+      (0, 'validation'), (2, 'train'), (3, 'train'), (3, 'validation'), (4, 'train'),
+      (6, 'train'), (6, 'validation'), (6, 'test')]  # step 0: the untrained model
   assert all(np.isfinite(r['loss']) for r in rows)
   samples = wd.read_jsonl(tmp_path / wd.SAMPLES)
-  assert len(samples) == 3 * 3 and len(samples[0]['source']) == 5
+  assert len(samples) == 4 * 3 and len(samples[0]['source']) == 5
 
 
 def test_finished_run_is_not_redone(tmp_path):

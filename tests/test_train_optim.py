@@ -106,3 +106,63 @@ def test_rsqrt_scale_dim_and_no_warmup():
   params = {'w': jnp.zeros(1)}
   updates, _ = tx.update({'w': jnp.ones(1)}, tx.init(params), params)
   np.testing.assert_allclose(updates['w'], [-_vaswani(1)], rtol=1e-4)  # Adam's first step: -lr
+
+
+def test_step_schedule_is_a_staircase():
+  lr = optim.learning_rate(_cfg(schedule='step', lr=0.01, decay_every=700, decay_factor=0.5))
+  for step in (0, 699, 700, 1400, 2799):
+    assert float(lr(step)) == pytest.approx(0.01 * 0.5 ** (step // 700), rel=1e-6)
+  with pytest.raises(ValueError, match='train.decay_every'):
+    optim.learning_rate(_cfg(schedule='step'))
+
+
+def test_summed_batch_cost_scales_the_gradient_before_clipping():
+  params = {'w': jnp.zeros(2)}
+  cfg = _cfg(optimizer='sgd', lr=0.1, momentum=0.0, clip_norm=1.0, batch_size=4, batch_cost='sum')
+  tx = optim.make_optimizer(cfg)
+  small, _ = tx.update({'w': jnp.array([0.1, 0.0])}, tx.init(params), params)
+  np.testing.assert_allclose(small['w'], [-0.04, 0.0], rtol=1e-6)  # 4 x 0.1, unclipped, x lr
+  big, _ = tx.update({'w': jnp.array([0.3, 0.4])}, tx.init(params), params)  # x4: norm 2
+  np.testing.assert_allclose(big['w'], [-0.06, -0.08], rtol=1e-6)  # clipped to norm 1, x lr
+  with pytest.raises(ValueError, match='batch_cost'):
+    optim.make_optimizer(_cfg(batch_cost='average'))
+
+
+def test_matrix_clipping_clips_each_matrix_on_its_own():
+  grads = {'tables': jnp.stack([jnp.full((2, 2), 3.0), jnp.full((2, 2), 0.5)]),  # norms 6, 1
+           'vector': jnp.array([0.0, 4.0])}  # norm 4
+  params = jax.tree.map(jnp.zeros_like, grads)
+  tx = optim.make_optimizer(_cfg(optimizer='sgd', lr=1.0, momentum=0.0, clip_norm=2.0,
+                                 clip_scope='matrix'))
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates['tables'][0], -np.full((2, 2), 1.0), rtol=1e-6)  # 6 -> 2
+  np.testing.assert_allclose(updates['tables'][1], -np.full((2, 2), 0.5), rtol=1e-6)  # kept
+  np.testing.assert_allclose(updates['vector'], [0.0, -2.0], rtol=1e-6)
+  glob = optim.make_optimizer(_cfg(optimizer='sgd', lr=1.0, momentum=0.0, clip_norm=2.0))
+  scale = 2.0 / np.sqrt(36 + 1 + 16)  # one global norm scales every gradient alike
+  np.testing.assert_allclose(glob.update(grads, glob.init(params), params)[0]['vector'],
+                             [0.0, -4.0 * scale], rtol=1e-6)
+
+
+def test_start_phase_lr_then_the_schedule_and_its_plateau_rule():
+  cfg = _cfg(optimizer='sgd', lr=0.01, momentum=0.0, schedule='step', decay_every=1,
+             decay_factor=0.5, start_phase=ml_collections.ConfigDict(
+                 dict(lr=0.005, patience=2, max_steps=0)))
+  tx = optim.make_optimizer(cfg)
+  params, grads = {'w': jnp.zeros(1)}, {'w': jnp.ones(1)}
+  state = tx.init(params)
+  lrs = []
+  for losses in ([3.0], [2.0, 2.5], [1.0], [1.5, 1.7], [], []):  # validations between updates
+    for loss in losses:
+      state, ended = optim.after_validation(state, loss, cfg.start_phase.patience)
+    updates, state = tx.update(grads, state, params)
+    lrs.append(-float(updates['w'][0]))
+    assert float(optim.applied_lr(state, jnp.float32(-1.0))) == pytest.approx(lrs[-1])
+  # 2.5 is one validation without a new lowest (patience 2: on); 1.5, 1.7 are two: it ends, and
+  # the schedule continues at its count (3 updates done: 0.01 / 2^3)
+  np.testing.assert_allclose(lrs, [0.005, 0.005, 0.005, 0.01 / 8, 0.01 / 16, 0.01 / 32],
+                             rtol=1e-6)
+  assert ended and not bool(optim.start_phase(state).on)
+  same, ended = optim.after_validation(state, 0.1, 2)
+  assert same is state and not ended  # over: validations change nothing
+  assert optim.start_phase(optim.make_optimizer(_cfg()).init(params)) is None

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from attention_zoo.attention import captured
+from attention_zoo.attention import COMBINES, captured
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.specials import BOS, EOS, PAD
 from attention_zoo.models import decoding, get_model, registry, transformer
@@ -54,7 +54,7 @@ def fit(model, loss_of, steps: int, lr: float = 3e-3) -> tuple[float, float]:
 OPTIONS = ([dict(norm=n) for n in ('post', 'pre')]
            + [dict(positional=p) for p in ('sinusoidal', 'learned', 'rotary')]
            + [dict(score=s) for s in SCORES.names()]
-           + [dict(combine=c) for c in ('residual', 'gate', 'concat')]
+           + [dict(combine=c) for c in COMBINES.names()]
            + [dict(kernel='chunked'), dict(kernel='fused'), dict(share_embeddings=True, src=11),
               dict(tie_output=True)])
 
@@ -109,7 +109,11 @@ def test_sublayer_wiring(norm, combine):
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 8)))
   f = lambda h: (2.0 * h + 1.0, None)
   y, _ = sub(jnp.asarray(x), f)
-  meet = {'residual': lambda a, b: a + b, 'gate': lambda a, b: a / (1 + np.exp(-b))}
+  w_g = getattr(sub.combine, 'w_g', None)  # the gate's W_g [2F, F], b_g [F]
+  gate_of = lambda a, b: (np.concatenate([a, b], -1) @ np.asarray(w_g.kernel[...])
+                          + np.asarray(w_g.bias[...]))
+  gated = lambda a, b: a + b / (1 + np.exp(-gate_of(a, b)))  # x + σ(W_g [x; f] + b_g) ⊙ f
+  meet = {'residual': lambda a, b: a + b, 'gate': gated}
   if norm == 'post':  # LayerNorm(x + f(x)), Vaswani et al. sec. 3.1
     expected = _layer_norm(meet[combine](x, 2 * x + 1))
   else:  # x + f(LayerNorm(x))

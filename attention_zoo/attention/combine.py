@@ -1,10 +1,27 @@
-"""Combine: how an attention output f(x) meets the stream x it reads from.
+"""Combine: how a sublayer's output f meets the stream x it reads from.
 
-  residual: x + f(x)              (He et al. 2016; the Transformer, Vaswani et al. 2017)
-  gate:     x ⊙ σ(f(x))           (multiplicative gating, as in SE blocks, Hu et al. 2018)
-  concat:   tanh(W_c [c; h])      (Luong et al. 2015, eq. (5): the attentional hidden state)
+Every combine keeps the identity path x with weight 1, so that the combine axis isolates adding
+the branch against multiplying it by a learned gate before adding it:
 
-Every combine is a module `combine(x, fx) -> y`; make_combine(name, dim, rngs=...) builds one.
+  residual: y = x + dropout(f)                 (He et al. 2016; the Transformer, Vaswani et al.
+                                                2017, sec. 3.1 and 5.4 "residual dropout")
+  gate:     y = x + dropout(σ(W_g [x; f] + b_g) ⊙ f)
+                                               a learned gate on the branch: highway networks
+                                               (Srivastava et al. 2015) gate their transform,
+                                               squeeze-and-excitation (Hu et al. 2018, fig. 3)
+                                               scales its residual branch and keeps the addition
+
+A combine that drops x (e.g. y = x ⊙ σ(f)) is a different architecture, not a point on this axis;
+one may be added only under a name that says what it computes. Luong's h̃ = tanh(W_c [c; h]) is the
+seq2seq decoder's read-out layer, not a stream combine: it lives in models/seq2seq.py.
+
+Dropout: each combine owns the dropout of its branch and applies it to the branch as it is added,
+after the gate, so a dropped unit adds exactly 0 (y = x there). Dropout on f before a gate that
+reads f would change the gate of the kept units too. The rate is the block's `dropout_rate`; the
+mode (train / eval) is the module's, as for nnx.Dropout.
+
+Every combine is a module `combine(x, fx) -> y`, x, fx, y [..., F] (F the stream's width);
+make_combine(name, dim, dropout_rate=..., rngs=...) builds one.
 """
 
 from __future__ import annotations
@@ -20,44 +37,46 @@ COMBINES: Registry = Registry('combine')
 
 @COMBINES.register('residual')
 class Residual(nnx.Module):
-  """y = x + f(x)."""
+  """y = x + dropout(f). No parameters."""
 
-  def __init__(self, dim: int | None = None, *, rngs: nnx.Rngs | None = None):
-    del dim, rngs
+  def __init__(self, dim: int, *, dropout_rate: float = 0.0, rngs: nnx.Rngs):
+    del dim
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x: jax.Array, fx: jax.Array) -> jax.Array:
-    return x + fx
+    # x, fx [..., F] -> [..., F]
+    return x + self.dropout(fx)
 
 
 @COMBINES.register('gate')
 class Gate(nnx.Module):
-  """y = x ⊙ σ(f(x))."""
+  """y = x + dropout(g ⊙ f), g = σ(W_g [x; f] + b_g), W_g [2F, F], b_g [F].
 
-  def __init__(self, dim: int | None = None, *, rngs: nnx.Rngs | None = None):
-    del dim, rngs
+  The gate is elementwise and per position, and reads both the stream and the branch. It is not
+  exactly either paper's gate, by name: a highway layer (Srivastava et al. 2015, eq. 3) computes
+  T(x) from x alone and scales its carry by 1 - T (y = T ⊙ H + (1 - T) ⊙ x), where here the carry
+  keeps weight 1; SE (Hu et al. 2018, eq. 2-4) computes one gate per channel from the branch
+  pooled over space. What this combine shares with both is the multiplicative gate on the branch.
 
-  def __call__(self, x: jax.Array, fx: jax.Array) -> jax.Array:
-    return x * jax.nn.sigmoid(fx)
-
-
-@COMBINES.register('concat')
-class Concat(nnx.Module):
-  """Luong's attentional state h̃ = tanh(W_c [c; h]).
-
-  context c [..., c_dim], state h [..., h_dim] -> [..., out_dim].
+  b_g starts at 0 (W_g at flax's default lecun normal), so g starts centred on σ(0) = 0.5 with no
+  prior for or against the branch. Highway networks start b_T negative (-1 to -3) to favour the
+  carry path, because there the carry and the branch compete (weights 1 - T and T); here the
+  identity path always has weight 1, so a negative bias would only shrink the branch.
+  Parameters: 2F·F + F.
   """
 
-  def __init__(self, c_dim: int, h_dim: int | None = None, out_dim: int | None = None, *,
-               rngs: nnx.Rngs):
-    h_dim = c_dim if h_dim is None else h_dim
-    out_dim = h_dim if out_dim is None else out_dim
-    self.w_c = nnx.Linear(c_dim + h_dim, out_dim, use_bias=False, rngs=rngs)
+  def __init__(self, dim: int, *, dropout_rate: float = 0.0, rngs: nnx.Rngs):
+    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    self.w_g = nnx.Linear(2 * dim, dim, bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
-  def __call__(self, h: jax.Array, c: jax.Array) -> jax.Array:
-    # Called as combine(x=h, fx=c) like the others.
-    return jnp.tanh(self.w_c(jnp.concatenate([c, h], axis=-1)))
+  def __call__(self, x: jax.Array, fx: jax.Array) -> jax.Array:
+    # x, fx [..., F] -> [..., F]
+    g = jax.nn.sigmoid(self.w_g(jnp.concatenate([x, fx], axis=-1)))  # [..., F]
+    return x + self.dropout(g * fx)
 
 
-def make_combine(name: str, dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
-  """The combine registered as `name` for a stream of width `dim` (ValueError if unknown)."""
-  return COMBINES.get(name)(dim, rngs=rngs)
+def make_combine(name: str, dim: int, *, dropout_rate: float = 0.0,
+                 rngs: nnx.Rngs) -> nnx.Module:
+  """The combine registered as `name` for a stream of width `dim` whose branch is dropped at
+  `dropout_rate` in train mode (ValueError if the name is unknown)."""
+  return COMBINES.get(name)(dim, dropout_rate=dropout_rate, rngs=rngs)

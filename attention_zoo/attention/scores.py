@@ -13,6 +13,12 @@ References:
   dot:        Luong et al. (2015): qᵀ k.
   general:    Luong et al. (2015): qᵀ W k.
   scaled_dot: Vaswani et al. (2017), eq. (1): qᵀ k / √D.
+`additive` and `concat` are the same function class under two parametrizations, kept as documented
+aliases: W [q; k] = W_q q + W_k k with W = [W_q; W_k] (W_q, W_k the row blocks of W). They differ
+only in initialization: concat's one W has fan-in Dq + Dk where additive's W_q and W_k have Dq and
+Dk (lecun normal), so concat's pre-tanh sum starts with less variance (half when Dq = Dk and q, k
+have equal variance). What differs between Bahdanau and Luong is which decoder state queries
+(s_{t-1} or h_t, models/seq2seq.py), not the score.
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ class GeneralScore(Score):
 
 @SCORES.register('additive')
 class AdditiveScore(Score):
-  """Bahdanau score: s(q, k) = vᵀ tanh(W_q q + W_k k)."""
+  """Bahdanau score: s(q, k) = vᵀ tanh(W_q q + W_k k). The same function class as `concat` (see
+  the module doc): W_q, W_k are concat's W split into its query and key rows."""
 
   def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
                rngs: nnx.Rngs):
@@ -130,7 +137,8 @@ class AdditiveScore(Score):
 
 @SCORES.register('concat')
 class ConcatScore(Score):
-  """Luong concat score: s(q, k) = vᵀ tanh(W [q; k]), W [(Dq + Dk), A].
+  """Luong concat score: s(q, k) = vᵀ tanh(W [q; k]), W [(Dq + Dk), A]. The same function class
+  as `additive` (see the module doc); it differs only by initializing W as one matrix.
 
   W [q; k] is computed as W[:Dq]ᵀ q + W[Dq:]ᵀ k, which is the same number without building the
   [B, Q, K, N, Dq + Dk] concatenation.

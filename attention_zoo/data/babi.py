@@ -10,15 +10,22 @@ Words are lowercased with '.' and '?' removed; an answer such as "n,w" or "apple
 The vocabulary is built from the train file; a test word missing from it is an error, or, with
 unknown_words='unk', becomes UNK (the count is logged). Task 8 needs 'unk': one test answer,
 "football,apple,milk", never occurs in its train file.
-Splits: validation = num_validation train questions drawn with np.random.default_rng(split_seed);
-train = the rest; test = the test file.
+Splits: validation = num_validation train questions drawn with np.random.default_rng(split_seed)
+(100 of the 1,000: the 10% Sukhbaatar et al. 2015 hold out, sec. 4.2); train = the rest;
+test = the test file.
+
+Joint training (task_id=0, Sukhbaatar et al. 2015, sec. 4.2 and 5): the 20 tasks at once, one
+vocabulary from the 20 train files; train, validation and test are the unions of the tasks'
+splits (each task's validation drawn as above), in task order; and 20 more splits,
+test_task1 .. test_task20, each one task's test questions (views of `test`), so that one run
+reports the test error per task (the loop's final evaluation covers every split but train).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from absl import logging
 import numpy as np
@@ -57,9 +64,10 @@ def parse_file(path: str) -> list[Question]:
         story = []
       if '\t' in text:
         parts = text.split('\t')
-        if len(parts) != 3 or not parts[1].strip():
+        if (len(parts) != 3 or not parts[1].strip()
+            or not all(s.isdigit() for s in parts[2].split())):
           raise ValueError(f'{path}:{lineno}: a question line needs "question<TAB>answer<TAB>'
-                           f'supporting ids", got {line!r}')
+                           f'supporting line ids (numbers)", got {line!r}')
         q, a, sup = parts
         questions.append(Question(tuple(story), _words(q), a.strip().lower(),
                                   tuple(int(s) for s in sup.split())))
@@ -78,6 +86,38 @@ def task_file(data_dir: str, task_id: int, split: str) -> str:
 
 def load_questions(data_dir: str, task_id: int) -> dict[str, list[Question]]:
   return {s: parse_file(task_file(data_dir, task_id, s)) for s in ('train', 'test')}
+
+
+TASK_IDS = tuple(range(1, 21))
+JOINT = 0  # task_id of joint training over TASK_IDS
+
+
+def task_ids(task_id: int) -> tuple[int, ...]:
+  """The bAbI tasks of option task_id: (task_id,), or all 20 for JOINT."""
+  return TASK_IDS if task_id == JOINT else (task_id,)
+
+
+def per_task_split(task_id: int) -> str:
+  """The name of one task's test split in a joint task."""
+  return f'test_task{task_id}'
+
+
+class Rows(Sequence):
+  """Rows [start, stop) of a split, read through it (random access, `read_batch`)."""
+
+  def __init__(self, source, start: int, stop: int):
+    self.source, self.start, self.stop = source, start, stop
+
+  def __len__(self) -> int:
+    return self.stop - self.start
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < len(self):
+      raise IndexError(f'index {index} out of range for {len(self)} rows')
+    return self.source[self.start + index]
+
+  def read_batch(self, indices):
+    return self.source.read_batch(np.asarray(indices, np.int64) + self.start)
 
 
 def _texts(q: Question, memory_size: int):
@@ -100,26 +140,29 @@ class AzBabi(ArrayBuilder):
 
   @classmethod
   def generate(cls, o, manual_dir):
-    qs = load_questions(manual_dir, o['task_id'])
-    vocab = Vocab(sorted({w for q in qs['train'] for w in _texts(q, len(q.story))}), level='word')
-    test_file = task_file(manual_dir, o['task_id'], 'test')
+    tasks = {t: load_questions(manual_dir, t) for t in task_ids(o['task_id'])}
+    vocab = Vocab(sorted({w for qs in tasks.values() for q in qs['train']
+                          for w in _texts(q, len(q.story))}), level='word')
     unknown = 0
-    for i, q in enumerate(qs['test']):
-      missing = [w for w in _texts(q, o['memory_size']) if w not in vocab.tokens]
-      if missing and o['unknown_words'] == 'error':
-        raise ValueError(f'bAbI {test_file}: question {i + 1} uses words not in the train '
-                         f'vocabulary: {sorted(set(missing))}; pass unknown_words="unk" to map '
-                         'them to <unk>')
-      unknown += len(missing)
+    for t, qs in tasks.items():
+      for i, q in enumerate(qs['test']):
+        missing = [w for w in _texts(q, o['memory_size']) if w not in vocab.tokens]
+        if missing and o['unknown_words'] == 'error':
+          raise ValueError(f'bAbI {task_file(manual_dir, t, "test")}: question {i + 1} uses words '
+                           f'not in the train vocabulary: {sorted(set(missing))}; pass '
+                           'unknown_words="unk" to map them to <unk>')
+        unknown += len(missing)
     if unknown:
       logging.warning('bAbI task %d: %d test tokens not in the train vocabulary -> <unk>',
                       o['task_id'], unknown)
     unk = o['unknown_words'] == 'unk'
-    order = np.random.default_rng(o['split_seed']).permutation(len(qs['train']))
-    val = set(order[:o['num_validation']].tolist())
-    splits = {'train': [q for i, q in enumerate(qs['train']) if i not in val],
-              'validation': [q for i, q in enumerate(qs['train']) if i in val],
-              'test': qs['test']}
+    splits = {'train': [], 'validation': [], 'test': []}
+    for qs in tasks.values():
+      order = np.random.default_rng(o['split_seed']).permutation(len(qs['train']))
+      val = set(order[:o['num_validation']].tolist())
+      splits['train'] += [q for i, q in enumerate(qs['train']) if i not in val]
+      splits['validation'] += [q for i, q in enumerate(qs['train']) if i in val]
+      splits['test'] += qs['test']
     M, W = o['memory_size'], o['sentence_len']
 
     def row(words, width, what):
@@ -146,12 +189,13 @@ class AzBabi(ArrayBuilder):
         story[r] = row(sentence, W, 'sentence')
       return {'story': story, 'query': row(q.query, W, 'query'), 'label': label}
 
-    return {name: map(encode, items) for name, items in splits.items()}, {'vocab': vocab.to_json()}
+    meta = {'vocab': vocab.to_json(), 'test_sizes': [len(qs['test']) for qs in tasks.values()]}
+    return {name: map(encode, items) for name, items in splits.items()}, meta
 
 
 def _data_sizes(data_dir: str, task_id: int, memory_size: int) -> tuple[int, int]:
   """(longest sentence or query in words, longest flat story + BOS + query) over both files."""
-  qs = [q for v in load_questions(data_dir, task_id).values() for q in v]
+  qs = [q for t in task_ids(task_id) for v in load_questions(data_dir, t).values() for q in v]
   width = max(max((len(s) for q in qs for s in q.story[-memory_size:]), default=0),
               max(len(q.query) for q in qs))
   flat = max(len(_flat_tokens(q, memory_size)) + 1 + len(q.query) for q in qs)
@@ -163,9 +207,12 @@ def babi(task_id: int = 1, memory_size: int = 50, sentence_len: int | None = Non
          flat: bool = False, max_length: int | None = None, num_validation: int = 100,
          split_seed: int = 0, unknown_words: str = 'error', data_dir: str | None = None,
          tfds_dir: str | None = None) -> Task:
-  """bAbI 1k task `task_id` (1-20). sentence_len / max_length None: the longest in the data."""
-  if not 1 <= task_id <= 20:
-    raise ValueError(f'task babi: task_id must be in 1..20, got {task_id}')
+  """bAbI 1k task `task_id` (1-20), or the 20 at once (task_id=0: joint training, with the
+  per-task test splits test_task1..20). sentence_len / max_length None: the longest in the data.
+  """
+  if task_id != JOINT and task_id not in TASK_IDS:
+    raise ValueError(f'task babi: task_id must be in 1..20, or 0 for all 20 (joint training), '
+                     f'got {task_id}')
   if unknown_words not in ('error', 'unk'):
     raise ValueError(f"task babi: unknown_words must be 'error' or 'unk', got {unknown_words!r}")
   data_dir = resolve_data_dir(data_dir, 'babi/en', 'babi')
@@ -180,6 +227,10 @@ def babi(task_id: int = 1, memory_size: int = 50, sentence_len: int | None = Non
                                  unknown_words=unknown_words)
   splits, meta = build(AzBabi, options, tfds_dir=tfds_dir, manual_dir=data_dir)
   vocab = Vocab.from_json(meta['vocab'])
+  if task_id == JOINT:
+    ends = np.cumsum(meta['test_sizes']).tolist()
+    for t, start, stop in zip(TASK_IDS, [0] + ends[:-1], ends):
+      splits[per_task_split(t)] = Rows(splits['test'], start, stop)
   dims = {'vocab_size': len(vocab), 'num_classes': len(vocab)}
   if flat:
     return Task(name='babi', kind='classify', splits=splits, model_dims=dims, vocab=vocab,

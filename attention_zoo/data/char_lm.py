@@ -10,12 +10,11 @@ kind 'lm': inputs [L] int32, targets [L] int32.
 
 from __future__ import annotations
 
-import gzip
 import os
 
 import numpy as np
 
-from attention_zoo.data import metrics
+from attention_zoo.data import files, metrics
 from attention_zoo.data.base import Task
 from attention_zoo.data.builder import ArrayBuilder, build, resolve_data_dir
 from attention_zoo.data.registry import register_task
@@ -27,8 +26,7 @@ FRACTIONS = {'train': (0.0, 0.9), 'validation': (0.9, 0.95), 'test': (0.95, 1.0)
 def read_text(path: str) -> str:
   if not os.path.exists(path):
     raise ValueError(f'char_lm: file {path} does not exist')
-  opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'rt', encoding='utf-8') as f:
+  with files.open_file(path, 'rt', encoding='utf-8') as f:
     return f.read()
 
 

@@ -10,12 +10,11 @@ kind 'classify': inputs float32 [28, 28, 1] in [0, 1] (stored as uint8), label [
 
 from __future__ import annotations
 
-import gzip
 import os
 
 import numpy as np
 
-from attention_zoo.data import metrics
+from attention_zoo.data import files, metrics
 from attention_zoo.data.base import Task
 from attention_zoo.data.builder import ArrayBuilder, build, resolve_data_dir
 from attention_zoo.data.registry import register_task
@@ -27,8 +26,7 @@ def read_idx(path: str, magic: int) -> np.ndarray:
   """uint8 array of an IDX file (.gz or raw): [count, rows, cols] for 2051, [count] for 2049."""
   if not os.path.exists(path):
     raise ValueError(f'MNIST: file {path} does not exist')
-  opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'rb') as f:
+  with files.open_file(path, 'rb') as f:
     data = f.read()
   ndim = {2051: 3, 2049: 1}[magic]
   header = np.frombuffer(data[:4 + 4 * ndim], '>u4') if len(data) >= 4 + 4 * ndim else None

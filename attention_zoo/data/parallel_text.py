@@ -34,7 +34,6 @@ predictions against the raw target lines of validation and test (see pairs.seq2s
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import os
 from typing import Any, Sequence
@@ -42,7 +41,7 @@ from typing import Any, Sequence
 from absl import logging
 import numpy as np
 
-from attention_zoo.data import pairs, tokenizers
+from attention_zoo.data import files, pairs, tokenizers
 from attention_zoo.data.base import Task
 from attention_zoo.data.builder import build, memo_json, resolve_data_dir
 from attention_zoo.data.registry import register_task
@@ -60,10 +59,10 @@ _LATE = ('max_source_len', 'max_target_len', 'references', 'data_dir')
 
 def read_lines(path: str) -> list[str]:
   """The lines of a text file (gzip when it ends in .gz) without their line breaks; bytes that
-  are not UTF-8 raise ValueError naming file:line."""
-  opener = gzip.open if path.endswith('.gz') else open
+  are not UTF-8 raise ValueError naming file:line, a cut-short or corrupt .gz one naming the
+  file (files.open_file)."""
   out = []
-  with opener(path, 'rb') as f:
+  with files.open_file(path, 'rb') as f:
     for lineno, raw in enumerate(f, 1):
       try:
         out.append(raw.decode('utf-8').rstrip('\r\n'))

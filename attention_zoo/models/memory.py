@@ -1,22 +1,34 @@
 """End-to-end memory network (Sukhbaatar, Szlam, Weston, Fergus 2015, "End-To-End Memory Networks").
 
-Per hop k = 1..hops, with story sentences x_i (memory slot i, row 0 = most recent), state u^k:
-  m_i = Σ_j l_j ⊙ A^k x_ij + T_A^k(i)        input memory   (section 2.1, 4.1)
+Per hop k = 1..hops (section 2.1-2.2), with story sentences x_i (memory slot i, row 0 = the most
+recent) and state u^k:
+  m_i = Σ_j l_j ⊙ A^k x_ij + T_A^k(i)        input memory   (eq. 1 with PE and TE, section 4.1)
   c_i = Σ_j l_j ⊙ C^k x_ij + T_C^k(i)        output memory
-  p_i = softmax_i(u^kᵀ m_i)                 dot-score attention over the non-empty slots
-  o^k = Σ_i p_i c_i,    u^{k+1} = u^k + o^k   (layer-wise tying: u^{k+1} = H u^k + o^k)
-  u^1 = Σ_j l_j ⊙ B q_j,    answer logits = W u^{hops+1}
-Encodings: 'bow' l_j = 1; 'position' l_kj = (1 - j/J) - (k/d)(1 - 2j/J) (the paper's eq. in
-section 4.1: J = words in the sentence, d = E = embed_dim, word j and feature k from 1). PAD
-words (0) count for nothing.
-Temporal encoding (TE): learned T_A, T_C [M, E] rows added per slot. Random noise (RN, train mode
-only): before each slot an empty memory is inserted with probability `random_noise`, shifting
-the temporal index of the older slots (slots shifted past M fall out of memory).
-Linear start (LS, section 4.2): for the first `linear_start_steps` training steps the softmax is
-removed (p_i = u^kᵀ m_i on non-empty slots). The model counts its own train-mode calls (one per
-training step) in `steps_seen`, an nnx.Variable that is not a parameter: it is checkpointed with
-the model's other state, and the choice linear / softmax is a traced `jnp.where`, so the switch
-needs no recompilation. Evaluation follows the latest training step (linear during linear start).
+  p_i = softmax_i(u^kᵀ m_i)                 eq. (1): dot-score attention over the memories
+  o^k = Σ_i p_i c_i                         eq. (2)
+  u^{k+1} = u^k + o^k                       section 2.2 (layer-wise tying: u^{k+1} = H u^k + o^k)
+  u^1 = Σ_j l_j ⊙ B q_j,   â = softmax(W u^{hops+1})   eq. (3); the model returns the logits
+Encodings (section 4.1): 'bow' l_j = 1; 'position' l_kj = (1 - j/J) - (k/d)(1 - 2j/J), J = words
+in the sentence, d = E = embed_dim, word j and feature k from 1. PAD words (the paper's null
+symbol, whose embedding is zero) count for nothing. (The authors' MATLAB code uses another
+form, l_kj = 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ) with J the padded width; we use the paper's.)
+Temporal encoding (TE): learned T_A, T_C [M, E] rows added per slot.
+Slots that hold no sentence (the story is shorter than M) are masked out of the softmax. (In the
+authors' code they are zero memories that do take part in the softmax.)
+
+Random noise (RN, section 4.1: "at training time we can randomly add 10% of empty memories to
+the stories"; train mode only): before each real sentence an empty memory is inserted with
+probability `random_noise`, so the sentences move to older slots (those moved past M fall out).
+An inserted empty memory is a slot like any other: m_i = T_A(i), c_i = T_C(i), and it takes part
+in the softmax (`insert_empty_memories`). (The authors' code inserts U{0..ceil(n/10)} blanks into
+a story of n sentences and only shifts the sentences' time indices: their blanks hold no slot.)
+
+Linear start (LS, section 4.2): with `linear_start=True` the model begins without the memory
+softmax, p_i = u^kᵀ m_i on the non-empty slots, until the training loop ends its start phase
+(config.train.start_phase: when the validation loss stops falling). The switch is the model's
+`start_phase`, a bool nnx.Variable that is not a parameter: it is checkpointed with the model's
+other state, and the choice linear / softmax is a traced `jnp.where`, so the switch needs no
+recompilation. Evaluation follows it (linear while the start phase is on).
 
 Shapes: B batch, M memory slots, W words per sentence, E embedding dim (the paper's d), V
 vocabulary; hops and classes are written in full.
@@ -52,6 +64,26 @@ def position_encoding(tokens: jax.Array, embed_dim: int) -> jax.Array:
 
 
 ENCODINGS = {'bow': bag_of_words, 'position': position_encoding}
+
+
+def insert_empty_memories(story: jax.Array, inserted: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Random noise: story [B, M, W] (row 0 = most recent), inserted [B, M] bool (an empty memory
+  goes right before real sentence r, i.e. on its more recent side, where inserted[:, r]; ignored
+  on empty rows) -> (story [B, M, W] with the sentences moved to older slots, valid [B, M]).
+
+  Sentence r moves to slot r + Σ_{r' <= r} inserted[r'] (dropped past M); valid is True on the
+  moved sentences and on the inserted empty memories: the slots a softmax reads.
+  """
+  batch, memory_size = inserted.shape
+  real = jnp.any(story != PAD, axis=-1)  # [B, M]
+  inserted = inserted & real
+  target = jnp.arange(memory_size) + jnp.cumsum(inserted, axis=1)  # [B, M] new slot of row r
+  rows = jnp.arange(batch)[:, None]  # [B, 1]
+  to = jnp.where(real, target, memory_size)  # [B, M]; M: dropped
+  moved = jnp.zeros_like(story).at[rows, to].set(story, mode='drop')  # [B, M, W]
+  valid = jnp.zeros((batch, memory_size), bool).at[rows, to].set(True, mode='drop')
+  empty = jnp.where(inserted, target - 1, memory_size)  # [B, M] slot of each inserted memory
+  return moved, valid.at[rows, empty].set(True, mode='drop')
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...]) -> nnx.Param:
@@ -117,8 +149,9 @@ class LayerwiseTying(nnx.Module):
 TYING = {'adjacent': AdjacentTying, 'layerwise': LayerwiseTying}
 
 
-class StepCount(nnx.Variable):
-  """A count the model keeps of itself (not a parameter, never trained)."""
+class StartPhase(nnx.Variable):
+  """True while the model is in its start phase (linear start); not a parameter, never trained:
+  the training loop ends the phase (see attention_zoo.train.loop)."""
 
 
 @register_model('memn2n')
@@ -127,26 +160,28 @@ class MemN2N(nnx.Module):
 
   Args:
     vocab_size, num_classes, memory_size, sentence_len: task sizes (V, classes, M, W).
-    embed_dim: E, the paper's d (20 in its bAbI experiments). hops: 3 in the paper.
+    embed_dim: E, the paper's d (20 in its bAbI experiments, 50 for joint training).
+    hops: 3 in the paper.
     tying: a name in TYING ('adjacent', 'layerwise').
     encoding: a name in ENCODINGS ('bow', 'position').
     temporal: add the learned temporal encodings T_A, T_C.
-    linear_start_steps: training steps without the memory softmax (linear start; 0 = off).
-    random_noise: fraction of empty memories inserted in train mode (rng stream 'noise').
+    linear_start: begin without the memory softmax (LS); the model then has `start_phase`, which
+      the training loop sets False when config.train.start_phase says (e.g. on a validation
+      plateau). False: softmax from the start, and no `start_phase`.
+    random_noise: probability of an empty memory before each sentence in train mode (RN; the
+      rng stream 'noise').
     capture_weights: sow the per-hop weights [B, hops, M] as nnx.Intermediate
       'attention_weights'.
   """
 
   def __init__(self, vocab_size: int, num_classes: int, memory_size: int, sentence_len: int, *,
                embed_dim: int = 20, hops: int = 3, tying: str = 'adjacent',
-               encoding: str = 'position', temporal: bool = True, linear_start_steps: int = 0,
+               encoding: str = 'position', temporal: bool = True, linear_start: bool = False,
                random_noise: float = 0.1, capture_weights: bool = False, rngs: nnx.Rngs):
     if hops < 1:
       raise ValueError(f'memn2n: hops must be >= 1, got {hops}')
     if not 0.0 <= random_noise < 1.0:
       raise ValueError(f'memn2n: random_noise must be in [0, 1), got {random_noise}')
-    if linear_start_steps < 0:
-      raise ValueError(f'memn2n: linear_start_steps must be >= 0, got {linear_start_steps}')
     self.encode = choose(ENCODINGS, encoding, 'sentence encoding')
     self.tying = choose(TYING, tying, 'tying')(vocab_size, num_classes, memory_size, embed_dim,
                                                hops, temporal, rngs=rngs)
@@ -154,35 +189,22 @@ class MemN2N(nnx.Module):
     self.kernel = get_kernel('dense')
     self.memory_size, self.sentence_len, self.embed_dim = memory_size, sentence_len, embed_dim
     self.hops, self.temporal, self.random_noise = hops, temporal, random_noise
-    self.linear_start_steps, self.capture_weights = linear_start_steps, capture_weights
+    self.capture_weights = capture_weights
     self.deterministic = False  # train mode, like nnx.Dropout; model.eval() sets True
     self.noise_rngs = rngs['noise'].fork()
-    self.steps_seen = StepCount(jnp.zeros((), jnp.int32))  # train-mode calls so far
-
-  def _linear(self) -> jax.Array | None:
-    """Counts a train-mode call; -> is this call in linear start? (a traced bool; None when
-    linear start is off). Training step s (from 0) is linear iff s < linear_start_steps;
-    evaluation follows the latest training step (the first one before any)."""
-    seen = self.steps_seen[...]
-    if not self.deterministic:
-      self.steps_seen[...] = seen + 1
-    if self.linear_start_steps == 0:
-      return None
-    step = jnp.maximum(seen - 1, 0) if self.deterministic else seen
-    return step < self.linear_start_steps
+    if linear_start:
+      self.start_phase = StartPhase(jnp.asarray(True))  # True: no memory softmax yet
 
   def _embed(self, tokens: jax.Array, table: jax.Array) -> jax.Array:
     # tokens [..., W], table [V, E] -> Σ_j l_j ⊙ table[x_j]  [..., E]
     return jnp.sum(self.encode(tokens, self.embed_dim) * table[tokens], axis=-2)
 
-  def _time_index(self, batch: int) -> tuple[jax.Array, jax.Array]:
-    """Temporal index of each slot [B, M] and whether it is still in memory [B, M] (RN)."""
-    index = jnp.broadcast_to(jnp.arange(self.memory_size), (batch, self.memory_size))
+  def _memories(self, story: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """-> (story [B, M, W], valid slots [B, M]): as given in eval mode; with RN in train mode."""
     if self.deterministic or self.random_noise == 0.0:
-      return index, jnp.ones(index.shape, bool)
-    inserted = jax.random.bernoulli(self.noise_rngs(), self.random_noise, index.shape)  # [B, M]
-    index = index + jnp.cumsum(inserted, axis=1)
-    return jnp.minimum(index, self.memory_size - 1), index < self.memory_size
+      return story, jnp.any(story != PAD, axis=-1)
+    inserted = jax.random.bernoulli(self.noise_rngs(), self.random_noise, story.shape[:2])
+    return insert_empty_memories(story, inserted)
 
   def __call__(self, story: jax.Array, query: jax.Array) -> jax.Array:
     """story [B, M, W], query [B, W] int (PAD = 0) -> answer logits [B, classes]."""
@@ -191,10 +213,9 @@ class MemN2N(nnx.Module):
         batch, self.sentence_len):
       raise ValueError(f'memn2n: expected story [B, {self.memory_size}, {self.sentence_len}] and '
                        f'query [B, {self.sentence_len}], got {story.shape} and {query.shape}')
-    time_index, kept = self._time_index(batch)  # [B, M]
-    valid = jnp.any(story != PAD, axis=-1) & kept  # [B, M]: non-empty slots
+    story, valid = self._memories(story)  # [B, M, W], [B, M]
     mask = padding_mask(valid)  # [B, 1, 1, M]
-    linear = self._linear()  # None, or a traced bool
+    linear = self.start_phase[...] if hasattr(self, 'start_phase') else None  # traced bool
     u = self._embed(query, self.tying.query_table())  # [B, E]
     hop_weights = []
     for k in range(self.hops):
@@ -202,7 +223,7 @@ class MemN2N(nnx.Module):
       m = self._embed(story, table_a)  # [B, M, E]
       c = self._embed(story, table_c)  # [B, M, E]
       if self.temporal:
-        m, c = m + time_a[time_index], c + time_c[time_index]  # [B, M, E]
+        m, c = m + time_a[None], c + time_c[None]  # slot i gets T(i): [B, M, E]
       q, keys, values = u[:, None, None], m[:, :, None], c[:, :, None]  # [B, 1|M, 1, E]
       o, p = self.kernel(self.score, q, keys, values, mask, return_weights=True)
       o, p = o[:, 0, 0], p[:, 0, 0]  # [B, E], [B, M]
@@ -216,4 +237,3 @@ class MemN2N(nnx.Module):
       hop_weights = jnp.stack(hop_weights, axis=1)  # [B, hops, M]
       self.sow(nnx.Intermediate, 'attention_weights', hop_weights)
     return self.tying.answer(u)  # [B, classes]
-

@@ -74,7 +74,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_zoo.attention import Attention, Concat, padding_mask
+from attention_zoo.attention import Attention, padding_mask
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.models import decoding
 from attention_zoo.models.registry import register_model
@@ -191,15 +191,33 @@ class BahdanauStep(AttentionStep):
     return {'carry': carry, 's': s}, jnp.concatenate([s, c], axis=-1), w
 
 
+class AttentionalState(nnx.Module):
+  """Luong et al. (2015), eq. 5: the attentional hidden state h̃_t = tanh(W_c [c_t; h_t]), W_c
+  [K + F, F], no bias (as eq. 5 writes it). A read-out layer: h̃_t feeds p(y_t) = softmax(W_s h̃_t)
+  (eq. 6) and, with input feeding, the next step's input. It is not a stream combine (those keep
+  the identity path, see attention.combine): h_t reaches the output only through W_c and tanh.
+
+  context c [B, K], state h [B, F] -> h̃ [B, F].
+  """
+
+  def __init__(self, key_dim: int, hidden: int, *, rngs: nnx.Rngs):
+    self.w_c = nnx.Linear(key_dim + hidden, hidden, use_bias=False, rngs=rngs)
+
+  def __call__(self, h: jax.Array, c: jax.Array) -> jax.Array:
+    return jnp.tanh(self.w_c(jnp.concatenate([c, h], axis=-1)))  # [B, F]
+
+
 class LuongStep(AttentionStep):
   """h_t = cell(h_{t-1}, [x_t; h̃_{t-1}]) (input feeding; x_t alone without it);
-  c_t = attn(h_t, h_{1..S}); read-out features h̃_t = tanh(W_c [c_t; h_t]).
+  c_t = attn(h_t, h_{1..S}); read-out features h̃_t = tanh(W_c [c_t; h_t]) (AttentionalState).
   With input feeding the state carries h̃_{t-1} (h̃_0 = 0)."""
 
   def __init__(self, hidden: int, key_dim: int, *, input_feeding: bool, rngs: nnx.Rngs,
                **attention):
     super().__init__(hidden, key_dim, rngs=rngs, **attention)
-    self.combine = Concat(key_dim, hidden, hidden, rngs=rngs)
+    # Named `combine` so that the parameter path decoder_step/combine/w_c of checkpoints written
+    # before stays valid; it is the eq. 5 read-out layer, not a combine of attention.combine.
+    self.combine = AttentionalState(key_dim, hidden, rngs=rngs)
     self.input_feeding = input_feeding
     self.cell_extra, self.feature_dim = (hidden if input_feeding else 0), hidden
 

@@ -2,7 +2,7 @@
 
 Vaswani et al. (2017), "Attention Is All You Need". The blocks (norm placement, layers, stacks)
 live in transformer_blocks.py; attention itself is attention_zoo.attention.MultiHeadAttention, so
-score ('scaled_dot', 'additive', ...), kernel and combine ('residual', 'gate', ...) are options.
+score ('scaled_dot', 'additive', ...), kernel and combine ('residual', 'gate') are options.
 Every constructor takes the options of its layers once, as `**block` -> BlockOptions.
 
 Shapes: B batch, S source length, T target length, L length, P prompt length, F features

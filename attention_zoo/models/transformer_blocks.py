@@ -2,9 +2,11 @@
 
 Vaswani et al. (2017), "Attention Is All You Need", sec. 3: each sublayer f (self-attention,
 source-target attention, position-wise FFN) meets its input stream x through
-  post-norm (the paper):  y = LayerNorm(combine(x, dropout(f(x))))
-  pre-norm (option):      y = combine(x, dropout(f(LayerNorm(x)))), plus a final LayerNorm,
-where combine is 'residual' (x + f, the paper), 'gate' (x * sigmoid(f)) or 'concat'.
+  post-norm (the paper):  y = LayerNorm(combine(x, f(x)))
+  pre-norm (option):      y = combine(x, f(LayerNorm(x))), plus a final LayerNorm,
+where combine (attention.combine.COMBINES) is 'residual', x + dropout(f) (the paper, sec. 3.1 and
+5.4), or 'gate', x + dropout(σ(W_g [x; f]) ⊙ f). The combine owns the branch's dropout and applies
+it after its gate, so a dropped unit leaves y = x.
 Embeddings are scaled by sqrt(d_model) and get positions from attention.positional.POSITIONS
 (sec. 3.4, 3.5).
 
@@ -39,13 +41,13 @@ class BlockOptions:
   d_model: int = 128
   num_heads: int = 4
   ffn_dim: int = 256
-  dropout_rate: float = 0.1
+  dropout_rate: float = 0.1  # on embeddings, and on each sublayer's branch inside its combine
   attention_dropout_rate: float = 0.0
   norm: str = 'post'  # 'post' | 'pre': where the LayerNorm sits (PRE_NORM)
   positional: str = 'sinusoidal'  # a name in attention.positional.POSITIONS
   score: str = 'scaled_dot'
   kernel: str = 'dense'
-  combine: str = 'residual'
+  combine: str = 'residual'  # 'residual' | 'gate': a name in attention.combine.COMBINES
   max_len: int = 512
   capture_weights: bool = False
   score_dim: int | None = None  # A of the additive / concat score per head (None: head dim)
@@ -106,18 +108,18 @@ class FeedForward(nnx.Module):
 
 
 class Sublayer(nnx.Module):
-  """One sublayer's wiring: norm placement, dropout on f's output, and combine (see module doc)."""
+  """One sublayer's wiring: norm placement and combine, which drops out its branch (module doc)."""
 
   def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
     self.pre = opts.pre_norm
     self.norm = nnx.LayerNorm(opts.d_model, rngs=rngs)
-    self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
-    self.combine = make_combine(opts.combine, opts.d_model, rngs=rngs)
+    self.combine = make_combine(opts.combine, opts.d_model, dropout_rate=opts.dropout_rate,
+                                rngs=rngs)
 
   def __call__(self, x: jax.Array, fn) -> tuple[jax.Array, Any]:
     """x [B, L, F]; fn(h [B, L, F]) -> (f(h) [B, L, F], aux) -> (y [B, L, F], aux)."""
     fx, aux = fn(self.norm(x) if self.pre else x)
-    y = self.combine(x, self.dropout(fx))  # [B, L, F]
+    y = self.combine(x, fx)  # [B, L, F]
     return (y if self.pre else self.norm(y)), aux
 
 

@@ -1,8 +1,20 @@
 """orbax checkpoints of a run: params, optimizer state and other model state as separate items.
 
 Layout: <workdir>/checkpoints/<step>/{params, opt_state, other, meta}. `params` and `other` are
-enough to rebuild the model for analysis (see `load_params`); `meta` is JSON ({'step': ...}).
+enough to rebuild the model for analysis (see `load_params`); `meta` is JSON:
+{'step': ..., 'fingerprints': {item: {leaf path: fingerprint}}}.
 `average_params` gives the mean parameters of several checkpoints (eval.average_checkpoints).
+
+Integrity. orbax writes a step into a temporary folder (<step>.orbax-checkpoint-tmp) and renames
+it when complete, so a run killed mid-save leaves no half-written step; `Checkpoints` removes such
+leftovers when it opens the folder. A step damaged later is another matter: a truncated or
+missing file fails to read, but a changed byte in a compressed chunk can read back as wrong
+numbers with no error. So every save records a fingerprint of each leaf (`fingerprint`), and every
+restore checks the items it reads against them (CorruptCheckpointError, naming the step, the folder
+and the leaf). `Checkpoints.restore_latest` resumes from the newest step that reads back intact;
+the damaged newer steps are moved aside to <step>.corrupt, with a warning naming them and the step
+used. When no step reads back, it raises naming the folder (and leaves the files alone) rather
+than start over.
 """
 
 from __future__ import annotations
@@ -13,17 +25,74 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+CORRUPT = '.corrupt'  # suffix of a damaged step moved aside: checkpoints/<step>.corrupt
+
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint step that does not read back as saved (or no step that does)."""
 
 
 def _has_leaves(tree: Any) -> bool:
   return bool(jax.tree.leaves(tree))
 
 
+def _words(x: jax.Array) -> jax.Array:
+  """The bits of `x` as uint32 words [N]: an element narrower than 32 bits is one word (zero-
+  extended), a 64-bit one two; a PRNG key array gives its key data."""
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32).ravel()
+  size = jnp.dtype(x.dtype).itemsize
+  if size < 4:
+    return jax.lax.bitcast_convert_type(x, jnp.dtype(f'uint{8 * size}')).astype(jnp.uint32).ravel()
+  return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+
+
+def fingerprint(x: jax.Array) -> jax.Array:
+  """uint32 [] fingerprint of an array's bits: f = sum_i (2i + 1) b_i mod 2^32 over its uint32
+  words b_i. Each weight is odd, hence invertible mod 2^32, so a change of any one word always
+  changes f (several changes collide with probability about 2^-32), and moving a word changes
+  its weight. It catches damage, not tampering (it is no cryptographic hash)."""
+  words = _words(jnp.asarray(x))  # [N] uint32
+  weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1  # [N], odd
+  return jnp.sum(words * weights, dtype=jnp.uint32)  # uint32 arithmetic wraps: mod 2^32
+
+
+_tree_fingerprints = jax.jit(lambda tree: jax.tree.map(fingerprint, tree))
+
+
+def fingerprints(tree: Any) -> dict[str, int]:
+  """{leaf path (jax.tree_util.keystr): fingerprint} of every leaf of `tree`."""
+  prints = jax.device_get(_tree_fingerprints(tree))
+  return {jax.tree_util.keystr(path): int(f)
+          for path, f in jax.tree_util.tree_flatten_with_path(prints)[0]}
+
+
+def _check(directory: pathlib.Path, step: int, item: str, tree: Any,
+           recorded: dict[str, int]) -> None:
+  """CorruptCheckpointError naming the first leaf of `tree` whose fingerprint differs."""
+  for path, value in fingerprints(tree).items():
+    if recorded.get(path) != value:
+      raise CorruptCheckpointError(
+          f'checkpoint step {step} ({directory / str(step)}) is corrupt: {item}{path} does not '
+          f'read back as saved (fingerprint {value}, saved {recorded.get(path)})')
+
+
 def _restore(manager: ocp.CheckpointManager, step: int, **trees) -> tuple[Any, ...]:
   """The items `trees` names of checkpoint `step`, restored onto those trees (abstract or
-  concrete, keeping their types and shardings); a tree without leaves comes back as given."""
+  concrete, keeping their types and shardings) and checked against the fingerprints saved with
+  them (a checkpoint saved without fingerprints is not checked); a tree without leaves comes back
+  as given."""
   items = {k: ocp.args.StandardRestore(t) for k, t in trees.items() if _has_leaves(t)}
-  out = manager.restore(step, args=ocp.args.Composite(**items))
+  out = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **items))
+  recorded = (out['meta'] or {}).get('fingerprints')
+  if recorded is not None:
+    for k in items:
+      _check(pathlib.Path(manager.directory), step, k, out[k], recorded.get(k, {}))
   return tuple(out[k] if k in items else t for k, t in trees.items())
 
 
@@ -33,21 +102,67 @@ class Checkpoints:
   def __init__(self, directory: str | pathlib.Path, keep: int):
     self.directory = pathlib.Path(directory).absolute()
     self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max(keep, 1), create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=max(keep, 1), create=True, cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, params, opt_state, other) -> None:
-    items = dict(params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-                 meta=ocp.args.JsonSave({'step': int(step)}))
-    if _has_leaves(other):
-      items['other'] = ocp.args.StandardSave(other)
-    self.manager.save(step, args=ocp.args.Composite(**items))
+    trees = dict(params=params, opt_state=opt_state, other=other)
+    trees = {k: t for k, t in trees.items() if k != 'other' or _has_leaves(t)}
+    meta = {'step': int(step), 'fingerprints': {k: fingerprints(t) for k, t in trees.items()}}
+    items = {k: ocp.args.StandardSave(t) for k, t in trees.items()}
+    self.manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **items))
 
   def restore(self, step: int, params, opt_state, other) -> tuple[Any, Any, Any]:
-    """Restores onto abstract (or concrete) trees, keeping their types and shardings."""
+    """Restores onto abstract (or concrete) trees, keeping their types and shardings;
+    CorruptCheckpointError (or orbax's error) when the step does not read back as saved."""
     return _restore(self.manager, step, params=params, opt_state=opt_state, other=other)
+
+  def restore_latest(self, params, opt_state, other) -> tuple[int, Any, Any, Any] | None:
+    """-> (step, params, opt_state, other) of the newest step that reads back intact (None when
+    there are no steps). Newer steps that fail are moved aside to <step>.corrupt, with a
+    warning naming each and the step used instead. CorruptCheckpointError, naming the folder
+    and every step's error, when none reads back (nothing is moved then: a run never restarts
+    from scratch on its own)."""
+    failed: list[tuple[int, Exception]] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        trees = self.restore(step, params, opt_state, other)
+      except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore: many kinds
+        logging.warning('checkpoint step %d (%s) does not read back: %s: %s', step,
+                        self.directory / str(step), type(e).__name__, str(e)[:500])
+        failed.append((step, e))
+        continue
+      if failed:
+        self._set_aside([s for s, _ in failed])
+        logging.warning('resuming from checkpoint step %d (%s), the newest intact one, instead '
+                        'of step(s) %s, which do not read back (moved to %s)', step,
+                        self.directory / str(step), [s for s, _ in failed],
+                        [str(self.directory / f'{s}{CORRUPT}') for s, _ in failed])
+      return (step, *trees)
+    if failed:
+      detail = '; '.join(f'step {s}: {type(e).__name__}: {str(e)[:300]}' for s, e in failed)
+      raise CorruptCheckpointError(
+          f'no checkpoint in {self.directory} reads back ({detail}). Restore a good copy of the '
+          'folder, or start over with fresh=True (--fresh).')
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames damaged steps to <step>.corrupt (orbax then no longer lists them), so that the
+    run can save those steps again and a later average never reads them."""
+    if jax.process_index() == 0:
+      for step in steps:
+        target = self.directory / f'{step}{CORRUPT}'
+        n = 1
+        while target.exists():
+          n += 1
+          target = self.directory / f'{step}{CORRUPT}{n}'
+        (self.directory / str(step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('attention_zoo checkpoints set aside')
+    self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

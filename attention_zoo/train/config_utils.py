@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ml_collections
 
@@ -46,3 +46,51 @@ def apply_overrides(config: ml_collections.ConfigDict,
       node = getattr(node, part)
     setattr(node, leaf, value)
   return new
+
+
+def _uses_batch_tokens(config: ml_collections.ConfigDict) -> bool:
+  """train.batching=bucketed with train.batch_tokens > 0 sizes its batches itself (multiples of
+  the device count), ignoring train.batch_size."""
+  tc = config.train
+  return tc.get('batching') == 'bucketed' and (tc.get('batch_tokens') or 0) > 0
+
+
+# (dotted key, predicate(value, config, device_count) -> bool, what the value must be). Each row
+# is checked by check_values before a run starts; a key absent from a config is not checked.
+CHECKS: tuple[tuple[str, Callable[[Any, Any, int], bool], str], ...] = (
+    ('train.steps', lambda v, c, d: v >= 1, 'must be >= 1'),
+    ('train.batch_size', lambda v, c, d: v >= 1, 'must be >= 1'),
+    ('train.batch_size', lambda v, c, d: v % d == 0 or _uses_batch_tokens(c),
+     'must be a multiple of the global device count ({devices}), which splits each batch'),
+    ('train.lr', lambda v, c, d: v >= 0, 'must be >= 0'),
+    ('train.warmup_steps', lambda v, c, d: v >= 0, 'must be >= 0'),
+    ('train.log_every', lambda v, c, d: v >= 1, 'must be >= 1'),
+    ('train.eval_every', lambda v, c, d: v >= 0, 'must be >= 0 (0: only at the end)'),
+    ('train.checkpoint_every', lambda v, c, d: v >= 1, 'must be >= 1'),
+    ('train.keep_checkpoints', lambda v, c, d: v >= 1, 'must be >= 1'),
+    ('eval.batch_size', lambda v, c, d: v >= 1, 'must be >= 1'),
+    ('eval.max_examples', lambda v, c, d: v >= 0, 'must be >= 0 (0: all)'),
+)
+
+
+def check_values(config: ml_collections.ConfigDict, device_count: int) -> None:
+  """Raises ValueError naming every key of CHECKS whose value is out of range (a value of the
+  wrong type, e.g. a string, counts as out of range). train_and_evaluate calls it before it
+  touches the workdir, so a bad value leaves nothing behind.
+
+  Example: train.steps=-5 -> "config value out of range: train.steps=-5 must be >= 1".
+  """
+  flat = flatten(to_dict(config))
+  bad = []
+  for key, ok, rule in CHECKS:
+    if key not in flat or flat[key] is None:
+      continue
+    value = flat[key]
+    try:
+      good = not isinstance(value, bool) and bool(ok(value, config, device_count))
+    except TypeError:
+      good = False
+    if not good:
+      bad.append(f'{key}={value!r} {rule.format(devices=device_count)}')
+  if bad:
+    raise ValueError('config value out of range: ' + '; '.join(bad))

@@ -3,8 +3,19 @@
 The pieces it calls: the workdir's files and resume rule (workdir.py), the task and model
 (attention_zoo.build), the jitted steps and their state (steps.py), batches (batching.py),
 evaluation (evaluation.py), checkpoints (checkpoints.py), metric files (writers.py) and
-results.json (run_info.py). It knows no model family: a model that changes with training (e.g.
-the memory network's linear start) keeps its own counters in its state.
+results.json (run_info.py). It knows no model family: a model that changes with training keeps
+what changes in its own state.
+
+Start phase (config.train.start_phase = {lr, patience, max_steps}; absent or None: none). A
+model with a start phase has a `start_phase` attribute, an nnx.Variable holding a bool scalar,
+True during the phase (the memory network's linear start: no memory softmax). While it is on,
+the optimizer's lr is start_phase.lr (optim.scale_by_phase_lr). The loop ends it, in the model
+(start_phase set False) and in the optimizer at once, after `patience` validations in a row
+(every train.eval_every steps) without a new lowest validation loss (patience 0: never), or after
+`max_steps` steps (0: no limit), whichever comes first. Both flags and the lowest loss live in
+the checkpointed state (the model's other state, the optimizer state), and a validation runs
+before the checkpoint of its step, so a resumed run switches where an uninterrupted one does.
+A config with a start phase and a model without one ends it at step 0 (the schedule's lr).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 
 from attention_zoo import build
 from attention_zoo.data.base import Task
@@ -47,11 +59,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   Raises:
     ConfigMismatchError: `workdir` has a checkpoint of a different config.
     NonFiniteError: a train metric or the parameters became NaN / Inf.
+    ValueError: a config value out of range (config_utils.CHECKS), before `workdir` is touched.
+    CorruptCheckpointError: `workdir` has checkpoints and none reads back as saved.
   """
   t_start = time.perf_counter()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   tc = config.train
+  config_utils.check_values(config, jax.device_count())  # before the workdir is touched
   _check_final_evaluation(config)
   wd.prepare(workdir, config_utils.to_dict(config), fresh=fresh, is_main=is_main)
   ckpts = Checkpoints(workdir / wd.CHECKPOINTS, tc.keep_checkpoints)
@@ -67,11 +82,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   tx = optim.make_optimizer(tc, config.model)
   g_train, g_eval, state = steps.init_state(build.build_model(config, task), tx, rep)
   if start:
-    state = _restore(ckpts, start, state, rep)
+    start, state = _restore(ckpts, state, rep)  # the newest intact checkpoint
     logging.info('resumed %s from step %d', workdir, start)
+  state, in_phase = _start_phase(config, g_train, state, rep)
   writer = MetricWriter(workdir) if is_main else None
   if writer:
-    writer.truncate_after(start)
+    # A fresh start redoes step 0's evaluation; a run killed in its final evaluation redoes it.
+    writer.truncate_after(start if start else -1, final=start >= tc.steps)
   train_batches = batching.train_batches(task, tc, config.seed)  # train.batching
   seed_key = jax.device_put(jax.random.key(config.seed), rep)
   speed = run_info.Throughput()
@@ -88,9 +105,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   evaluator = evaluation.make_evaluator(g_eval, task, mesh, config.eval,
                                         batching.full_width(task.splits['train']))
   speed.compile_s = time.perf_counter() - t0
+  if start == 0 and tc.eval_every > 0:  # the learning curves' first point: the initial model
+    _evaluate(evaluator, writer, 'validation', 0, state)
 
   rows: list[tuple[int, dict]] = []  # train metrics since the last log
-  last_train: dict[str, float] = {}
+  last_train = wd.logged(workdir, start, 'train') if start >= tc.steps else {}
   last_saved = start
   bar = progress_bar(tc.steps, start)
   t_mark = t_log = time.perf_counter()
@@ -104,6 +123,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       step += 1
       speed.steps += 1
       rows.append((step, metrics))
+      if in_phase and 0 < tc.start_phase.max_steps <= step:
+        leaves = treedef.flatten_up_to(_end_start_phase(
+            g_train, jax.tree.unflatten(treedef, leaves), rep, step))
+        in_phase = False
       bar.update(1)
       if stop_after_step is not None and step >= stop_after_step:
         return {}  # simulated kill: nothing more is written
@@ -120,14 +143,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if writer:
           writer.write(step, 'train', last_train)
         bar.set_postfix(loss=f'{last_train["loss"]:.4f}')
+        if do_eval and not done:  # before the checkpoint: it may end the start phase
+          validation = _evaluate(evaluator, writer, 'validation', step, state)
+          if in_phase and validation is not None:
+            state, in_phase = _after_validation(config, g_train, state, rep, step,
+                                                validation['loss'])
+            leaves = treedef.flatten_up_to(state)
         if do_ckpt:
           if not bool(jax.device_get(steps.all_finite(state.params))):
             raise NonFiniteError(f'parameters are not finite at step {step}; stopped '
                                  f'(last checkpoint: step {last_saved or "none"})')
           ckpts.save(step, state.params, state.opt_state, state.other)
           last_saved = step
-        if do_eval and not done:
-          _evaluate(evaluator, writer, 'validation', step, state)
         t_mark = t_log = time.perf_counter()
   finally:
     bar.close()
@@ -138,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   t_final = time.perf_counter()
   final_state, final = _final_state(workdir / wd.CHECKPOINTS, evaluator, state)
   evals = {split: _evaluate(evaluator, writer, split, step, final_state, final=True)
-           for split in ('validation', 'test')}
+           for split in _final_splits(task)}
   final['seconds'] = time.perf_counter() - t_final
   final.update((k, v) for k, v in task.metadata.items() if k.endswith('_signature'))
   results = run_info.results(step, last_train, evals, state.params, speed, tc.batch_size)
@@ -150,11 +177,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   return results
 
 
-def _restore(ckpts: Checkpoints, step: int, state: steps.TrainState, rep) -> steps.TrainState:
-  """`state` with params, optimizer state and other model state of checkpoint `step`."""
-  params, opt_state, other = ckpts.restore(step, state.params, state.opt_state, state.other)
-  return state._replace(step=jax.device_put(jnp.asarray(step, jnp.int32), rep), params=params,
-                        opt_state=opt_state, other=other)
+def _final_splits(task: Task) -> tuple[str, ...]:
+  """The splits of the final evaluation: validation, test, then any other split but train (e.g.
+  the per-task test splits of bAbI's joint training), each a key of results.json."""
+  usual = ('validation', 'test')
+  return usual + tuple(s for s in task.splits if s not in usual + ('train',))
+
+
+def _restore(ckpts: Checkpoints, state: steps.TrainState,
+             rep) -> tuple[int, steps.TrainState]:
+  """-> (step, `state` with params, optimizer state and other model state of checkpoint `step`),
+  the newest checkpoint that reads back intact (Checkpoints.restore_latest)."""
+  step, params, opt_state, other = ckpts.restore_latest(state.params, state.opt_state,
+                                                        state.other)
+  return step, state._replace(step=jax.device_put(jnp.asarray(step, jnp.int32), rep),
+                              params=params, opt_state=opt_state, other=other)
+
+
+def _start_phase(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState,
+                 rep) -> tuple[steps.TrainState, bool]:
+  """-> (state, whether a start phase is on); see the module docstring. ValueError when the model
+  has a start phase that nothing would end (no train.start_phase)."""
+  model_on = _model_start_phase(graphdef, state)
+  phase = optim.start_phase(state.opt_state)
+  if phase is None:
+    if model_on:
+      raise ValueError('the model has a start phase (e.g. the memory network\'s linear start) '
+                       'but config.train.start_phase is not set: nothing would end it')
+    return state, False
+  cfg = config.train.start_phase
+  if cfg.patience > 0 and config.train.eval_every <= 0:
+    raise ValueError(f'train.start_phase.patience={cfg.patience} needs validations: set '
+                     'train.eval_every > 0')
+  if bool(phase.on) and not model_on:
+    return _end_start_phase(graphdef, state, rep, 0), False
+  return state, bool(phase.on)
+
+
+def _model_start_phase(graphdef, state: steps.TrainState) -> bool:
+  model = nnx.merge(graphdef, state.params, state.rngs, state.other, copy=True)
+  return hasattr(model, 'start_phase') and bool(model.start_phase[...])
+
+
+def _end_start_phase(graphdef, state: steps.TrainState, rep, step: int) -> steps.TrainState:
+  """`state` with the start phase ended in the optimizer and in the model."""
+  model = nnx.merge(graphdef, state.params, state.rngs, state.other, copy=True)
+  if hasattr(model, 'start_phase'):
+    model.start_phase[...] = jnp.zeros_like(model.start_phase[...])
+  logging.info('start phase ended at step %d', step)
+  return jax.device_put(state._replace(opt_state=optim.end_start_phase(state.opt_state),
+                                       other=steps.split_model(model)[3]), rep)
+
+
+def _after_validation(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState, rep,
+                      step: int, loss: float) -> tuple[steps.TrainState, bool]:
+  """Records the validation loss of `step` in the start phase -> (state, whether still on)."""
+  opt_state, ends = optim.after_validation(state.opt_state, loss,
+                                           config.train.start_phase.patience)
+  state = jax.device_put(state._replace(opt_state=opt_state), rep)
+  if ends:
+    return _end_start_phase(graphdef, state, rep, step), False
+  return state, True
 
 
 def _mean_metrics(rows: list[tuple[int, dict]], last_saved: int) -> dict[str, float]:

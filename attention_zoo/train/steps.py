@@ -126,6 +126,13 @@ def per_example_metrics(task: Task, logits: jax.Array, batch: dict) -> Metrics:
   return jax.vmap(one)(logits, batch)
 
 
+def applied_lr(opt_state, scheduled: jax.Array) -> jax.Array:
+  """optim.applied_lr, imported here when a train step is built: analysis, which imports this
+  module for the loss, stays free of the optimizer code."""
+  from attention_zoo.train import optim  # pylint: disable=import-outside-toplevel
+  return optim.applied_lr(opt_state, scheduled)
+
+
 def make_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransformation,
                     tags: tuple[str, ...], lr_fn: Callable[[jax.Array], jax.Array], *,
                     label_smoothing: float = 0.0) -> Callable[..., Any]:
@@ -152,7 +159,8 @@ def make_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransf
         graphdef, state.params, rngs, state.other, task, batch, None, label_smoothing)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=lr_fn(state.step))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+                   lr=applied_lr(opt_state, lr_fn(state.step)))
     return TrainState(state.step + 1, params, opt_state, new_rngs, other), metrics
 
   return train_step

@@ -10,8 +10,11 @@ A run's workdir (keys are stable: the sweep and report tooling reads them):
   samples.jsonl   decoded samples per evaluation:
                   {"step", "split", "source", "target", "prediction"}.
   events.out.tfevents.*  TensorBoard scalars "<split>/<metric>", text "<split>/samples".
-  checkpoints/<step>/    orbax items params, opt_state, other (e.g. BatchNorm stats), meta.
-  results.json    {"step", "train", "validation", "test" (metric dicts; a missing split is absent),
+  checkpoints/<step>/    orbax items params, opt_state, other (e.g. BatchNorm stats), meta (step,
+                         leaf fingerprints); <step>.corrupt/: a damaged step set aside when the
+                         run resumed from an older one (see checkpoints.py).
+  results.json    {"step", "train", "validation", "test" (metric dicts; a missing split is absent;
+                   any other split of the task, e.g. bAbI joint training's "test_task1".."20"),
                    "num_params", "compile_s", "train_s", "steps_per_s", "examples_per_s",
                    "tokens_per_s" (non-PAD input tokens/s; null for non-token inputs),
                    "peak_device_memory_bytes" (null on CPU), "peak_host_memory_bytes",
@@ -31,6 +34,8 @@ import json
 import pathlib
 import shutil
 from typing import Any
+
+from absl import logging
 
 from attention_zoo.train import config_utils
 
@@ -104,8 +109,14 @@ def check_resume(workdir: pathlib.Path, config_dict: dict[str, Any]) -> None:
 
 def write_json(path: pathlib.Path, data: Any) -> None:
   """Writes `data` as JSON atomically (a reader never sees half a file)."""
+  write_text(path, json.dumps(data, indent=2, sort_keys=True) + '\n')
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+  """Writes `text` atomically: to <path>.tmp, then renamed over `path` (a process killed midway
+  leaves the old file whole)."""
   tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
+  tmp.write_text(text)
   tmp.replace(path)
 
 
@@ -114,8 +125,29 @@ def read_json(path: str | pathlib.Path) -> Any:
 
 
 def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
-  """The rows of a JSONL file ([] when it does not exist)."""
+  """The rows of a JSONL file ([] when it does not exist). A last line cut short (no line break,
+  not JSON: a process killed while appending it) is dropped with a warning; any other line that
+  is not JSON raises ValueError naming file:line."""
   path = pathlib.Path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  text = path.read_text()
+  lines = text.split('\n')  # the last item: '' when the file ends with a line break
+  rows = []
+  for lineno, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if lineno == len(lines):  # no line break after it: cut short
+        logging.warning('%s:%d: dropped a last line cut short (%s)', path, lineno, e)
+        continue
+      raise ValueError(f'{path}:{lineno}: not a JSON row ({e})') from None
+  return rows
+
+
+def logged(workdir: pathlib.Path, step: int, split: str) -> dict[str, Any]:
+  """The metrics of the row (step, split) of metrics.jsonl ({} when there is none)."""
+  rows = [r for r in read_jsonl(workdir / METRICS) if (r['step'], r['split']) == (step, split)]
+  return {k: v for k, v in rows[-1].items() if k not in ('step', 'split')} if rows else {}

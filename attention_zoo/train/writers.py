@@ -33,11 +33,14 @@ class MetricWriter:
     self.samples_path = self.workdir / wd.SAMPLES
     self._tb = SummaryWriter(str(self.workdir))
 
-  def truncate_after(self, step: int) -> None:
-    """Drops rows logged after `step` (a resumed run redoes those steps)."""
+  def truncate_after(self, step: int, *, final: bool = False) -> None:
+    """Drops rows logged after `step` (a resumed run redoes those steps); `final`: the evaluation
+    rows of `step` too (a run killed in its final evaluation redoes it). Atomic: a kill in the
+    middle keeps the old file."""
     for path in (self.path, self.samples_path):
-      rows = [r for r in wd.read_jsonl(path) if r['step'] <= step]
-      path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+      rows = [r for r in wd.read_jsonl(path)
+              if r['step'] < step or r['step'] == step and not (final and r['split'] != 'train')]
+      wd.write_text(path, ''.join(json.dumps(r) + '\n' for r in rows))
 
   def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     row = {'step': int(step), 'split': split, **{k: _plain(v) for k, v in metrics.items()}}
