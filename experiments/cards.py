@@ -243,6 +243,12 @@ register(Card(
     readme=True,
 ))
 
+_EXACT_MATCH_PCT = dict(metric='gen_exact_match', metric_label='exact match % (greedy)',
+                        scale=100.0)  # the share of exactly right greedy decodes, in %
+_PLAIN, _REVERSED, _PEEKY, _ATTENTION = (f'{v},size=saito' for v in (
+    'reverse=false,peeky=false,score=none', 'reverse=true,peeky=false,score=none',
+    'reverse=true,peeky=true,score=none', 'reverse=true,peeky=false,score=dot'))
+
 register(Card(
     name='dates',
     title='Date normalization (the demo)',
@@ -252,9 +258,7 @@ register(Card(
     claim='With attention every seq2seq score and both Transformers reach at least 99% exact '
           'match on the test dates; without attention the LSTM encoder-decoder does not.',
     config='configs/dates_demo.py',
-    metric='gen_exact_match',
-    metric_label='exact match % (greedy)',
-    scale=100.0,
+    **_EXACT_MATCH_PCT,
     rows=(Row('family=seq2seq,score=none', 'seq2seq LSTM'),
           Row('family=seq2seq,score=none,reverse=true', 'seq2seq, source reversed'),
           Row('family=seq2seq,score=none,peeky=true', 'seq2seq, peeky'),
@@ -277,17 +281,11 @@ register(Card(
     claim='On 3-digit addition the plain LSTM encoder-decoder is improved by reversing the '
           'source, and further by the peeky decoder: plain < reversed < reversed + peeky.',
     config='configs/addition_seq2seq.py:size=saito',
-    metric='gen_exact_match',
-    metric_label='exact match % (greedy)',
-    scale=100.0,
-    rows=(Row('reverse=false,peeky=false,score=none,size=saito', 'plain'),
-          Row('reverse=true,peeky=false,score=none,size=saito', 'reversed'),
-          Row('reverse=true,peeky=true,score=none,size=saito', 'reversed + peeky'),
-          Row('reverse=true,peeky=false,score=dot,size=saito', 'reversed + dot attention')),
-    order=('reverse=false,peeky=false,score=none,size=saito',
-           'reverse=true,peeky=false,score=none,size=saito',
-           'reverse=true,peeky=true,score=none,size=saito'),
-    baseline='reverse=false,peeky=false,score=none,size=saito',
+    **_EXACT_MATCH_PCT,
+    rows=(Row(_PLAIN, 'plain'), Row(_REVERSED, 'reversed'), Row(_PEEKY, 'reversed + peeky'),
+          Row(_ATTENTION, 'reversed + dot attention')),
+    order=(_PLAIN, _REVERSED, _PEEKY),
+    baseline=_PLAIN,
     parallel=2,
     deviations=('Generated questions, not the book\'s addition.txt; 1,000 validation questions '
                 'held out besides the 5,000 test ones (configs/addition_seq2seq.py, size saito).',),
