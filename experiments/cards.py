@@ -20,6 +20,7 @@ A card with an ordering claim (`order`: variants from worst to best) is judged o
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pathlib
 from typing import Any
@@ -76,7 +77,7 @@ def row_verdict(row: Row, mean: float | None, higher_is_better: bool = True) -> 
   """(verdict, reason) of one row from its mean over seeds (already scaled)."""
   if mean is None or math.isnan(mean):
     return 'not run', 'no finished run in the evidence'
-  bar = row.target if row.target is not None else None
+  bar = row.target
   if bar is None:
     return 'reported', 'no target for this row'
   met = mean >= bar if higher_is_better else mean <= bar
@@ -153,7 +154,6 @@ def section(report: dict[str, Any]) -> str:
 
 def load_evidence() -> dict[str, dict[str, Any]]:
   """card name -> its committed report.json, for every card with evidence."""
-  import json  # pylint: disable=import-outside-toplevel
   return {p.parent.name: json.loads(p.read_text())
           for p in sorted(EVIDENCE.glob('*/report.json'))}
 
