@@ -165,7 +165,7 @@ def test_loop_decodes_greedily_until_the_final_evaluation(tmp_path):
   task = h.reverse_task(n_train=64, n_val=16, n_test=24)
   calls = []  # the predictions [N, T] of each generation_metrics_fn call, in order
   task.generation_metrics_fn = lambda pred, batch: calls.append(pred) or {}
-  config = h.tiny_config('_echo_decoding', steps=6)  # validation at steps 3 and 6, then test
+  config = h.tiny_config('_echo_decoding', steps=6)  # validation at steps 0, 3 and 6, then test
   with config.unlocked():
     config.eval.update(beam_size=4, length_penalty=0.7)
   with MODELS.override('_echo_decoding', _EchoDecoding):
@@ -173,8 +173,9 @@ def test_loop_decodes_greedily_until_the_final_evaluation(tmp_path):
   final = dict(results['final_evaluation'])
   assert final.pop('seconds') > 0
   assert final == {'averaged_steps': [6], 'beam_size': 4, 'length_penalty': 0.7}
-  assert [len(p) for p in calls] == [16, 16, 24]
-  assert [np.unique(p[:, :2], axis=0).tolist() for p in calls] == [[[1, 0]], [[4, 7]], [[4, 7]]]
+  assert [len(p) for p in calls] == [16, 16, 16, 24]
+  assert [np.unique(p[:, :2], axis=0).tolist() for p in calls] == [
+      [[1, 0]], [[1, 0]], [[4, 7]], [[4, 7]]]
 
 
 def test_final_generate_equals_model_beam_search():
