@@ -2,6 +2,7 @@ r"""Runs a reproduction card and writes its evidence; regenerates REPRODUCTIONS.
 
   python -m experiments.reproduce --card=multi30k_transformer --parallel=1
   python -m experiments.reproduce --card=multi30k_transformer --collect_only   (no training)
+  python -m experiments.reproduce --card=multi30k_transformer --collect_only --keep_rows
   python -m experiments.reproduce --docs                  (only re-render from the evidence)
 
 A card (experiments/cards.py) is a sweep plus the paper's claim. Its runs go to
@@ -35,6 +36,8 @@ _PARALLEL = flags.DEFINE_integer('parallel', None, "runs at a time (default: the
 _COLLECT = flags.DEFINE_bool('collect_only', False, 'write the evidence from the runs there are, '
                              'training nothing')
 _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and the README tables')
+_KEEP = flags.DEFINE_bool('keep_rows', False, 'keep the committed evidence of rows that have no '
+                          'finished run in --workdir (rows collected in an earlier sitting)')
 _CONDITIONS = flags.DEFINE_string('conditions', '', 'what else ran on the machine during the runs '
                                   '(wall times depend on it), kept in the evidence')
 
@@ -52,39 +55,38 @@ def _mean(values: list[float | None]) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '') -> dict[str, Any]:
-  """The card's report.json from the finished runs of its sweep."""
+def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
+          previous: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The card's report.json from the finished runs of its sweep.
+
+  previous: the card's committed report; a row with no finished run in `sweep_dir` keeps its row
+  from there (runs collected in an earlier sitting), with the conditions of that sitting.
+  """
   runs, failed, missing = sweep_report.collect(sweep_dir)
-  rows, signatures, walls = [], {}, []
   known = {row.variant for row in card.rows}
   stray = sorted({r['variant'] for r in runs} - known)
   if stray:
     raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
                      f'its rows: {sorted(known)}')
+  kept = {r['variant']: r for r in (previous or {}).get('rows', []) if r['runs']}
+  rows = []
   for row in card.rows:
     group = sorted((r for r in runs if r['variant'] == row.variant), key=lambda r: r['seed'])
-    tests = [r['results'].get('test') or {} for r in group]
-    values = [t[card.metric] for t in tests if card.metric in t]
-    summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
-    mean = summary['mean'] * card.scale if summary else None
-    verdict, reason = cards.row_verdict(row, mean)
-    wall = [run_wall_s(sweep_dir / wd.RUNS / r['name'], r['results']) for r in group]
-    walls += wall
-    for r in group:
-      final = r['results'].get('final_evaluation') or {}
-      signatures.update((k, v) for k, v in final.items() if k.endswith('_signature'))
-    rows.append({
-        'variant': row.variant, 'label': row.label, 'paper': row.paper,
-        'reference': row.reference, 'target': row.target, 'runs': [r['name'] for r in group],
-        'seeds': [r['seed'] for r in group], 'summary': summary,
-        'shown': {m: stats.summarize([t[m] for t in tests], stats.bounds(m))
-                  for m in card.shown if tests and all(m in t for t in tests)},
-        'verdict': verdict, 'reason': reason, 'wall_s': _mean(wall),
-        'tokens_per_s': _mean([r['results'].get('tokens_per_s') for r in group]),
-        'steps_per_s': _mean([r['results'].get('steps_per_s') for r in group]),
-        'final_evaluation': [r['results'].get('final_evaluation') for r in group],
-        'by_seed': {r['seed']: (r['results'].get('test') or {}).get(card.metric) for r in group},
-    })
+    if group or row.variant not in kept:
+      rows.append(_row(card, row, group, sweep_dir, conditions))
+    else:
+      old = kept[row.variant]
+      mean = old['summary']['mean'] * card.scale if old['summary'] else None
+      verdict, reason = cards.row_verdict(row, mean)
+      rows.append({**old, 'label': row.label, 'paper': row.paper, 'reference': row.reference,
+                   'target': row.target, 'verdict': verdict, 'reason': reason,
+                   'by_seed': {int(k): v for k, v in old['by_seed'].items()},  # JSON: str keys
+                   'conditions': old.get('conditions', previous.get('conditions', ''))})
+      missing = [m for m in missing if m not in old['runs']]
+  signatures = {k: v for r in rows for final in r['final_evaluation'] if final
+                for k, v in final.items() if k.endswith('_signature')}
+  walls = [r['wall_s'] * len(r['runs']) for r in rows if r['wall_s'] is not None]
+  sittings = {r['conditions'] for r in rows if r['runs']}
   by_variant = {r['variant']: r for r in rows}
   if card.baseline:
     base = by_variant[card.baseline]['by_seed']
@@ -101,10 +103,37 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '') -> di
       'statistics': ('mean ± std over seeds [95% CI: ' + (', '.join(intervals) or 'none') +
                      ']; one seed: the value alone'),
       'signatures': signatures, 'wall_s': float(sum(walls)) if walls else None,
-      'machine': f'{os.cpu_count()} CPUs ({platform.machine()})', 'conditions': conditions,
+      'machine': f'{os.cpu_count()} CPUs ({platform.machine()})',
+      'conditions': (sittings.pop() if len(sittings) == 1 else '; '.join(
+          f'{r["label"]}: {r["conditions"] or "alone"}' for r in rows if r['runs'])),
       'failed': failed, 'missing': missing, 'deviations': list(card.deviations),
       'readme': card.readme, 'baseline': card.baseline,
       'baseline_label': by_variant[card.baseline]['label'] if card.baseline else None,
+  }
+
+
+def _row(card: cards.Card, row: cards.Row, group: list[dict[str, Any]], sweep_dir: pathlib.Path,
+         conditions: str) -> dict[str, Any]:
+  """One row of the report from its finished runs (sorted by seed)."""
+  tests = [r['results'].get('test') or {} for r in group]
+  values = [t[card.metric] for t in tests if card.metric in t]
+  summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
+  mean = summary['mean'] * card.scale if summary else None
+  verdict, reason = cards.row_verdict(row, mean)
+  return {
+      'variant': row.variant, 'label': row.label, 'paper': row.paper,
+      'reference': row.reference, 'target': row.target, 'runs': [r['name'] for r in group],
+      'seeds': [r['seed'] for r in group], 'summary': summary,
+      'shown': {m: stats.summarize([t[m] for t in tests], stats.bounds(m))
+                for m in card.shown if tests and all(m in t for t in tests)},
+      'verdict': verdict, 'reason': reason,
+      'wall_s': _mean([run_wall_s(sweep_dir / wd.RUNS / r['name'], r['results'])
+                       for r in group]),
+      'tokens_per_s': _mean([r['results'].get('tokens_per_s') for r in group]),
+      'steps_per_s': _mean([r['results'].get('steps_per_s') for r in group]),
+      'final_evaluation': [r['results'].get('final_evaluation') for r in group],
+      'by_seed': {r['seed']: (r['results'].get('test') or {}).get(card.metric) for r in group},
+      'conditions': conditions,
   }
 
 
@@ -156,19 +185,25 @@ def strict_json(x: Any) -> Any:
   return x
 
 
-def write_evidence(card: cards.Card, sweep_dir: pathlib.Path,
-                   conditions: str = '') -> dict[str, Any]:
-  """reproductions/<card>/ from the sweep's finished runs, swapped in whole."""
-  evidence = strict_json(build(card, sweep_dir, conditions))
+def write_evidence(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
+                   keep_rows: bool = False) -> dict[str, Any]:
+  """reproductions/<card>/ from the sweep's finished runs, swapped in whole.
+
+  keep_rows: rows without a finished run keep their committed evidence (see build)."""
+  target = cards.EVIDENCE / card.name
+  previous = cards.load_evidence().get(card.name) if keep_rows else None
+  evidence = strict_json(build(card, sweep_dir, conditions, previous))
   cards.EVIDENCE.mkdir(exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{card.name}.', dir=cards.EVIDENCE))
   try:
     (tmp / 'configs').mkdir()
     for row in evidence['rows']:
       for name in row['runs']:
-        shutil.copyfile(sweep_dir / wd.RUNS / name / wd.CONFIG, tmp / 'configs' / f'{name}.json')
+        run_config = sweep_dir / wd.RUNS / name / wd.CONFIG
+        if not (run_config.exists() and (run_config.parent / wd.RESULTS).exists()):
+          run_config = target / 'configs' / f'{name}.json'  # a row kept from `previous`
+        shutil.copyfile(run_config, tmp / 'configs' / f'{name}.json')
     wd.write_json(tmp / 'report.json', evidence)
-    target = cards.EVIDENCE / card.name
     old = target.with_name(f'.{card.name}.old')
     if target.exists():
       target.rename(old)
@@ -204,7 +239,7 @@ def main(argv):
       if failed:
         print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')
     sweep_report.write(sweep_dir, title=card.title)
-    evidence = write_evidence(card, sweep_dir, _CONDITIONS.value)
+    evidence = write_evidence(card, sweep_dir, _CONDITIONS.value, _KEEP.value)
     print(f'{card.name}: {evidence["verdict"]}: {evidence["reason"]}')
     print(cards.table(evidence))
   write_docs()

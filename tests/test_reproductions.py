@@ -62,13 +62,17 @@ def test_evidence_agrees_with_itself_and_with_the_current_configs(name):
 
 
 def _fake_sweep(root, values):
-  """A sweep dir of the multi30k_transformer card with results.json of the given BLEU values."""
+  """A sweep dir of the multi30k_transformer card with results.json of the given BLEU values
+  (None: that run has not finished)."""
   card = cards.CARDS.get('multi30k_transformer')
   runs = sweeps.expand(str(cards.ROOT / card.config))
+  root.mkdir(parents=True, exist_ok=True)
   wd.write_json(root / wd.SWEEP, {'config': card.config, 'arg': 'seeds=1',
                                   'runs': [{'name': r.name, 'overrides': r.overrides,
                                             'arg': r.arg} for r in runs]})
   for run, bleu in zip(runs, values):
+    if bleu is None:
+      continue
     run_dir = root / wd.RUNS / run.name
     run_dir.mkdir(parents=True)
     wd.write_json(run_dir / wd.CONFIG, {'model_name': 'transformer'})
@@ -99,6 +103,23 @@ def test_unfinished_rows_are_not_run_and_stray_variants_are_errors(tmp_path):
   other = dataclasses.replace(card, rows=card.rows[1:])
   with pytest.raises(ValueError, match='does not list'):
     reproduce.build(other, tmp_path)
+
+
+def test_keep_rows_takes_rows_without_runs_from_the_committed_report(tmp_path):
+  card = _fake_sweep(tmp_path / 'a', [37.0, 30.0])
+  previous = json.loads(json.dumps(reproduce.build(card, tmp_path / 'a', 'first sitting')))
+  _fake_sweep(tmp_path / 'b', [None, 36.0])  # a later sitting ran only en->de
+  report = reproduce.build(card, tmp_path / 'b', 'second sitting', previous)
+  de_en, en_de = report['rows']
+  assert (de_en['by_seed'], de_en['conditions'], de_en['verdict']) == (
+      {0: 37.0}, 'first sitting', 'reproduced')
+  assert (en_de['by_seed'], en_de['conditions'], en_de['verdict']) == (
+      {0: 36.0}, 'second sitting', 'reproduced')
+  assert report['verdict'] == 'reproduced' and report['missing'] == []
+  assert report['conditions'] == ('Transformer de→en: first sitting; '
+                                  'Transformer en→de: second sitting')
+  assert report['wall_s'] == 120.0
+  assert reproduce.build(card, tmp_path / 'b')['rows'][0]['verdict'] == 'not run'
 
 
 def test_splice_replaces_only_the_marked_block():
