@@ -7,6 +7,9 @@ Args: score = scaled_dot | dot | general | additive | concat (concat: additive's
 initialized as one matrix), combine = residual (x + f) | gate (x + σ(W_g[x; f]) ⊙ f, a learned
 gate on the branch; both keep the identity path), positional = sinusoidal | learned | rotary,
 size = tiny | small | base.
+
+  python -m experiments.sweep --config=configs/dates_transformer.py:axis=score \
+    --workdir=runs/dates_scores --parallel=2
 """
 
 import ml_collections
@@ -39,9 +42,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        lr=1e-3, clip_norm=1.0, schedule='cosine', warmup_steps=200)
 
 
+AXES = {  # axis -> the (score, combine) pairs its sweep compares
+    'score': [(s, 'residual') for s in ('scaled_dot', 'dot', 'general', 'additive')],
+    'combine': [('scaled_dot', c) for c in ('residual', 'gate')],
+    'both': [(s, c) for s in ('scaled_dot', 'dot', 'general', 'additive')
+             for c in ('residual', 'gate')],
+}
+
+
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """Each score with residual and gated combine, 3 seeds each."""
-  del arg
-  return [{'model.score': s, 'model.combine': comb, 'seed': seed}
-          for s in ('scaled_dot', 'dot', 'general', 'additive')
-          for comb in ('residual', 'gate') for seed in common.seeds()]
+  """One axis (score: the four scores with the residual combine; combine: residual vs gate with
+  scaled_dot; both: every pair) at `size`, `seeds` seeds each (default: both, small, 3)."""
+  arg = common.parse_arg(arg, axis='both', size='small', seeds=3)
+  return [{'config_arg': f'score={s},combine={c},size={arg.size}', 'seed': seed}
+          for s, c in common.pick('axis', arg.axis, AXES) for seed in common.seeds(arg.seeds)]
