@@ -77,7 +77,7 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
     else:
       old = kept[row.variant]
       mean = old['summary']['mean'] * card.scale if old['summary'] else None
-      verdict, reason = cards.row_verdict(row, mean)
+      verdict, reason = cards.row_verdict(row, mean, card.higher_is_better)
       rows.append({**old, 'label': row.label, 'paper': row.paper, 'reference': row.reference,
                    'target': row.target, 'verdict': verdict, 'reason': reason,
                    'by_seed': {int(k): v for k, v in old['by_seed'].items()},  # JSON: str keys
@@ -87,19 +87,25 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
                 for k, v in final.items() if k.endswith('_signature')}
   walls = [r['wall_s'] * len(r['runs']) for r in rows if r['wall_s'] is not None]
   sittings = {r['conditions'] for r in rows if r['runs']}
-  by_variant = {r['variant']: r for r in rows}
+  by_variant = {r['variant']: r for r in rows}  # (the baseline and order name unique variants)
   if card.baseline:
     base = by_variant[card.baseline]['by_seed']
     for r in rows:
       r['vs_baseline'] = (stats.paired_test(_finite(r['by_seed']), _finite(base))
                           if r['variant'] != card.baseline else None)
-  verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(rows))
+  aggregate = aggregate_rows(card, rows) if card.aggregate else None
+  if aggregate:
+    verdict, reason = aggregate['verdict'], aggregate['reason']
+  else:
+    verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(rows))
   intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
   return {
       'card': card.name, 'title': card.title, 'paper': card.paper, 'claim': card.claim,
       'config': card.config, 'command': card.command, 'metric': card.metric,
       'metric_label': card.metric_label, 'scale': card.scale, 'digits': card.digits,
       'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
+      'complement': card.complement, 'aggregate': aggregate,
+      'selection': cards.SELECTIONS[card.select][1] if card.select else None,
       'statistics': ('mean ± std over seeds [95% CI: ' + (', '.join(intervals) or 'none') +
                      ']; one seed: the value alone'),
       'signatures': signatures, 'wall_s': float(sum(walls)) if walls else None,
@@ -115,15 +121,22 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
 def _row(card: cards.Card, row: cards.Row, group: list[dict[str, Any]], sweep_dir: pathlib.Path,
          conditions: str) -> dict[str, Any]:
   """One row of the report from its finished runs (sorted by seed)."""
-  tests = [r['results'].get('test') or {} for r in group]
-  values = [t[card.metric] for t in tests if card.metric in t]
+  tests = [r['results'].get(row.split) or {} for r in group]
+  by_seed = {r['seed']: _value(card, t.get(card.metric)) for r, t in zip(group, tests)}
+  values = [v for v in by_seed.values() if v is not None]
   summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
   mean = summary['mean'] * card.scale if summary else None
-  verdict, reason = cards.row_verdict(row, mean)
+  verdict, reason = cards.row_verdict(row, mean, card.higher_is_better)
+  selected = None
+  if card.select and group:
+    key = cards.SELECTIONS[card.select][0]
+    best = min(group, key=lambda r: key(r['results']))
+    selected = {'seed': best['seed'], 'value': by_seed[best['seed']], 'of': len(group)}
   return {
       'variant': row.variant, 'label': row.label, 'paper': row.paper,
-      'reference': row.reference, 'target': row.target, 'runs': [r['name'] for r in group],
-      'seeds': [r['seed'] for r in group], 'summary': summary,
+      'reference': row.reference, 'target': row.target, 'split': row.split,
+      'runs': [r['name'] for r in group], 'seeds': [r['seed'] for r in group],
+      'summary': summary, 'selected': selected,
       'shown': {m: stats.summarize([t[m] for t in tests], stats.bounds(m))
                 for m in card.shown if tests and all(m in t for t in tests)},
       'verdict': verdict, 'reason': reason,
@@ -132,9 +145,53 @@ def _row(card: cards.Card, row: cards.Row, group: list[dict[str, Any]], sweep_di
       'tokens_per_s': _mean([r['results'].get('tokens_per_s') for r in group]),
       'steps_per_s': _mean([r['results'].get('steps_per_s') for r in group]),
       'final_evaluation': [r['results'].get('final_evaluation') for r in group],
-      'by_seed': {r['seed']: (r['results'].get('test') or {}).get(card.metric) for r in group},
+      'by_seed': by_seed,
       'conditions': conditions,
   }
+
+
+def _value(card: cards.Card, value: float | None) -> float | None:
+  """A run's metric as the card reports it (unscaled): 1 - value for a complement card."""
+  if value is None:
+    return None
+  return 1.0 - value if card.complement else value
+
+
+def aggregate_rows(card: cards.Card, rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """The card's claim on the mean over its rows: the mean and the failures (rows worse than
+  fail_above) over seeds and, with a selection protocol, of the selected seeds; judged on the
+  protocol's mean where the card has one (the paper's own), else on the mean over seeds."""
+  agg, scale = card.aggregate, card.scale
+  # (rounded: an error of exactly 5% computes as 1 - 0.95 = 0.05000000000000004)
+  worse = (lambda v: round(v, 9) < agg.fail_above) if card.higher_is_better else (
+      lambda v: round(v, 9) > agg.fail_above)
+
+  def stat(values: list[float]) -> dict[str, Any]:
+    return {'mean': float(np.mean(values)),
+            'failed': None if agg.fail_above is None else sum(map(worse, values))}
+
+  out: dict[str, Any] = {'target': agg.target, 'fail_above': agg.fail_above, 'n_rows': len(rows)}
+  papers = [r['paper'] for r in rows]
+  out['paper'] = ({'mean': float(np.mean(papers)), 'failed': agg.paper_failed}
+                  if None not in papers else None)
+  done = [r for r in rows if r['summary']]
+  out['seeds'] = stat([r['summary']['mean'] * scale for r in done]) if done else None
+  out['selected'] = (stat([r['selected']['value'] * scale for r in done])
+                     if card.select and done else None)
+  judged, how = ((out['selected'], 'the selection protocol') if card.select else
+                 (out['seeds'], 'the mean over seeds'))
+  unrun = [r['label'] for r in rows if not r['summary']]
+  if unrun:
+    out['verdict'], out['reason'] = 'not run', f'no finished run: {", ".join(unrun)}'
+    return out
+  met = judged['mean'] >= agg.target if card.higher_is_better else judged['mean'] <= agg.target
+  sign = {(True, True): '≥', (True, False): '<', (False, True): '≤', (False, False): '>'}[
+      (card.higher_is_better, met)]
+  failed = '' if judged['failed'] is None else f'; {judged["failed"]} of {len(rows)} failed'
+  out['verdict'] = 'reproduced' if met else 'not reproduced'
+  out['reason'] = (f'mean over {len(rows)} rows {judged["mean"]:.{card.digits}f} {sign} target '
+                   f'{agg.target:g} ({how}){failed}')
+  return out
 
 
 def _finite(by_seed: dict[int, float | None]) -> dict[int, float]:

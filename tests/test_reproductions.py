@@ -50,8 +50,9 @@ def test_evidence_agrees_with_itself_and_with_the_current_configs(name):
       mean = row['summary']['mean'] * report['scale']
     else:
       mean = None
-    assert [row['verdict'], row['reason']] == list(
-        cards.row_verdict(cards.Row(row['variant'], row['label'], target=row['target']), mean))
+    assert [row['verdict'], row['reason']] == list(cards.row_verdict(
+        cards.Row(row['variant'], row['label'], target=row['target']), mean,
+        card.higher_is_better))
     for run_name in row['runs']:
       stored = json.loads((folder / 'configs' / f'{run_name}.json').read_text())
       current = config_utils.to_dict(sweeps.run_config(str(cards.ROOT / card.config),
@@ -59,28 +60,39 @@ def test_evidence_agrees_with_itself_and_with_the_current_configs(name):
       flat_stored, flat_now = config_utils.flatten(stored), config_utils.flatten(current)
       changed = {k: (v, flat_now.get(k)) for k, v in flat_stored.items() if flat_now.get(k) != v}
       assert not changed, f'{name}/{run_name}: the config changed since its evidence: {changed}'
+  if card.aggregate:
+    assert report['aggregate'] == reproduce.strict_json(
+        reproduce.aggregate_rows(card, report['rows']))
+
+
+def _write_sweep(root, card, results_of):
+  """A sweep dir of `card` whose run r has results.json results_of(r) (None: not finished)."""
+  runs = sweeps.expand(str(cards.ROOT / card.config))
+  root.mkdir(parents=True, exist_ok=True)
+  wd.write_json(root / wd.SWEEP, {'config': card.config, 'arg': card.config.partition(':')[2],
+                                  'runs': [{'name': r.name, 'overrides': r.overrides,
+                                            'arg': r.arg} for r in runs]})
+  for i, run in enumerate(runs):
+    results = results_of(i, run)
+    if results is None:
+      continue
+    run_dir = root / wd.RUNS / run.name
+    run_dir.mkdir(parents=True)
+    wd.write_json(run_dir / wd.CONFIG, {'model_name': 'test'})
+    wd.write_json(run_dir / wd.RESULTS, {'wall_s': 60.0, **results})
+    (run_dir / wd.METRICS).write_text('')
+  return card
 
 
 def _fake_sweep(root, values):
   """A sweep dir of the multi30k_transformer card with results.json of the given BLEU values
   (None: that run has not finished)."""
-  card = cards.CARDS.get('multi30k_transformer')
-  runs = sweeps.expand(str(cards.ROOT / card.config))
-  root.mkdir(parents=True, exist_ok=True)
-  wd.write_json(root / wd.SWEEP, {'config': card.config, 'arg': 'seeds=1',
-                                  'runs': [{'name': r.name, 'overrides': r.overrides,
-                                            'arg': r.arg} for r in runs]})
-  for run, bleu in zip(runs, values):
-    if bleu is None:
-      continue
-    run_dir = root / wd.RUNS / run.name
-    run_dir.mkdir(parents=True)
-    wd.write_json(run_dir / wd.CONFIG, {'model_name': 'transformer'})
-    wd.write_json(run_dir / wd.RESULTS, {
-        'test': {'gen_bleu': bleu, 'gen_chrf': 50.0}, 'wall_s': 60.0, 'tokens_per_s': 1000.0,
-        'final_evaluation': {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}})
-    (run_dir / wd.METRICS).write_text('')
-  return card
+  def results(i, run):
+    if i >= len(values) or values[i] is None:
+      return None
+    return {'test': {'gen_bleu': values[i], 'gen_chrf': 50.0}, 'tokens_per_s': 1000.0,
+            'final_evaluation': {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}}
+  return _write_sweep(root, cards.CARDS.get('multi30k_transformer'), results)
 
 
 def test_build_judges_each_row_against_its_target(tmp_path):
@@ -120,6 +132,32 @@ def test_keep_rows_takes_rows_without_runs_from_the_committed_report(tmp_path):
                                   'Transformer en→de: second sitting')
   assert report['wall_s'] == 120.0
   assert reproduce.build(card, tmp_path / 'b')['rows'][0]['verdict'] == 'not run'
+
+
+def test_best_of_n_protocol_and_the_mean_over_rows(tmp_path):
+  """bAbI: errors from accuracies, the seed with the best train accuracy per task, and the mean
+  error and failed tasks over the 20 rows, by each statistic."""
+  card = dataclasses.replace(cards.CARDS.get('babi_memn2n'),
+                             config='configs/babi_memn2n.py:tasks=all,seeds=2')
+
+  def results(i, run):  # task t: seed 0 errs 2t %, seed 1 (better in training) t %
+    t, seed = int(run.arg.split(',')[0].split('=')[1]), run.overrides['seed']
+    return {'test': {'accuracy': 1 - t * (2 - seed) / 100},
+            'train': {'accuracy': 0.9 + 0.05 * seed, 'loss': 1.0}}
+  report = reproduce.build(_write_sweep(tmp_path, card, results), tmp_path)
+  task3 = report['rows'][2]
+  assert task3['summary']['mean'] == pytest.approx(0.045)  # errors 6% and 3%
+  assert task3['selected'] == {'seed': 1, 'value': pytest.approx(0.03), 'of': 2}
+  agg = report['aggregate']
+  assert agg['seeds']['mean'] == pytest.approx(1.5 * 10.5)  # mean of 1.5 t over t = 1..20
+  assert agg['selected']['mean'] == pytest.approx(10.5)
+  assert (agg['seeds']['failed'], agg['selected']['failed']) == (17, 15)  # 1.5 t > 5, t > 5
+  assert agg['paper'] == {'mean': pytest.approx(13.855), 'failed': 11}
+  assert report['verdict'] == 'reproduced' and report['reason'].startswith(
+      'mean over 20 rows 10.5 ≤ target 13.9 (the selection protocol); 15 of 20 failed')
+  assert task3['verdict'] == 'reported'
+  text = cards.section(report)
+  assert '3.0 (seed 1 of 2)' in text and 'ours, the selected seeds 10.5, 15 failed' in text
 
 
 def test_splice_replaces_only_the_marked_block():
