@@ -72,7 +72,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999  # adam / adamw beta2 (optax's default; Vaswani 5.3: 0.98)
   c.train.eps = 1e-8  # adam / adamw epsilon (optax's default; Vaswani 5.3: 1e-9)
   c.train.label_smoothing = 0.0  # Szegedy 2016 (Vaswani 5.4: 0.1); metric `loss` stays plain CE
-  c.train.clip_norm = 0.0  # global gradient-norm clipping; 0 = off
+  c.train.clip_norm = 0.0  # gradient-norm clipping; 0 = off
+  c.train.clip_scope = 'global'  # optim.CLIPS: global (one norm) | matrix (each weight on its own)
+  c.train.batch_cost = 'mean'  # mean | sum: the loss averaged or summed over the batch
+  c.train.decay_every = optional(int)  # the 'step' schedule: updates between decays
+  c.train.decay_factor = optional(float)  # the 'step' schedule: lr multiplier at each decay
   c.train.weight_decay = 0.0  # adamw only
   c.train.momentum = 0.9  # sgd only; 0 = plain sgd
   c.train.log_every = 50  # write train metrics every N steps

@@ -14,7 +14,7 @@ from attention_zoo.train import optim
 def _cfg(**kw):
   base = dict(optimizer='adam', lr=1.0, schedule='constant', warmup_steps=0, steps=100,
               clip_norm=0.0, weight_decay=0.0, momentum=0.9, b1=0.9, b2=0.999, eps=1e-8,
-              rsqrt_dim=None)
+              rsqrt_dim=None, clip_scope='global', batch_cost='mean')
   return ml_collections.ConfigDict(dict(base, **kw))
 
 

@@ -248,8 +248,8 @@ def make_optimizer(cfg, model: Mapping[str, Any] | None = None) -> optax.Gradien
   else:
     tx = OPTIMIZERS.get(cfg.optimizer)(schedule, cfg)
   if cfg.clip_norm and cfg.clip_norm > 0:
-    tx = optax.chain(CLIPS.get(cfg.get('clip_scope', 'global'))(cfg.clip_norm), tx)
-  batch_cost = cfg.get('batch_cost', 'mean')
+    tx = optax.chain(CLIPS.get(cfg.clip_scope)(cfg.clip_norm), tx)
+  batch_cost = cfg.batch_cost
   if batch_cost not in ('mean', 'sum'):
     raise ValueError(f"train.batch_cost must be 'mean' or 'sum', got {batch_cost!r}")
   if batch_cost == 'sum':
