@@ -3,6 +3,7 @@ r"""Benchmarks, printed as tables (never timed tests).
   python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
   python -m experiments.bench data
   python -m experiments.bench batching [--models=transformer,seq2seq] [--steps=20]
+  python -m experiments.bench decode [--json=PATH] [--quick]
 
 Each section lives in its own module (experiments/bench_<name>.py) with its flags and main(argv).
 """
@@ -14,7 +15,7 @@ import sys
 
 from absl import app
 
-SECTIONS = ('attention', 'data', 'batching')
+SECTIONS = ('attention', 'data', 'batching', 'decode')
 
 
 def main(argv: list[str]) -> None:

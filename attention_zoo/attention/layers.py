@@ -35,6 +35,11 @@ def _key_mask(mask, batch: int, k_len: int):
   return mask
 
 
+def _projects_keys(score: scores_lib.Score) -> bool:
+  """Does the score read the keys through a projection of its own (additive, concat)?"""
+  return type(score).project_keys is not scores_lib.Score.project_keys
+
+
 class Attention(nnx.Module):
   """Seq2seq attention: context = Σ_k softmax_k(s(query, key_k)) · value_k.
 
@@ -111,7 +116,8 @@ class MultiHeadAttention(nnx.Module):
     capture_weights: sow the weights [B, N, Q, K] as nnx.Intermediate 'attention_weights'.
 
   Call: x [B, Q, F], context [B, K, Fc] (None: self-attention), mask rank 4 or [B, K],
-    causal=True adds the causal mask in-kernel -> [B, Q, out_features].
+    causal=True adds the causal mask in-kernel -> [B, Q, out_features]; or, for source-target
+    attention read by many calls, projected_context = project_context(context) instead of context.
   Decoding: init_cache(B, max_len) then decode_step(x_t [B, 1, F], cache) per step.
   """
 
@@ -150,11 +156,12 @@ class MultiHeadAttention(nnx.Module):
     self.rotary = rotary
     self.capture_weights = capture_weights
 
-  def _attend(self, q, k, v, mask, causal):
+  def _attend(self, q, k, v, mask, causal, score=None):
     dropout_rng = None
     if self.dropout_rate > 0 and not self.deterministic:
       dropout_rng = self.rngs()
-    out, weights = self.kernel(self.score, q, k, v, mask, causal=causal,
+    score = self.score if score is None else score
+    out, weights = self.kernel(score, q, k, v, mask, causal=causal,
                                return_weights=self.capture_weights,
                                dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
     if self.capture_weights:
@@ -165,9 +172,37 @@ class MultiHeadAttention(nnx.Module):
     if x.ndim != 3 or x.shape[-1] != width:
       raise ValueError(f'MultiHeadAttention: {name} must be [B, L, {width}], got shape {x.shape}')
 
+  def project_context(self, context: jax.Array) -> dict[str, jax.Array]:
+    """What source-target attention reads of a context, computed once when many calls read it
+    (the steps of a decoder; the multi-head counterpart of Attention.project_keys):
+    context [B, K, Fc] -> {'key': [B, K, G, D] as the score reads it ([B, K, G, A] for a score
+    that projects its keys, e.g. W_k k of the additive score), 'value': [B, K, G, D]}.
+    Pass it as `projected_context`.
+    """
+    self._check(context, self.kv_features, 'context')
+    key = self.key(context)  # [B, K, G, D]
+    if _projects_keys(self.score):
+      key = self.score.project_keys(key)  # [B, K, G, A]
+    return {'key': key, 'value': self.value(context)}
+
+  def _attend_projected(self, x, projected, mask, causal):
+    # x [B, Q, F], projected = project_context(context) -> [B, Q, F_out]
+    k, v = projected['key'], projected['value']  # [B, K, G, D | A], [B, K, G, D]
+    if k.shape[0] != x.shape[0]:
+      raise ValueError(f'MultiHeadAttention: x {x.shape} and projected_context key {k.shape} '
+                       'differ in batch')
+    score = scores_lib.OnProjected(self.score) if _projects_keys(self.score) else None
+    return self._attend(self.query(x), k, v, _key_mask(mask, x.shape[0], k.shape[1]), causal,
+                        score)
+
   def __call__(self, x: jax.Array, context: jax.Array | None = None,
-               mask: jax.Array | None = None, *, causal: bool = False) -> jax.Array:
+               mask: jax.Array | None = None, *, causal: bool = False,
+               projected_context: dict[str, jax.Array] | None = None) -> jax.Array:
     self._check(x, self.in_features, 'x')
+    if projected_context is not None:
+      if context is not None:
+        raise ValueError('MultiHeadAttention: give context or projected_context, not both')
+      return self._attend_projected(x, projected_context, mask, causal)
     self_attention = context is None
     context = x if self_attention else context
     self._check(context, self.kv_features, 'context')

@@ -94,8 +94,9 @@ def greedy_decode(step_fn: StepFn, state: Any, bos: jax.Array, *, max_len: int, 
   return (tokens, state) if return_state else tokens
 
 
-def _tile(tree: Any, k: int) -> Any:
-  """Repeats every leaf k times along dim 0: [B, ...] -> [B * beam, ...] (row b * k + j)."""
+def tile_beams(tree: Any, k: int) -> Any:
+  """Repeats every leaf k times along dim 0: [B, ...] -> [B * beam, ...] (row b * k + j), the
+  rows of beam_search's state (e.g. for what a step_fn reads of the source alone)."""
   return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), tree)
 
 
@@ -138,7 +139,7 @@ def beam_search(step_fn: StepFn, state: Any, bos: jax.Array, *, max_len: int, eo
   if beam_size < 1:
     raise ValueError(f'beam_size must be >= 1, got {beam_size}')
   batch, k = bos.shape[0], beam_size
-  state = _tile(state, k)
+  state = tile_beams(state, k)
   logp = jnp.full((batch, k), NEG_INF).at[:, 0].set(0.0)  # [B, beam]: only beam 0 is real at t=0
 
   def score(logp_, length):

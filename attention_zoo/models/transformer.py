@@ -79,47 +79,88 @@ class EncoderDecoder(nnx.Module):
     memory, valid = self.encode(source)
     return self.decode(target_in, memory, valid)
 
-  def start_decoding(self, source: jax.Array, max_len: int) -> dict:
-    """Decoder state for `step`: per-layer caches and the encoded source (leading dim B)."""
+  def start_decoding(self, source: jax.Array, max_len: int, *, cross_cache: bool = True) -> dict:
+    """Decoder state for `step` (leaves with leading dim B): 'cache' (per-layer self-attention
+    caches), 'valid' [B, S] (False at PAD) and the encoded source as the steps read it: 'cross',
+    every layer's source-target keys and values projected once here (DecoderStack.project_memory,
+    the counterpart of seq2seq's project_keys), or with cross_cache=False 'memory' [B, S, F],
+    projected again at every step (the reference the cached path is tested against).
+    """
     if max_len > self.max_len:
       raise ValueError(f'max_len {max_len} exceeds the model max_len {self.max_len}')
     memory, valid = self.encode(source)
-    return {'cache': self.decoder.init_cache(source.shape[0], max_len, memory.dtype),
-            'memory': memory, 'valid': valid}
+    state = {'cache': self.decoder.init_cache(source.shape[0], max_len, memory.dtype),
+             'valid': valid}
+    if cross_cache:
+      state['cross'] = self.decoder.project_memory(memory)  # per layer {'key', 'value'}
+    else:
+      state['memory'] = memory  # [B, S, F]
+    return state
 
   def step(self, state: dict, tokens: jax.Array, t: jax.Array) -> tuple[jax.Array, dict]:
     """One decoder step: tokens [B] at position t -> (logits [B, V], new state)."""
     x = self.tgt_embed(tokens[:, None])  # [B, 1, F]
-    h, cache = self.decoder.decode_step(x, t, state['cache'], state['memory'],
-                                        padding_mask(state['valid']))
+    h, cache = self.decoder.decode_step(x, t, state['cache'], state.get('memory'),
+                                        padding_mask(state['valid']),
+                                        projected=state.get('cross'))
     return self._logits(h)[:, 0], {**state, 'cache': cache}  # [B, V]
 
   def generate(self, source: jax.Array, max_len: int, beam_size: int = 1,
-               length_penalty: float = 0.6, return_weights: bool = False):
+               length_penalty: float = 0.6, return_weights: bool = False,
+               cross_cache: bool = True):
     """Greedy (beam_size=1) or beam search decoding, jit-compiled once per shape and option.
 
-    Runs in evaluation mode (no dropout) whatever the model's mode.
+    Runs in evaluation mode (no dropout) whatever the model's mode. The source-target keys and
+    values are projected once per source (cross_cache=False: at every step, the slower reference
+    for tests and benchmarks; same tokens).
     Returns tokens [B, max_len] int32 (no BOS, PAD after EOS); with return_weights=True also the
     attention weights of the teacher-forced pass over the generated tokens, by module path:
     {'decoder/layers/0/cross_attn/attention_weights': [B, N, T, S], ...} (attention.captured).
     """
     source = jnp.asarray(source, jnp.int32)
     tokens = _generate(self, source, max_len=max_len, beam_size=beam_size,
-                       length_penalty=length_penalty)
+                       length_penalty=length_penalty, cross_cache=cross_cache)
     if not return_weights:
       return tokens
     target_in = jnp.concatenate([jnp.full_like(tokens[:, :1], BOS), tokens[:, :-1]], axis=1)
     return tokens, _weights(self, source, target_in)
 
 
-@functools.partial(decoding.eval_mode_jit,
-                   static_argnames=('max_len', 'beam_size', 'length_penalty'))
-def _generate(model: EncoderDecoder, source, *, max_len, beam_size, length_penalty):
-  dec_state = model.start_decoding(source, max_len)
+def decoder_step_fn(model: EncoderDecoder, source: jax.Array, *, max_len: int,
+                    beam_size: int = 1, cross_cache: bool = True):
+  """The decoding problem of `source` [B, S] for decoding.py: (step_fn, initial state, bos [B]).
+
+  step_fn(state, tokens, t) -> (logits, state) runs one decoder step. The source as the steps
+  read it (every layer's projected keys and values, and the PAD mask) is computed once here and
+  closed over by step_fn, tiled once to B * beam_size rows (row b * beam + j, the order of
+  decoding.beam_search): every beam of an example reads the same source, so it stays out of the
+  state that beam search reorders each step, which is then the self-attention caches alone.
+  With cross_cache=False, the previous scheme: the state is model.start_decoding's, with the
+  encoder output re-projected at every step (and reordered with the beams).
+  """
+  state = model.start_decoding(source, max_len, cross_cache=cross_cache)
   bos = jnp.full((source.shape[0],), BOS, jnp.int32)  # [B]
+  if not cross_cache:
+    return model.step, state, bos
+  source_read = {'cross': state['cross'], 'valid': state['valid']}  # read by every step
+  if beam_size > 1:
+    source_read = decoding.tile_beams(source_read, beam_size)  # [B * beam, ...]
+
+  def step_fn(cache, tokens, t):
+    logits, new = model.step({**source_read, 'cache': cache}, tokens, t)
+    return logits, new['cache']
+
+  return step_fn, state['cache'], bos
+
+
+@functools.partial(decoding.eval_mode_jit,
+                   static_argnames=('max_len', 'beam_size', 'length_penalty', 'cross_cache'))
+def _generate(model: EncoderDecoder, source, *, max_len, beam_size, length_penalty, cross_cache):
+  step_fn, state, bos = decoder_step_fn(model, source, max_len=max_len, beam_size=beam_size,
+                                        cross_cache=cross_cache)
   if beam_size == 1:
-    return decoding.greedy_decode(model.step, dec_state, bos, max_len=max_len, eos_id=EOS)
-  tokens, _ = decoding.beam_search(model.step, dec_state, bos, max_len=max_len, eos_id=EOS,
+    return decoding.greedy_decode(step_fn, state, bos, max_len=max_len, eos_id=EOS)
+  tokens, _ = decoding.beam_search(step_fn, state, bos, max_len=max_len, eos_id=EOS,
                                    beam_size=beam_size, length_penalty=length_penalty)
   return tokens
 

@@ -153,12 +153,17 @@ class DecoderLayer(nnx.Module):
     self.ffn = FeedForward(opts.d_model, opts.ffn_dim, rngs=rngs)
     self.ffn_sub = Sublayer(opts, rngs=rngs)
 
-  def _cross_and_ffn(self, x, memory, memory_mask):
+  def _cross_and_ffn(self, x, memory, memory_mask, projected=None):
     if self.cross_attn is not None:
-      x, _ = self.cross_sub(
-          x, lambda h: (self.cross_attn(h, context=memory, mask=memory_mask), None))
+      x, _ = self.cross_sub(x, lambda h: (self.cross_attn(
+          h, context=memory, mask=memory_mask, projected_context=projected), None))
     x, _ = self.ffn_sub(x, lambda h: (self.ffn(h), None))
     return x
+
+  def project_memory(self, memory: jax.Array) -> dict[str, jax.Array] | None:
+    """memory [B, S, F] -> the source-target keys and values of this layer (projected once per
+    source, MultiHeadAttention.project_context); None without source-target attention."""
+    return None if self.cross_attn is None else self.cross_attn.project_context(memory)
 
   def __call__(self, x: jax.Array, memory: jax.Array | None = None,
                memory_mask: jax.Array | None = None) -> jax.Array:
@@ -167,10 +172,12 @@ class DecoderLayer(nnx.Module):
     return self._cross_and_ffn(x, memory, memory_mask)
 
   def decode_step(self, x: jax.Array, cache: Any, memory: jax.Array | None = None,
-                  memory_mask: jax.Array | None = None) -> tuple[jax.Array, Any]:
-    # x [B, 1, F], cache of self_attn -> (y [B, 1, F], new cache)
+                  memory_mask: jax.Array | None = None, *,
+                  projected: dict[str, jax.Array] | None = None) -> tuple[jax.Array, Any]:
+    # x [B, 1, F], cache of self_attn -> (y [B, 1, F], new cache); the source is read from
+    # `projected` (project_memory(memory), computed once) or else projected from memory here
     x, cache = self.self_sub(x, lambda h: self.self_attn.decode_step(h, cache))
-    return self._cross_and_ffn(x, memory, memory_mask), cache
+    return self._cross_and_ffn(x, memory, memory_mask, projected), cache
 
 
 class Embedder(nnx.Module):
@@ -232,7 +239,8 @@ class DecoderStack(_Stack):
   """num_layers DecoderLayers (causal self-attention; source-target attention if `cross`).
 
   Call: x [B, T, F] embedded targets, memory [B, S, F], memory_mask [B, 1, 1, S] -> [B, T, F];
-  cross=False (a decoder-only LM) takes no memory. Decoding: init_cache, then decode_step.
+  cross=False (a decoder-only LM) takes no memory. Decoding: init_cache (and project_memory,
+  once per source), then decode_step.
   """
 
   def __init__(self, opts: BlockOptions, num_layers: int, *, cross: bool, rngs: nnx.Rngs):
@@ -250,12 +258,21 @@ class DecoderStack(_Stack):
     """One self-attention cache per decoder layer (pytrees with leading dim B)."""
     return [layer.self_attn.init_cache(batch_size, max_len, dtype) for layer in self.layers]
 
+  def project_memory(self, memory: jax.Array) -> list:
+    """memory [B, S, F] -> per layer, its source-target keys and values ({'key', 'value'},
+    leading dim B): what every decoding step reads of the source, computed once per source."""
+    return [layer.project_memory(memory) for layer in self.layers]
+
   def decode_step(self, x: jax.Array, t: jax.Array, cache: list, memory: jax.Array | None = None,
-                  memory_mask: jax.Array | None = None) -> tuple[jax.Array, list]:
-    # x [B, 1, F] embedded token of step t (int32 scalar) -> (y [B, 1, F], new caches)
+                  memory_mask: jax.Array | None = None, *,
+                  projected: list | None = None) -> tuple[jax.Array, list]:
+    # x [B, 1, F] embedded token of step t (int32 scalar) -> (y [B, 1, F], new caches);
+    # projected = project_memory(memory) replaces memory (no per-step key / value projection)
     x = self._inputs(x, jnp.reshape(t, (1,)))  # [B, 1, F]
+    projected = [None] * len(self.layers) if projected is None else projected
     new_cache = []
-    for layer, layer_cache in zip(self.layers, cache):
-      x, layer_cache = layer.decode_step(x, layer_cache, memory, memory_mask)
+    for layer, layer_cache, layer_proj in zip(self.layers, cache, projected):
+      x, layer_cache = layer.decode_step(x, layer_cache, memory, memory_mask,
+                                         projected=layer_proj)
       new_cache.append(layer_cache)
     return self._out(x), new_cache
