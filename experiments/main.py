@@ -4,18 +4,43 @@ r"""One run: train and evaluate a config in a workdir (resuming there if it hold
     --workdir=runs/dates --config.train.steps=200
 
 The config is locked: a misspelled override fails, naming the nearest valid keys.
+
+Several processes, one run (one process per host, or several on one machine; see BUILD.md):
+start the same command in each process with --coordinator_address (host:port of process 0),
+--num_processes and --process_id. Each falls back to $JAX_COORDINATOR_ADDRESS,
+$JAX_NUM_PROCESSES, $JAX_PROCESS_ID, then to jax's cluster detection (SLURM, Open MPI, Cloud TPU),
+where --multihost alone is enough. Giving any of the three implies --multihost. A process that
+dies makes the others stop within about --heartbeat_timeout_s, with an error naming it
+(attention_zoo/train/distributed.py). Two processes on this machine:
+
+  python -m experiments.main --config=... --workdir=runs/x \
+    --coordinator_address=localhost:12345 --num_processes=2 --process_id=0 &
+  python -m experiments.main --config=... --workdir=runs/x \
+    --coordinator_address=localhost:12345 --num_processes=2 --process_id=1
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from attention_zoo.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/<file>.py[:arg]',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'directory of the run (created)')
 _FRESH = flags.DEFINE_bool('fresh', False, 'delete what a previous run left in --workdir and '
                            'start over instead of resuming')
-_MULTIHOST = flags.DEFINE_bool('multihost', False, 'call jax.distributed.initialize() first '
-                               '(one process per host; cluster from the environment)')
+_MULTIHOST = flags.DEFINE_bool('multihost', False, 'one run over several processes: call '
+                               'jax.distributed.initialize() first (settings from the flags '
+                               'below, the environment or the cluster)')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 '
+                                   '(default: $JAX_COORDINATOR_ADDRESS, else the cluster)')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'processes of the run (default: '
+                                      '$JAX_NUM_PROCESSES, else the cluster)', lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process, 0 .. num_processes - 1 '
+                                   '(default: $JAX_PROCESS_ID, else the cluster)', lower_bound=0)
+_HEARTBEAT = flags.DEFINE_integer('heartbeat_timeout_s', distributed.Settings.heartbeat_timeout_s,
+                                  'a process silent this long counts as lost: the others stop '
+                                  'with an error naming it', lower_bound=1)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -23,13 +48,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   import jax  # pylint: disable=import-outside-toplevel
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
-  from attention_zoo.train import loop  # pylint: disable=import-outside-toplevel
-  logging.info('devices: %s', jax.devices())
-  results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
-  logging.info('results: %s', {k: results[k] for k in ('step', 'validation', 'test')
-                               if k in results})
+  settings = distributed.Settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                  heartbeat_timeout_s=_HEARTBEAT.value)
+  if _MULTIHOST.value or settings.requested():
+    distributed.initialize(settings)
+  with distributed.fail_fast():
+    from attention_zoo.train import loop  # pylint: disable=import-outside-toplevel
+    logging.info('devices: %s', jax.devices())
+    results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
+    logging.info('results: %s', {k: results[k] for k in ('step', 'validation', 'test')
+                                 if k in results})
+    distributed.finish()
 
 
 if __name__ == '__main__':

@@ -8,6 +8,18 @@ DIR/plots/. Re-running the command skips finished runs and resumes interrupted o
 compares every variant with --baseline (default: the first variant of the sweep):
   python -m experiments.sweep --config=configs/dates_demo.py --workdir=runs/demo --report_only \
     --baseline=family=seq2seq,score=none
+
+Several sweep processes may share one DIR, on one host or many (a shared file system): each run
+is claimed (runs/<name>/claim.json), so never run twice, and the run of a process that died is
+taken over and resumed from its checkpoint (--claim_timeout). On a SLURM cluster, one array task
+per run (writes DIR/sweep.sbatch; --submit runs sbatch on it):
+  python -m experiments.sweep --config=configs/dates_demo.py --workdir=runs/demo \
+    --launcher=slurm --partition=gpu --time=01:00:00 --cpus_per_task=4 --gpus=1 --submit
+Array task i runs `--run_index=i`; --dry_run lists the runs (index, name, state) and stops.
+
+Runs that differ only in their seed train as one program, vmapped over the seeds, in one process
+(--seed_parallel, the default for local sweeps; attention_zoo.train.seed_parallel), each seed in
+its own runs/<name>/ folder as before; --noseed_parallel gives one process per run.
 """
 
 import pathlib
@@ -15,17 +27,38 @@ import pathlib
 from absl import app, flags
 
 from attention_zoo import sweeps
-from attention_zoo.analysis import report
+from attention_zoo.sweeps import seed_groups
 from attention_zoo.train import workdir as wd
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/
+REPORT_LOCK = 'report.lock'  # one sweep process at a time writes the report
 
 _CONFIG = flags.DEFINE_string('config', None, 'configs/<file>.py[:arg] with get_sweep(arg)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'the sweep directory (created)')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'runs at a time, each in its own process')
-_PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
+_LAUNCHER = flags.DEFINE_enum('launcher', 'local', sorted(sweeps.LAUNCHERS),
+                              'where the runs run: here, or one SLURM array task each')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'local: runs at a time, each in its own process')
+_PIN = flags.DEFINE_bool('pin_cpus', True, 'local: give each of the parallel runs its own CPUs '
                           '(XLA single-threaded when that is one CPU each)')
-_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only (re)write the report')
+_RUN_INDEX = flags.DEFINE_integer('run_index', None, 'local: run only run i of the listing (a '
+                                  'cluster array task); no report', lower_bound=0)
+_CLAIM_TIMEOUT = flags.DEFINE_float(
+    'claim_timeout', sweeps.claims.DEFAULT_TIMEOUT_S, 'seconds without a heartbeat after which '
+    'the claim of a run is taken over (a dead process on this host: at once)', lower_bound=1)
+_PARTITION = flags.DEFINE_string('partition', None, 'slurm: partition (default: the cluster\'s)')
+_TIME = flags.DEFINE_string('time', None, 'slurm: time limit of each run, e.g. 04:00:00')
+_CPUS = flags.DEFINE_integer('cpus_per_task', None, 'slurm: CPUs of each run', lower_bound=1)
+_GPUS = flags.DEFINE_integer('gpus', 0, 'slurm: GPUs of each run', lower_bound=0)
+_SUBMIT = flags.DEFINE_bool('submit', False, 'slurm: submit the script with sbatch')
+_SEED_PARALLEL = flags.DEFINE_bool(
+    'seed_parallel', True, 'local: runs that differ only in their seed train as one program '
+    '(vmapped over the seeds) in one process; --noseed_parallel: one process per run')
+_TRAIN_RUN = flags.DEFINE_multi_string(
+    'train_run', None, 'what --seed_parallel starts: train these runs of the sweep, equal but '
+    'for their seeds, as one program in this process, then stop (no report)')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'list the runs (index, name, state) and stop')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only (re)write the report, of the runs '
+                                 'finished so far')
 _BASELINE = flags.DEFINE_string('baseline', None, 'the variant the report compares the others '
                                 'with (paired t-test on shared seeds), e.g. "score=dot"; '
                                 'default: the first variant of the sweep')
@@ -35,12 +68,29 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _TRAIN_RUN.value:  # a seed-parallel group of a sweep (attention_zoo.sweeps.seed_groups)
+    seed_groups.train_group(_CONFIG.value, _WORKDIR.value, _TRAIN_RUN.value)
+    return
+  if _DRY_RUN.value:
+    print('\n'.join(sweeps.describe(_CONFIG.value, _WORKDIR.value, _RUN_INDEX.value)))
+    return
   status = {}
+  launcher = sweeps.LAUNCHERS[_LAUNCHER.value]
   if not _REPORT_ONLY.value:
-    status = sweeps.run_sweep(_CONFIG.value, _WORKDIR.value, parallel=_PARALLEL.value,
-                              pin=_PIN.value, root=ROOT)
-  result = report.write(_WORKDIR.value, title=f'Sweep {_CONFIG.value}', baseline=_BASELINE.value)
-  print(f'report: {_WORKDIR.value}/{wd.REPORT_MD} ({len(result["variants"])} variants)')
+    options = sweeps.Options(
+        root=ROOT, parallel=_PARALLEL.value, pin=_PIN.value, run_index=_RUN_INDEX.value,
+        claim_timeout_s=_CLAIM_TIMEOUT.value, partition=_PARTITION.value, time=_TIME.value,
+        cpus_per_task=_CPUS.value, gpus=_GPUS.value, submit=_SUBMIT.value,
+        seed_parallel=_SEED_PARALLEL.value)
+    status = launcher.launch(_CONFIG.value, pathlib.Path(_WORKDIR.value), options)
+  if _REPORT_ONLY.value or (launcher.runs_here and _RUN_INDEX.value is None):
+    # Imported here: it loads JAX, SciPy and matplotlib (seconds), which --dry_run, a cluster
+    # submission and an array task's run do without.
+    from attention_zoo.analysis import report  # pylint: disable=import-outside-toplevel
+    with sweeps.claims.lock(pathlib.Path(_WORKDIR.value) / REPORT_LOCK, _CLAIM_TIMEOUT.value):
+      result = report.write(_WORKDIR.value, title=f'Sweep {_CONFIG.value}',
+                            baseline=_BASELINE.value)
+    print(f'report: {_WORKDIR.value}/{wd.REPORT_MD} ({len(result["variants"])} variants)')
   failed = [name for name, s in status.items() if s == 'failed']
   if failed:
     raise SystemExit(f'{len(failed)} run(s) failed: {", ".join(failed)}')

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pathlib
+import textwrap
 from typing import Iterator
 
 import jax
@@ -214,3 +215,21 @@ def tiny(name, tfds_dir, request, arg='size=tiny'):
     root = pathlib.Path(request.getfixturevalue('data_dir'))
     c.task.data_dir = str(root / DATA_SUBDIR[c.task.name])
   return c
+
+
+def sweep_config_file(path: pathlib.Path, tfds_dir: str, entries: list[dict], *,
+                      task: dict | None = None, model: dict | None = None, **train) -> pathlib.Path:
+  """Writes a sweep config file over the tiny demo seq2seq (task, model and train fields
+  updated, no validation during training) whose get_sweep returns `entries`."""
+  path.write_text(textwrap.dedent(f'''
+      from configs import dates_demo
+      def get_config(arg=None):
+        c = dates_demo.get_config('family=seq2seq,score=dot,size=tiny')
+        c.task.update(tfds_dir={tfds_dir!r}, **{task or {}!r})
+        c.model.update(**{model or {}!r})
+        c.train.update(eval_every=0, **{train!r})
+        return c
+      def get_sweep(arg=None):
+        return {entries!r}
+  '''))
+  return path

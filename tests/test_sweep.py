@@ -14,6 +14,7 @@ import pytest
 
 from attention_zoo import sweeps
 from attention_zoo.train import workdir as wd
+from tests import fixtures as h
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,17 +26,7 @@ def tfds_dir(tmp_path_factory):
 
 def _sweep_config(path, tfds_dir, entries, **train):
   """Writes a config file whose get_sweep returns `entries` over the tiny demo seq2seq."""
-  path.write_text(textwrap.dedent(f'''
-      from configs import dates_demo
-      def get_config(arg=None):
-        c = dates_demo.get_config('family=seq2seq,score=dot,size=tiny')
-        c.task.tfds_dir = {tfds_dir!r}
-        c.train.update(eval_every=0, **{train!r})
-        return c
-      def get_sweep(arg=None):
-        return {entries!r}
-  '''))
-  return path
+  return h.sweep_config_file(path, tfds_dir, entries, **train)
 
 
 def _cache_entries(cache_dir: pathlib.Path) -> set[str]:
@@ -52,7 +43,8 @@ def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir
   sweep_dir = tmp_path / 'sweep'
   first, second = sweep_dir / wd.RUNS / 'seed=0', sweep_dir / wd.RUNS / 'seed=1'
   proc = subprocess.Popen([sys.executable, '-m', 'experiments.sweep', f'--config={config_file}',
-                           f'--workdir={sweep_dir}'], cwd=REPO, start_new_session=True,
+                           f'--workdir={sweep_dir}', '--noseed_parallel'], cwd=REPO,
+                          start_new_session=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
     deadline = time.time() + 240

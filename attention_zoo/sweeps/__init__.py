@@ -7,14 +7,22 @@ workdir per run; error.log: the output tail of a failed run), then the report's 
 Re-running a sweep skips runs whose results.json exists and resumes the others from their
 checkpoints (experiments.main resumes when the config is unchanged).
 
+Several sweep processes, on one host or many, may share one sweep folder: a run is run under its
+claim (runs/<name>/claim.json), so never twice at once, and a dead process's run is taken over.
+
   sweep.py      the runs of a config (expand, run names, variants) and run_sweep
   schedule.py   which run starts next (Scheduler)
   processes.py  a run's command line and environment, CPU pinning, the shared compilation cache
+  claims.py     claiming a run atomically; heartbeats; taking over the claim of a dead process
+  launchers.py  where the runs run (LAUNCHERS): here, or as a SLURM array job
+  seed_groups.py  seed-parallel sweeps: runs that differ only in their seed as one process
 """
 
 from attention_zoo.sweeps.processes import (  # noqa: F401
     SINGLE_THREAD_XLA, command, cpu_lanes, launch, run_env, share_run_cache)
 from attention_zoo.sweeps.schedule import Scheduler  # noqa: F401
 from attention_zoo.sweeps.sweep import (  # noqa: F401
-    CONFIG_ARG, Run, expand, load_config_module, run_config, run_name, run_sweep, variant_name,
-    write_plan)
+    CONFIG_ARG, Run, describe, expand, load_config_module, run_config, run_name, run_sweep,
+    select, variant_name, write_plan)
+from attention_zoo.sweeps import claims, launchers  # noqa: F401
+from attention_zoo.sweeps.launchers import LAUNCHERS, Options  # noqa: F401

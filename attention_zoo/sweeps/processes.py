@@ -7,12 +7,15 @@ runs sharing both cores. Every run reads and writes one persistent compilation c
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable, Sequence
 
 SINGLE_THREAD_XLA = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
 DEFAULT_CACHE = pathlib.Path.home() / '.cache' / 'attention_zoo' / 'jax'  # = the Makefile's
@@ -22,10 +25,12 @@ def _flag_value(value: Any) -> str:
   return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
 
 
-def command(config: str, overrides: dict[str, Any], run_dir: pathlib.Path) -> list[str]:
-  """The experiments.main command line of one run: `config` is 'configs/x.py[:arg]'."""
+def command(config: str, overrides: dict[str, Any], run_dir: pathlib.Path,
+            flags: Sequence[str] = ()) -> list[str]:
+  """The experiments.main command line of one run: `config` is 'configs/x.py[:arg]'; `flags`
+  passed on as they are (e.g. a multi-process run's, distributed.Settings.flags())."""
   return ([sys.executable, '-m', 'experiments.main', f'--config={config}', f'--workdir={run_dir}']
-          + [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()])
+          + [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()] + list(flags))
 
 
 def cpu_lanes(parallel: int) -> list[set[int]] | None:
@@ -65,10 +70,33 @@ def share_run_cache() -> None:
                     float(env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
-def launch(cmd: list[str], cpus: set[int] | None,
-           root: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith('linux') else None
+
+
+def _die_with_parent(parent: int) -> None:
+  """In a child between fork and exec (Linux): SIGKILL when the thread that started it ends, so
+  that a sweep process killed with -9 leaves no run behind to race the process taking it over."""
+  if _LIBC is not None:
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl
+      os._exit(1)
+
+
+def launch(cmd: list[str], cpus: set[int] | None, root: str | os.PathLike | None = None, *,
+           stop: Callable[[], bool] | None = None) -> subprocess.CompletedProcess:
   """Runs `cmd` on `cpus` (a child inherits the affinity of the thread that starts it), with
-  run_env(cpus, root)."""
+  run_env(cpus, root). `stop`: polled every second; when true, the child is killed (returncode
+  -9). The child dies with this process."""
   if cpus is not None:
     os.sched_setaffinity(0, cpus)  # this worker thread, hence its children
-  return subprocess.run(cmd, capture_output=True, text=True, env=run_env(cpus, root))
+  with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env=run_env(cpus, root),
+                        preexec_fn=functools.partial(_die_with_parent, os.getpid())) as proc:
+    while True:
+      try:
+        out, err = proc.communicate(timeout=None if stop is None else 1.0)
+        break
+      except subprocess.TimeoutExpired:
+        if stop():
+          proc.kill()
+  return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

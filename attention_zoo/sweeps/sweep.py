@@ -8,6 +8,7 @@ variants that differ in more than a few fields (e.g. a seq2seq RNN beside a Tran
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import importlib.util
@@ -15,11 +16,12 @@ import json
 import os
 import pathlib
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable
 
-from attention_zoo.sweeps import processes
+from attention_zoo.sweeps import claims, processes
 from attention_zoo.sweeps.schedule import Scheduler
 from attention_zoo.train import config_utils
 from attention_zoo.train import workdir as wd
@@ -93,67 +95,209 @@ def run_config(spec: str, run: Run):
   return config_utils.apply_overrides(module.get_config(run.arg), run.overrides)
 
 
-def write_plan(spec: str, sweep_dir: str | os.PathLike) -> list[Run]:
-  """Writes sweep.json (the sweep's runs, which its report reads) and makes runs/ -> the runs."""
+def write_plan(spec: str, sweep_dir: str | os.PathLike, *, strict: bool = False) -> list[Run]:
+  """Writes sweep.json (the sweep's runs, which its report reads) and makes runs/ -> the runs.
+
+  Several sweep processes may start together: sweep.json is rewritten only when it changes, each
+  through its own temporary file. strict: raise ValueError when sweep.json lists other runs (an
+  array task of a cluster job must run the run its index had at submission).
+  """
   sweep_dir = pathlib.Path(sweep_dir)
   runs = expand(spec)
   (sweep_dir / wd.RUNS).mkdir(parents=True, exist_ok=True)
-  wd.write_json(sweep_dir / wd.SWEEP, {'config': spec, 'arg': spec.partition(':')[2] or None,
-                                       'runs': [dataclasses.asdict(r) for r in runs]})
+  plan = {'config': spec, 'arg': spec.partition(':')[2] or None,
+          'runs': [dataclasses.asdict(r) for r in runs]}
+  path = sweep_dir / wd.SWEEP
+  old = wd.read_json(path) if path.exists() else None
+  if old == plan:
+    return runs
+  if strict and old is not None and old['runs'] != plan['runs']:
+    raise ValueError(f'{path} lists other runs than {spec} gives now (was the config edited '
+                     'after the sweep was planned?); run it from an unchanged config or '
+                     'another --workdir')
+  tmp = path.with_name(f'{path.name}.{socket.gethostname()}.{os.getpid()}.tmp')
+  tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + '\n')
+  tmp.replace(path)
   return runs
 
 
-def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin: bool = True,
-              root: str | os.PathLike | None = None,
-              log: Callable[[str], None] = print) -> dict[str, str]:
-  """Runs every unfinished run of the sweep, `parallel` at a time -> {name: status}.
+def select(runs: list[Run], run_index: int | None) -> list[Run]:
+  """All runs (None), or run `run_index` of the listing (a cluster array task's index)."""
+  if run_index is None:
+    return list(runs)
+  if not 0 <= run_index < len(runs):
+    raise ValueError(f'run_index {run_index} is out of range: the sweep has {len(runs)} runs '
+                     f'(0..{len(runs) - 1})')
+  return [runs[run_index]]
 
-  status: 'done', 'skipped' (results.json was there) or 'failed'.
+
+def describe(spec: str, sweep_dir: str | os.PathLike,
+             run_index: int | None = None) -> list[str]:
+  """'<index> <name> <state>' per run (of `run_index` alone if given), state: finished, failed,
+  claimed by host:pid, or to run. Writes nothing."""
+  sweep_dir = pathlib.Path(sweep_dir)
+  runs = expand(spec)
+  lines = []
+  for run in select(runs, run_index):
+    run_dir = sweep_dir / wd.RUNS / run.name
+    found = claims.read(run_dir / claims.CLAIM)
+    if (run_dir / wd.RESULTS).exists():
+      state = 'finished'
+    elif found is not None:
+      state = 'claimed by ' + (f'{found[0]["host"]}:{found[0]["pid"]}' if found[0] else '?')
+    elif (run_dir / wd.ERROR).exists():
+      state = 'failed'
+    else:
+      state = 'to run'
+    lines.append(f'{runs.index(run)} {run.name} {state}')
+  return lines
+
+
+class _Waiting:
+  """Runs held by other sweep processes, each looked at again `poll_s` after the last look."""
+
+  def __init__(self, poll_s: float):
+    self._runs: collections.deque[tuple[float, Run]] = collections.deque()
+    self._poll_s = poll_s
+    self._lock = threading.Lock()
+
+  def add(self, run: Run):
+    with self._lock:
+      self._runs.append((time.monotonic() + self._poll_s, run))
+
+  def next(self) -> Run | None:
+    """The run due first (after sleeping until it is due), or None when none waits."""
+    with self._lock:
+      if not self._runs:
+        return None
+      due, run = self._runs.popleft()
+    time.sleep(max(0.0, due - time.monotonic()))
+    return run
+
+
+def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin: bool = True,
+              root: str | os.PathLike | None = None, run_index: int | None = None,
+              claim_timeout_s: float = claims.DEFAULT_TIMEOUT_S, poll_s: float = 2.0,
+              seed_parallel: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, str]:
+  """Runs every unfinished run of the sweep (or run `run_index` alone), `parallel` at a time
+  -> {name: status}.
+
+  status: 'done', 'skipped' (results.json was there), 'failed', 'elsewhere' (another sweep
+  process on this folder finished it meanwhile) or 'lost' (its claim was taken over: this process
+  had stopped its heartbeat for longer than claim_timeout_s; the taker runs it).
+
+  Several sweep processes may work on one folder (one host or many): each runs a run only under
+  its claim (attention_zoo.sweeps.claims), waits for the runs that others hold (looking every
+  `poll_s`), and takes over a claim whose owner died: at once for a process of this host that is
+  gone, after `claim_timeout_s` without a heartbeat otherwise. The taker resumes the run from its
+  checkpoint. A run that another process saw fail is not run again by this one.
 
   A failed run is reported (its output tail in runs/<name>/error.log) and does not stop the others.
   pin: give each of the `parallel` workers its own CPUs (see processes.cpu_lanes).
   root: the folder that holds experiments/ and configs/ (the runs are `python -m
     experiments.main`); None: the current directory.
+  seed_parallel: runs that differ only in their seed train as one program, in one process
+    (attention_zoo.sweeps.seed_groups); False: one process per run.
   """
   sweep_dir = pathlib.Path(sweep_dir)
-  runs = write_plan(spec, sweep_dir)
+  runs = select(write_plan(spec, sweep_dir, strict=run_index is not None), run_index)
+
+  def run_dir(run: Run) -> pathlib.Path:
+    return sweep_dir / wd.RUNS / run.name
+
+  def mtime(path: pathlib.Path) -> int | None:
+    try:
+      return path.stat().st_mtime_ns
+    except FileNotFoundError:
+      return None
 
   # Build each distinct dataset once, here, so that parallel runs never write one cache together.
   from attention_zoo import data  # pylint: disable=import-outside-toplevel
-  todo = [r for r in runs if not (sweep_dir / wd.RUNS / r.name / wd.RESULTS).exists()]
+  todo = [r for r in runs if not (run_dir(r) / wd.RESULTS).exists()]
   tasks = {json.dumps(run_config(spec, r).task.to_dict(), sort_keys=True) for r in todo}
   for task in sorted(tasks):
     data.get_task(json.loads(task))
+  old_errors = {r.name: mtime(run_dir(r) / wd.ERROR) for r in todo}  # failed before we started
 
   path = spec.partition(':')[0]
 
-  def one(run: Run, cpus: set[int] | None) -> str:
-    run_dir = sweep_dir / wd.RUNS / run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / wd.ERROR).unlink(missing_ok=True)
+  def by_peer(run: Run) -> str | None:
+    """'elsewhere' / 'failed' when another process finished / failed `run` since we started."""
+    if (run_dir(run) / wd.RESULTS).exists():
+      return 'elsewhere'
+    error = mtime(run_dir(run) / wd.ERROR)
+    return 'failed' if error is not None and error != old_errors[run.name] else None
+
+  def one(run: Run, cpus: set[int] | None, claim: claims.Claim) -> str:
+    (run_dir(run) / wd.ERROR).unlink(missing_ok=True)
     config = f'{path}:{run.arg}' if run.arg else path
-    proc = processes.launch(processes.command(config, run.overrides, run_dir), cpus, root)
+    proc = processes.launch(processes.command(config, run.overrides, run_dir(run)), cpus, root,
+                            stop=claim.lost.is_set)
+    if claim.lost.is_set():
+      return 'lost'
     if proc.returncode != 0:
       tail = '\n'.join((proc.stdout + proc.stderr).splitlines()[-60:])
-      (run_dir / wd.ERROR).write_text(tail + '\n')
+      wd.write_text(run_dir(run) / wd.ERROR, tail + '\n')
+      old_errors[run.name] = mtime(run_dir(run) / wd.ERROR)  # ours: not a peer's
       return 'failed'
     return 'done'
 
   status = {r.name: 'skipped' for r in runs if r not in todo}
   for name in status:
     log(f'[{len(status)}/{len(runs)}] {name}: skipped')
-  scheduler = Scheduler(todo)
+  from attention_zoo.sweeps import seed_groups  # pylint: disable=import-outside-toplevel
+  scheduler = Scheduler(seed_groups.plan(spec, todo, sweep_dir) if seed_parallel else todo)
+  waiting = _Waiting(poll_s)
+  held: set[str] = set()  # the runs we said another process holds
   lock = threading.Lock()
 
-  def worker(cpus: set[int] | None):
-    while (run := scheduler.next()) is not None:
+  def attempt(run: Run, cpus: set[int] | None) -> str | None:
+    """The run's status, or None while another process holds it."""
+    if (result := by_peer(run)) is not None:
+      return result
+    claim = claims.try_claim(run_dir(run), claim_timeout_s)
+    if claim is None:
+      return None
+    with claim:
+      if (result := by_peer(run)) is not None:  # finished between our look and our claim
+        return result
+      if claim.took_over is not None:
+        owner = claim.took_over
+        log(f'{run.name}: took over the claim of {owner.get("host")}:{owner.get("pid")}')
       start = time.perf_counter()
-      result = one(run, cpus)
+      result = one(run, cpus, claim)
       scheduler.finished(run, time.perf_counter() - start)
-      with lock:
-        status[run.name] = result
-        extra = f' (see {sweep_dir / wd.RUNS / run.name / wd.ERROR})' if result == 'failed' else ''
-        log(f'[{len(status)}/{len(runs)}] {run.name}: {result}{extra}')
+      return result
+
+  def worker(cpus: set[int] | None):
+    while (run := scheduler.next() or waiting.next()) is not None:
+      if isinstance(run, seed_groups.Group):  # its runs in one process, under all their claims
+        results = seed_groups.attempt(
+            run, cpus, spec=spec, sweep_dir=sweep_dir, root=root, claim_timeout_s=claim_timeout_s,
+            by_peer=by_peer, log=log, finished=scheduler.finished)
+        if results is None:
+          waiting.add(run)
+        for name, result in (results or {}).items():
+          record(name, result)
+        continue
+      result = attempt(run, cpus)
+      if result is None:
+        if run.name not in held:
+          held.add(run.name)
+          found = claims.read(run_dir(run) / claims.CLAIM)
+          who = f'{found[0].get("host")}:{found[0].get("pid")}' if found and found[0] else '?'
+          log(f'{run.name}: held by {who}; waiting for it to finish or to go stale')
+        waiting.add(run)
+        continue
+      record(run.name, result)
+
+  def record(name: str, result: str):
+    with lock:
+      status[name] = result
+      extra = {'failed': f' (see {sweep_dir / wd.RUNS / name / wd.ERROR})',
+               'elsewhere': ' (by another sweep process)'}.get(result, '')
+      log(f'[{len(status)}/{len(runs)}] {name}: {result}{extra}')
 
   lanes = (processes.cpu_lanes(parallel) if pin else None) or [None] * max(1, parallel)
   with concurrent.futures.ThreadPoolExecutor(len(lanes)) as pool:

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from attention_zoo.data import pipeline
@@ -37,8 +38,12 @@ SEQUENCE_KEYS: dict[str, tuple[str, ...]] = {'seq2seq': ('source', 'target_in', 
 
 
 def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, axis 'data'."""
-  return Mesh(np.asarray(jax.devices()), ('data',))
+  """A 1-D mesh over every device of every process, axis 'data', process by process: the rows of
+  a batch sharded along it are process 0's devices' first, so each process's slice of the global
+  batch is one contiguous block, [i * B / P, (i + 1) * B / P) for process i of P (what the train
+  batches load and jax.make_array_from_process_local_data expects)."""
+  devices = sorted(jax.devices(), key=lambda d: d.process_index)  # stable: jax's order within
+  return Mesh(np.asarray(devices), ('data',))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -47,6 +52,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """`tree`, whose leaves hold the same values in every process, as arrays replicated over every
+  device of `mesh`. With several processes, jax.device_put refuses an array already placed on a
+  local device (and checks the others with a collective per leaf); each process places its own
+  copy instead (leaves that are global arrays already are kept)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, replicated(mesh))
+  return multihost_utils.host_local_array_to_global_array(tree, mesh, P())
 
 
 class TrainBatches:

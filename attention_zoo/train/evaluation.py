@@ -55,8 +55,11 @@ class Evaluator:
                final_generate: Callable | None = None):
     self.task, self.mesh, self.cfg = task, mesh, cfg
     self.eval_step = jax.jit(eval_step)
-    self.generate = jax.jit(generate) if generate is not None else None
-    self.final_generate = jax.jit(final_generate) if final_generate is not None else None
+    # Tokens replicated: every process reads all of them (the batch is sharded over processes).
+    rep = batching.replicated(mesh)
+    self.generate = jax.jit(generate, out_shardings=rep) if generate is not None else None
+    self.final_generate = (jax.jit(final_generate, out_shardings=rep)
+                           if final_generate is not None else None)
 
   def __call__(self, split: str, params, rngs, other, *,
                final: bool = False) -> tuple[dict[str, float], list[dict]]:

@@ -33,8 +33,8 @@ from flax import nnx
 
 from attention_zoo import build
 from attention_zoo.data.base import Task
-from attention_zoo.train import batching, checkpoints, config_utils, evaluation, optim, run_info
-from attention_zoo.train import steps
+from attention_zoo.train import batching, checkpoints, config_utils, distributed, evaluation, optim
+from attention_zoo.train import run_info, steps
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import Checkpoints
 from attention_zoo.train.writers import MetricWriter, progress_bar
@@ -68,7 +68,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   tc = config.train
   config_utils.check_values(config, jax.device_count())  # before the workdir is touched
   _check_final_evaluation(config)
-  wd.prepare(workdir, config_utils.to_dict(config), fresh=fresh, is_main=is_main)
+  if is_main:  # the others read the workdir once process 0 has cleared or checked it
+    wd.prepare(workdir, config_utils.to_dict(config), fresh=fresh, is_main=True)
+  distributed.barrier('attention_zoo workdir prepared')
+  if not is_main:
+    wd.prepare(workdir, config_utils.to_dict(config), fresh=False, is_main=False)
   ckpts = Checkpoints(workdir / wd.CHECKPOINTS, tc.keep_checkpoints)
   start = ckpts.latest_step() or 0
   if start >= tc.steps and (workdir / wd.RESULTS).exists():
@@ -80,7 +84,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   mesh = batching.make_mesh()
   rep = batching.replicated(mesh)
   tx = optim.make_optimizer(tc, config.model)
-  g_train, g_eval, state = steps.init_state(build.build_model(config, task), tx, rep)
+  g_train, g_eval, state = steps.init_state(build.build_model(config, task), tx,
+                                            jax.local_devices()[0])
+  state = batching.replicate(state, mesh)  # every process built the same state
   if start:
     start, state = _restore(ckpts, state, rep)  # the newest intact checkpoint
     logging.info('resumed %s from step %d', workdir, start)
@@ -90,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # A fresh start redoes step 0's evaluation; a run killed in its final evaluation redoes it.
     writer.truncate_after(start if start else -1, final=start >= tc.steps)
   train_batches = batching.train_batches(task, tc, config.seed)  # train.batching
-  seed_key = jax.device_put(jax.random.key(config.seed), rep)
+  seed_key = batching.replicate(jax.random.key(config.seed), mesh)
   speed = run_info.Throughput()
   t0 = time.perf_counter()
   # The step carries the state's leaves; `state` is rebuilt from them when needed. It is compiled
@@ -190,7 +196,7 @@ def _restore(ckpts: Checkpoints, state: steps.TrainState,
   the newest checkpoint that reads back intact (Checkpoints.restore_latest)."""
   step, params, opt_state, other = ckpts.restore_latest(state.params, state.opt_state,
                                                         state.other)
-  return step, state._replace(step=jax.device_put(jnp.asarray(step, jnp.int32), rep),
+  return step, state._replace(step=batching.replicate(jnp.asarray(step, jnp.int32), rep.mesh),
                               params=params, opt_state=opt_state, other=other)
 
 
@@ -225,8 +231,8 @@ def _end_start_phase(graphdef, state: steps.TrainState, rep, step: int) -> steps
   if hasattr(model, 'start_phase'):
     model.start_phase[...] = jnp.zeros_like(model.start_phase[...])
   logging.info('start phase ended at step %d', step)
-  return jax.device_put(state._replace(opt_state=optim.end_start_phase(state.opt_state),
-                                       other=steps.split_model(model)[3]), rep)
+  return batching.replicate(state._replace(opt_state=optim.end_start_phase(state.opt_state),
+                                           other=steps.split_model(model)[3]), rep.mesh)
 
 
 def _after_validation(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState, rep,
@@ -234,7 +240,7 @@ def _after_validation(config: ml_collections.ConfigDict, graphdef, state: steps.
   """Records the validation loss of `step` in the start phase -> (state, whether still on)."""
   opt_state, ends = optim.after_validation(state.opt_state, loss,
                                            config.train.start_phase.patience)
-  state = jax.device_put(state._replace(opt_state=opt_state), rep)
+  state = batching.replicate(state._replace(opt_state=opt_state), rep.mesh)
   if ends:
     return _end_start_phase(graphdef, state, rep, step), False
   return state, True
