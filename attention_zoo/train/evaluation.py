@@ -56,10 +56,10 @@ class Evaluator:
     self.task, self.mesh, self.cfg = task, mesh, cfg
     self.eval_step = jax.jit(eval_step)
     # Tokens replicated: every process reads all of them (the batch is sharded over processes).
-    rep = batching.replicated(mesh)
-    self.generate = jax.jit(generate, out_shardings=rep) if generate is not None else None
-    self.final_generate = (jax.jit(final_generate, out_shardings=rep)
-                           if final_generate is not None else None)
+    # (mesh None: an evaluator used only for its host-side helpers, e.g. _samples in tests.)
+    out = {} if mesh is None else {'out_shardings': batching.replicated(mesh)}
+    self.generate = jax.jit(generate, **out) if generate is not None else None
+    self.final_generate = jax.jit(final_generate, **out) if final_generate is not None else None
 
   def __call__(self, split: str, params, rngs, other, *,
                final: bool = False) -> tuple[dict[str, float], list[dict]]:
