@@ -25,7 +25,7 @@ _PARALLEL = flags.DEFINE_integer('parallel', 2, 'runs at a time')
 _PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
                           '(XLA single-threaded when that is one CPU each)')
 _SEED_PARALLEL = flags.DEFINE_bool('seed_parallel', True, 'train the seeds of each variant as '
-                                   'one program (vmapped) in one process; '
+                                   'one program in one process (seed_parallel.py); '
                                    '--noseed_parallel: one process per run')
 _ARG = flags.DEFINE_string('arg', '', "the sweep's arg, e.g. 'size=tiny,seeds=1'")
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/

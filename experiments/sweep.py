@@ -17,7 +17,7 @@ per run (writes DIR/sweep.sbatch; --submit runs sbatch on it):
     --launcher=slurm --partition=gpu --time=01:00:00 --cpus_per_task=4 --gpus=1 --submit
 Array task i runs `--run_index=i`; --dry_run lists the runs (index, name, state) and stops.
 
-Runs that differ only in their seed train as one program, vmapped over the seeds, in one process
+Runs that differ only in their seed train as one program over the seeds, in one process
 (--seed_parallel, the default for local sweeps; attention_zoo.train.seed_parallel), each seed in
 its own runs/<name>/ folder as before; --noseed_parallel gives one process per run.
 """
@@ -52,7 +52,7 @@ _GPUS = flags.DEFINE_integer('gpus', 0, 'slurm: GPUs of each run', lower_bound=0
 _SUBMIT = flags.DEFINE_bool('submit', False, 'slurm: submit the script with sbatch')
 _SEED_PARALLEL = flags.DEFINE_bool(
     'seed_parallel', True, 'local: runs that differ only in their seed train as one program '
-    '(vmapped over the seeds) in one process; --noseed_parallel: one process per run')
+    '(mapped over the seeds) in one process; --noseed_parallel: one process per run')
 _TRAIN_RUN = flags.DEFINE_multi_string(
     'train_run', None, 'what --seed_parallel starts: train these runs of the sweep, equal but '
     'for their seeds, as one program in this process, then stop (no report)')

@@ -21,7 +21,7 @@ from attention_zoo import build, sweeps
 from attention_zoo.analysis import report
 from attention_zoo.models.registry import MODELS
 from attention_zoo.sweeps import claims, seed_groups
-from attention_zoo.train import checkpoints, loop, seed_parallel, steps
+from attention_zoo.train import batching, checkpoints, loop, optim, seed_parallel, steps
 from attention_zoo.train import workdir as wd
 from tests import fixtures
 
@@ -85,6 +85,41 @@ def _assert_same_run(group_dir, separate_dir, config, task):
   assert res_a['step'] == res_b['step'] and res_a['num_params'] == res_b['num_params']
   samples = [wd.read_jsonl(pathlib.Path(d) / wd.SAMPLES) for d in (group_dir, separate_dir)]
   assert samples[0] == samples[1]
+
+
+@pytest.mark.usefixtures('tiny_models')
+def test_vmapped_seed_step_equals_each_seeds_own_steps():
+  # jax.vmap, the default off CPU (on CPU the other tests run the default, lax.map)
+  how = 'vmap'
+  task, seeds = fixtures.reverse_task(), (0, 3)
+  configs = _configs(seeds)
+  tc = configs[0].train
+  mesh = batching.make_mesh()
+  rep = batching.replicated(mesh)
+  tx, lr = optim.make_optimizer(tc, configs[0].model), optim.learning_rate(tc, configs[0].model)
+  streams = [batching.train_batches(task, tc, s) for s in seeds]
+  keys = jnp.stack([jax.random.key(s) for s in seeds])
+  graphdef, _, state = seed_parallel.init_states(configs[0], task, tx, seeds, rep)
+  first = seed_parallel.stack_to_device([b.batch(0) for b in streams], mesh)
+  step, leaves, treedef = seed_parallel.compile_seed_step(graphdef, task, tx, lr, state, first,
+                                                          keys, rep, how=how)
+  for t in range(3):
+    leaves, metrics = step(leaves, seed_parallel.stack_to_device([b.batch(t) for b in streams],
+                                                                 mesh), keys)
+  grouped = jax.tree.leaves(jax.tree.unflatten(treedef, leaves).params)
+  alone_step = None
+  for i, (c, stream) in enumerate(zip(configs, streams)):
+    g, _, one = steps.init_state(build.build_model(c, task), tx, rep)
+    batch = batching.to_device(stream.batch(0), mesh)
+    if alone_step is None:  # one program for every seed: the seed key is an argument
+      alone_step, _, tree = steps.compile_train_step(g, task, tx, lr, one, batch, keys[0], rep)
+    own = jax.tree.leaves(one)
+    for t in range(3):
+      own, own_metrics = alone_step(own, batching.to_device(stream.batch(t), mesh), keys[i])
+    for a, b in zip(grouped, jax.tree.leaves(jax.tree.unflatten(tree, own).params)):
+      np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=RTOL, atol=ATOL)
+    for k, v in own_metrics.items():
+      np.testing.assert_allclose(np.asarray(metrics[k][i]), np.asarray(v), rtol=RTOL, atol=ATOL)
 
 
 class NormClassifier(nnx.Module):
