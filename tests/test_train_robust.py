@@ -108,9 +108,12 @@ def _rows(path: pathlib.Path) -> list[tuple[int, str]]:
     return []
 
 
-def _inode(path: pathlib.Path) -> int | None:
+def _inode(path: pathlib.Path) -> tuple[int, int] | None:
+  """The identity of this version of the file: (inode, ctime). The inode alone is not enough:
+  two atomic rewrites in a row can give the file its old inode number back (the first frees it)."""
   try:
-    return path.stat().st_ino
+    st = path.stat()
+    return st.st_ino, st.st_ctime_ns
   except FileNotFoundError:
     return None
 
