@@ -184,13 +184,10 @@ def aggregate_rows(card: cards.Card, rows: list[dict[str, Any]]) -> dict[str, An
   if unrun:
     out['verdict'], out['reason'] = 'not run', f'no finished run: {", ".join(unrun)}'
     return out
-  met = judged['mean'] >= agg.target if card.higher_is_better else judged['mean'] <= agg.target
-  sign = {(True, True): '≥', (True, False): '<', (False, True): '≤', (False, False): '>'}[
-      (card.higher_is_better, met)]
   failed = '' if judged['failed'] is None else f'; {judged["failed"]} of {len(rows)} failed'
-  out['verdict'] = 'reproduced' if met else 'not reproduced'
-  out['reason'] = (f'mean over {len(rows)} rows {judged["mean"]:.{card.digits}f} {sign} target '
-                   f'{agg.target:g} ({how}){failed}')
+  out['verdict'], reason = cards.row_verdict(cards.Row('', 'mean', target=agg.target),
+                                             judged['mean'], card.higher_is_better, card.digits)
+  out['reason'] = f'mean over {len(rows)} rows {reason} ({how}){failed}'
   return out
 
 
