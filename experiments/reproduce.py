@@ -68,14 +68,15 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
   if stray:
     raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
                      f'its rows: {sorted(known)}')
-  kept = {r['variant']: r for r in (previous or {}).get('rows', []) if r['runs']}
+  kept = {(r['variant'], r.get('split', 'test')): r  # rows of one run may read several splits
+          for r in (previous or {}).get('rows', []) if r['runs']}
   rows = []
   for row in card.rows:
     group = sorted((r for r in runs if r['variant'] == row.variant), key=lambda r: r['seed'])
-    if group or row.variant not in kept:
+    if group or (row.variant, row.split) not in kept:
       rows.append(_row(card, row, group, sweep_dir, conditions))
     else:
-      old = kept[row.variant]
+      old = kept[row.variant, row.split]
       mean = old['summary']['mean'] * card.scale if old['summary'] else None
       verdict, reason = cards.row_verdict(row, mean, card.higher_is_better)
       rows.append({**old, 'label': row.label, 'paper': row.paper, 'reference': row.reference,
