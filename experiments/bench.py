@@ -4,6 +4,7 @@ r"""Benchmarks, printed as tables (never timed tests).
   python -m experiments.bench data
   python -m experiments.bench batching [--models=transformer,seq2seq] [--steps=20]
   python -m experiments.bench decode [--json=PATH] [--quick]
+  python -m experiments.bench train [--json=PATH] [--threads=1,2] [--steps=N] [--quick]
 
 Each section lives in its own module (experiments/bench_<name>.py) with its flags and main(argv).
 """
@@ -15,7 +16,7 @@ import sys
 
 from absl import app
 
-SECTIONS = ('attention', 'data', 'batching', 'decode')
+SECTIONS = ('attention', 'data', 'batching', 'decode', 'train')
 
 
 def main(argv: list[str]) -> None:

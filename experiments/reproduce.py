@@ -38,15 +38,19 @@ _COLLECT = flags.DEFINE_bool('collect_only', False, 'write the evidence from the
 _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and the README tables')
 _KEEP = flags.DEFINE_bool('keep_rows', False, 'keep the committed evidence of rows that have no '
                           'finished run in --workdir (rows collected in an earlier sitting)')
+_SEED_PARALLEL = flags.DEFINE_bool('seed_parallel', True, 'runs that differ only in their seed '
+                                   'train as one program in one process (as experiments.sweep); '
+                                   'a run\'s wall time is then its share of the group\'s')
 _CONDITIONS = flags.DEFINE_string('conditions', '', 'what else ran on the machine during the runs '
                                   '(wall times depend on it), kept in the evidence')
 
 
 def run_wall_s(run_dir: pathlib.Path, results: dict[str, Any]) -> float:
-  """The run's wall time: results.json's wall_s, else the time from config.json (written at the
+  """The run's wall time: results.json's wall_s (for a run trained seed-parallel, its share of
+  the group's process: wall_s / seed_group_size), else the time from config.json (written at the
   start) to results.json (written at the end), for runs older than wall_s."""
   if results.get('wall_s') is not None:
-    return float(results['wall_s'])
+    return float(results['wall_s']) / results.get('seed_group_size', 1)
   return (run_dir / wd.RESULTS).stat().st_mtime - (run_dir / wd.CONFIG).stat().st_mtime
 
 
@@ -289,7 +293,7 @@ def main(argv):
       sweeps.write_plan(spec, sweep_dir)  # runs started by hand have none
     else:
       status = sweeps.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value or card.parallel,
-                                root=cards.ROOT)
+                                root=cards.ROOT, seed_parallel=_SEED_PARALLEL.value)
       failed = [n for n, s in status.items() if s == 'failed']
       if failed:
         print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')

@@ -238,3 +238,33 @@ def test_multihost_outside_a_cluster_names_the_flags(tmp_path):
           'give --coordinator_address (or $JAX_COORDINATOR_ADDRESS), --num_processes (or '
           '$JAX_NUM_PROCESSES), --process_id (or $JAX_PROCESS_ID)') in proc.stderr, proc.stderr
   assert not (tmp_path / 'run').exists()
+
+
+class _Terminal:
+  """A stderr that says it is a terminal, where a progress bar shows by default."""
+
+  def __init__(self):
+    self.text = []
+
+  def isatty(self):
+    return True
+
+  def write(self, s):
+    self.text.append(s)
+
+  def flush(self):
+    pass
+
+
+def test_only_process_0_draws_the_progress_bar(monkeypatch):
+  from attention_zoo.train import writers  # pylint: disable=import-outside-toplevel
+  text = {}
+  for show in (True, False):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, 'stderr', terminal)
+    bar = writers.progress_bar(10, 0, show=show)
+    bar.update(5)
+    bar.close()
+    text[show] = ''.join(terminal.text)
+  assert '5/10' in text[True]
+  assert not text[False]

@@ -107,6 +107,14 @@ def test_build_judges_each_row_against_its_target(tmp_path):
   assert '37.00' in cards.table(report) and 'partly reproduced' in cards.section(report)
 
 
+def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):
+  # two runs trained as one seed-parallel group of 2, each results.json with the group's 60 s
+  card = _write_sweep(tmp_path, cards.CARDS.get('multi30k_transformer'), lambda i, run: {
+      'test': {'gen_bleu': 36.0, 'gen_chrf': 50.0}, 'seed_group_size': 2})
+  report = reproduce.build(card, tmp_path)
+  assert [r['wall_s'] for r in report['rows']] == [30.0, 30.0] and report['wall_s'] == 60.0
+
+
 def test_unfinished_rows_are_not_run_and_stray_variants_are_errors(tmp_path):
   card = _fake_sweep(tmp_path, [37.0])  # only the first run finished
   report = reproduce.build(card, tmp_path)

@@ -78,7 +78,8 @@ def _assert_same_run(group_dir, separate_dir, config, task):
     for k in na:
       assert math.isclose(na[k], nb[k], rel_tol=RTOL, abs_tol=ATOL), (ra['step'], k, na[k], nb[k])
   res_a, res_b = (wd.read_json(pathlib.Path(d) / wd.RESULTS) for d in (group_dir, separate_dir))
-  assert _keys(res_a) == _keys(res_b)  # the same structure
+  # the same structure, but for the group's size that only a seed-parallel run records
+  assert _keys(res_a) - {'seed_group_size'} == _keys(res_b)
   for split in ('train', 'validation', 'test'):
     for k, v in _numbers(res_b[split]).items():
       assert math.isclose(res_a[split][k], v, rel_tol=RTOL, abs_tol=ATOL), (split, k)
@@ -258,6 +259,8 @@ def test_sweep_seed_parallel_equals_separate_runs(tmp_path):
   compile_s = [wd.read_json(group_dir / wd.RUNS / f'hidden=16,seed={s}' / wd.RESULTS)
                ['compile_s'] for s in (0, 1)]
   assert compile_s[0] == compile_s[1]
+  assert {wd.read_json(group_dir / wd.RUNS / r.name / wd.RESULTS)['seed_group_size']
+          for r in runs} == {2}
 
 
 @pytest.mark.usefixtures('tiny_models')

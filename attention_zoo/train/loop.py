@@ -117,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   rows: list[tuple[int, dict]] = []  # train metrics since the last log
   last_train = wd.logged(workdir, start, 'train') if start >= tc.steps else {}
   last_saved = start
-  bar = progress_bar(tc.steps, start)
+  bar = progress_bar(tc.steps, start, show=is_main)
   t_mark = t_log = time.perf_counter()
   step = start
   try:

@@ -388,6 +388,7 @@ def _train_with(configs, workdirs: list[pathlib.Path], task: Task | None,
                                tc.batch_size)
     results['final_evaluation'] = final
     results['wall_s'] = time.perf_counter() - t_start  # the group's process so far
+    results['seed_group_size'] = size  # a run's share of the wall time is wall_s / size
     wd.write_json(workdirs[i] / wd.RESULTS, results)
     writers[i].close()
     out.append(results)

@@ -66,7 +66,8 @@ class MetricWriter:
     self._tb.close()
 
 
-def progress_bar(total: int, initial: int) -> tqdm.tqdm:
-  """tqdm bar with steps, ETA and steps/s; silent when stderr is not a TTY (disable=None)."""
-  return tqdm.tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, disable=None,
-                   smoothing=0.1)
+def progress_bar(total: int, initial: int, *, show: bool = True) -> tqdm.tqdm:
+  """tqdm bar with steps, ETA and steps/s; silent when stderr is not a TTY (disable=None) and
+  where `show` is False (every process of a multi-process run but process 0)."""
+  return tqdm.tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True,
+                   disable=None if show else True, smoothing=0.1)
