@@ -29,18 +29,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/<file>.py[:ar
 _WORKDIR = flags.DEFINE_string('workdir', None, 'directory of the run (created)')
 _FRESH = flags.DEFINE_bool('fresh', False, 'delete what a previous run left in --workdir and '
                            'start over instead of resuming')
-_MULTIHOST = flags.DEFINE_bool('multihost', False, 'one run over several processes: call '
-                               'jax.distributed.initialize() first (settings from the flags '
-                               'below, the environment or the cluster)')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 '
-                                   '(default: $JAX_COORDINATOR_ADDRESS, else the cluster)')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'processes of the run (default: '
-                                      '$JAX_NUM_PROCESSES, else the cluster)', lower_bound=1)
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process, 0 .. num_processes - 1 '
-                                   '(default: $JAX_PROCESS_ID, else the cluster)', lower_bound=0)
-_HEARTBEAT = flags.DEFINE_integer('heartbeat_timeout_s', distributed.Settings.heartbeat_timeout_s,
-                                  'a process silent this long counts as lost: the others stop '
-                                  'with an error naming it', lower_bound=1)
+_DISTRIBUTED = distributed.define_flags()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -48,9 +37,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   import jax  # pylint: disable=import-outside-toplevel
-  settings = distributed.Settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                  heartbeat_timeout_s=_HEARTBEAT.value)
-  if _MULTIHOST.value or settings.requested():
+  multihost, settings = _DISTRIBUTED()
+  if multihost:
     distributed.initialize(settings)
   with distributed.fail_fast():
     from attention_zoo.train import loop  # pylint: disable=import-outside-toplevel

@@ -16,6 +16,11 @@ per run (writes DIR/sweep.sbatch; --submit runs sbatch on it):
   python -m experiments.sweep --config=configs/dates_demo.py --workdir=runs/demo \
     --launcher=slurm --partition=gpu --time=01:00:00 --cpus_per_task=4 --gpus=1 --submit
 Array task i runs `--run_index=i`; --dry_run lists the runs (index, name, state) and stops.
+With --processes_per_run=N, array task i is N SLURM tasks (srun), which run run i together as one
+multi-process run (jax.distributed). By hand, the processes of run i each start
+  python -m experiments.sweep --config=... --workdir=DIR --run_index=i --noseed_parallel \
+    --coordinator_address=host0:12345 --num_processes=2 --process_id=K
+and pass these flags on to their experiments.main; process 0 claims the run.
 
 Runs that differ only in their seed train as one program over the seeds, in one process
 (--seed_parallel, the default for local sweeps; attention_zoo.train.seed_parallel), each seed in
@@ -28,6 +33,7 @@ from absl import app, flags
 
 from attention_zoo import sweeps
 from attention_zoo.sweeps import seed_groups
+from attention_zoo.train import distributed_settings
 from attention_zoo.train import workdir as wd
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/
@@ -50,6 +56,11 @@ _TIME = flags.DEFINE_string('time', None, 'slurm: time limit of each run, e.g. 0
 _CPUS = flags.DEFINE_integer('cpus_per_task', None, 'slurm: CPUs of each run', lower_bound=1)
 _GPUS = flags.DEFINE_integer('gpus', 0, 'slurm: GPUs of each run', lower_bound=0)
 _SUBMIT = flags.DEFINE_bool('submit', False, 'slurm: submit the script with sbatch')
+_PROCESSES_PER_RUN = flags.DEFINE_integer(
+    'processes_per_run', 1, 'slurm: each run as this many processes (srun, jax.distributed: '
+    'one global mesh over their devices)', lower_bound=1)
+# Passed on to every run's experiments.main (with --run_index: this process's part of the run)
+_DISTRIBUTED = distributed_settings.define_flags()
 _SEED_PARALLEL = flags.DEFINE_bool(
     'seed_parallel', True, 'local: runs that differ only in their seed train as one program '
     '(mapped over the seeds) in one process; --noseed_parallel: one process per run')
@@ -77,11 +88,13 @@ def main(argv):
   status = {}
   launcher = sweeps.LAUNCHERS[_LAUNCHER.value]
   if not _REPORT_ONLY.value:
+    multihost, settings = _DISTRIBUTED()
     options = sweeps.Options(
         root=ROOT, parallel=_PARALLEL.value, pin=_PIN.value, run_index=_RUN_INDEX.value,
         claim_timeout_s=_CLAIM_TIMEOUT.value, partition=_PARTITION.value, time=_TIME.value,
         cpus_per_task=_CPUS.value, gpus=_GPUS.value, submit=_SUBMIT.value,
-        seed_parallel=_SEED_PARALLEL.value)
+        processes_per_run=_PROCESSES_PER_RUN.value, seed_parallel=_SEED_PARALLEL.value,
+        multihost=settings if multihost else None)
     status = launcher.launch(_CONFIG.value, pathlib.Path(_WORKDIR.value), options)
   if _REPORT_ONLY.value or (launcher.runs_here and _RUN_INDEX.value is None):
     # Imported here: it loads JAX, SciPy and matplotlib (seconds), which --dry_run, a cluster

@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from attention_zoo import sweeps
@@ -232,6 +233,80 @@ def test_slurm_submit_calls_sbatch(tmp_path, tfds_dir, monkeypatch):
   assert '#SBATCH --array=0-1' in script.read_text()
   with pytest.raises(ValueError, match='unknown launcher'):
     launchers.get('pbs')
+
+
+def _slurm_port() -> tuple[int, int]:
+  """(job id, port): a free port in the range jax's SLURM detection derives from the job id
+  (65535 - 2^12 + 1 + job id mod 2^12)."""
+  base = 65535 - 2**12 + 1
+  for port in range(base + 97, 65536):
+    with socket.socket() as s:
+      try:
+        s.bind(('localhost', port))
+      except OSError:
+        continue
+    return port - base, port
+  raise RuntimeError('no free port for the fake SLURM job')
+
+
+def test_slurm_array_task_runs_its_run_as_two_processes(tmp_path, tfds_dir):
+  """--processes_per_run=2: array task 0 is two SLURM tasks (`srun`, faked here with the
+  variables that SLURM sets and jax's cluster detection reads), which train run 0 together as
+  one 2-process run: the same per-step losses (rtol 1e-5) as one process with both devices."""
+  config = _sweep_config(tmp_path / 'one.py', tfds_dir, _alone([1]), steps=4, checkpoint_every=2)
+  job_id, _ = _slurm_port()
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'srun').write_text(textwrap.dedent(f'''\
+      #!/bin/bash
+      # srun --ntasks=2 on one node: task i with SLURM's variables
+      pids=()
+      for i in 0 1; do
+        SLURM_JOB_ID={job_id} SLURM_STEP_NODELIST=localhost SLURM_NTASKS=2 SLURM_PROCID=$i \\
+          SLURM_LOCALID=$i SLURM_STEP_NUM_NODES=1 "$@" > {tmp_path}/task.$i.log 2>&1 &
+        pids+=($!)
+      done
+      rc=0
+      for p in "${{pids[@]}}"; do wait $p || rc=1; done
+      exit $rc
+  '''))
+  (bin_dir / 'srun').chmod(0o755)
+  sweep_dir = tmp_path / 'two'
+  subprocess.run(_sweep(f'--config={config}', f'--workdir={sweep_dir}', '--launcher=slurm',
+                        '--processes_per_run=2'), cwd=REPO, check=True, capture_output=True)
+  script = sweep_dir / launchers.SBATCH
+  subprocess.run(['bash', '-n', str(script)], check=True)
+  text = script.read_text()
+  assert '#SBATCH --ntasks=2' in text.splitlines()
+  command = text.splitlines()[-1].split()
+  assert command[0] == 'srun' and '--multihost' in command
+  proc = subprocess.run(['bash', str(script)], cwd=tmp_path, capture_output=True, text=True,
+                        env=dict(os.environ, SLURM_ARRAY_TASK_ID='0',
+                                 PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}'),
+                        timeout=600)
+  logs = [(tmp_path / f'task.{i}.log').read_text() for i in (0, 1)]
+  assert proc.returncode == 0, logs
+  one_dir = tmp_path / 'one'
+  subprocess.run(_sweep(f'--config={config}', f'--workdir={one_dir}', '--run_index=0'), cwd=REPO,
+                 check=True, capture_output=True, timeout=600,
+                 env=dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2'))
+  two_run, one_run = (d / wd.RUNS / 'log_every=1' for d in (sweep_dir, one_dir))
+  r_two, r_one = (wd.read_json(r / wd.RESULTS) for r in (two_run, one_run))
+  assert (r_two['devices']['num_processes'], r_one['devices']['num_processes']) == (2, 1)
+  assert r_two['devices']['num_devices'] == r_one['devices']['num_devices'] == 2
+  losses = [[r['loss'] for r in wd.read_jsonl(d / wd.METRICS) if r['split'] == 'train']
+            for d in (two_run, one_run)]
+  assert len(losses[0]) == 4
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+  assert len(claims.history(two_run)) == 1  # process 0 alone claimed it
+
+
+def test_a_multi_process_sweep_runs_one_run(tmp_path, tfds_dir):
+  config = _sweep_config(tmp_path / 'two.py', tfds_dir, _seeds(2), steps=2)
+  proc = subprocess.run(_sweep(f'--config={config}', f'--workdir={tmp_path / "sweep"}',
+                               '--num_processes=2', '--process_id=0', '--noseed_parallel'),
+                        cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode != 0 and 'give --run_index' in proc.stderr
 
 
 # --- sweep processes sharing one folder ---

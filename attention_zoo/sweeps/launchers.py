@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 
 from attention_zoo.sweeps import claims
 from attention_zoo.sweeps.sweep import run_sweep, write_plan
+from attention_zoo.train.distributed_settings import Settings
 
 SBATCH = 'sweep.sbatch'
 SLURM_LOGS = 'slurm'  # DIR/slurm/<job>_<index>.out: each array task's output
@@ -35,10 +36,12 @@ class Options:
   run_index: int | None = None  # local: run this run of the listing alone
   claim_timeout_s: float = claims.DEFAULT_TIMEOUT_S
   seed_parallel: bool = False  # local: runs that differ only in their seed as one program
+  multihost: Settings | None = None  # local: run_index as one process of a multi-process run
   partition: str | None = None  # slurm: --partition
   time: str | None = None  # slurm: --time, e.g. '04:00:00'
   cpus_per_task: int | None = None  # slurm: --cpus-per-task
   gpus: int = 0  # slurm: --gpus per array task
+  processes_per_run: int = 1  # slurm: > 1: each run is that many processes (srun, jax.distributed)
   submit: bool = False  # slurm: run sbatch on the script
   log: Callable[[str], None] = print
 
@@ -57,7 +60,8 @@ class Local:
     return run_sweep(spec, sweep_dir, parallel=options.parallel, pin=options.pin,
                      root=options.root, run_index=options.run_index,
                      claim_timeout_s=options.claim_timeout_s,
-                     seed_parallel=options.seed_parallel, log=options.log)
+                     seed_parallel=options.seed_parallel, multihost=options.multihost,
+                     log=options.log)
 
 
 class Slurm:
@@ -89,14 +93,19 @@ class Slurm:
 
 def sbatch_script(spec: str, sweep_dir: pathlib.Path, num_runs: int, options: Options) -> str:
   """The SLURM array job of a sweep: task i runs run i (flags given to sbatch after the script's
-  name reach every task's experiments.sweep, e.g. `sbatch sweep.sbatch --claim_timeout=600`)."""
+  name reach every task's experiments.sweep, e.g. `sbatch sweep.sbatch --claim_timeout=600`).
+  With processes_per_run N > 1, array task i is N SLURM tasks (`--ntasks=N`), started by `srun`:
+  each runs experiments.sweep --run_index=i --multihost, and so one process of run i, whose
+  process 0 claims it (run_sweep's `multihost`)."""
   if num_runs < 1:
     raise ValueError(f'the sweep {spec} has no runs')
   root = pathlib.Path(options.root or os.getcwd()).resolve()
   directives = [f'--job-name={sweep_dir.name}', f'--array=0-{num_runs - 1}',
                 f'--output={sweep_dir / SLURM_LOGS}/%A_%a.out']
+  multi = options.processes_per_run > 1  # each run: `srun` starts its processes
   directives += [f'--{key}={value}' for key, value in (
       ('partition', options.partition), ('time', options.time),
+      ('ntasks', options.processes_per_run if multi else None),
       ('cpus-per-task', options.cpus_per_task), ('gpus', options.gpus or None))
                  if value is not None]
   spaced = [d for d in directives if any(c.isspace() for c in d)]
@@ -104,6 +113,8 @@ def sbatch_script(spec: str, sweep_dir: pathlib.Path, num_runs: int, options: Op
     raise ValueError(f'#SBATCH directives cannot hold spaces: {spaced}')
   command = [sys.executable, '-m', 'experiments.sweep', f'--config={spec}',
              f'--workdir={sweep_dir}', f'--claim_timeout={options.claim_timeout_s:g}']
+  if multi:  # one sweep process per task; jax reads its process id from $SLURM_PROCID
+    command = ['srun', *command, '--multihost', '--noseed_parallel']
   return '\n'.join([
       '#!/bin/bash',
       f'# The {num_runs} runs of the sweep {spec}: array task i runs run i of',

@@ -25,6 +25,8 @@ from attention_zoo.sweeps import claims, processes
 from attention_zoo.sweeps.schedule import Scheduler
 from attention_zoo.train import config_utils
 from attention_zoo.train import workdir as wd
+from attention_zoo.train.distributed_settings import (CLUSTER_RANK, Settings,
+                                                      process_id_before_start)
 
 CONFIG_ARG = 'config_arg'
 
@@ -178,7 +180,7 @@ class _Waiting:
 def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin: bool = True,
               root: str | os.PathLike | None = None, run_index: int | None = None,
               claim_timeout_s: float = claims.DEFAULT_TIMEOUT_S, poll_s: float = 2.0,
-              seed_parallel: bool = False,
+              seed_parallel: bool = False, multihost: Settings | None = None,
               log: Callable[[str], None] = print) -> dict[str, str]:
   """Runs every unfinished run of the sweep (or run `run_index` alone), `parallel` at a time
   -> {name: status}.
@@ -199,8 +201,25 @@ def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin
     experiments.main`); None: the current directory.
   seed_parallel: runs that differ only in their seed train as one program, in one process
     (attention_zoo.sweeps.seed_groups); False: one process per run.
+  multihost: run `run_index` as one process of a multi-process run (jax.distributed): every
+    process of the run starts this sweep with the same run_index, and each passes --multihost and
+    these settings on to its experiments.main. Process 0 alone claims the run; the others follow
+    it without a claim (what `srun` starts in a SLURM array task, see launchers.Slurm).
   """
   sweep_dir = pathlib.Path(sweep_dir)
+  run_flags: list[str] = []
+  leader = True  # claims its runs (False: a process > 0 of a multi-process run)
+  if multihost is not None:
+    if run_index is None or parallel != 1 or seed_parallel:
+      raise ValueError('a multi-process sweep (--multihost, --coordinator_address, '
+                       '--num_processes, --process_id) runs one run: give --run_index, with '
+                       f'--parallel=1 (not {parallel}) and --noseed_parallel')
+    process_id = process_id_before_start(multihost)
+    if process_id is None:
+      raise ValueError('a multi-process sweep needs this process\'s id before it starts the run '
+                       '(process 0 claims it): give --process_id, $JAX_PROCESS_ID, or run under '
+                       f'a cluster that sets one of {", ".join("$" + v for v in CLUSTER_RANK)}')
+    run_flags, leader = ['--multihost', *multihost.flags()], process_id == 0
   runs = select(write_plan(spec, sweep_dir, strict=run_index is not None), run_index)
 
   def run_dir(run: Run) -> pathlib.Path:
@@ -229,15 +248,20 @@ def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin
     error = mtime(run_dir(run) / wd.ERROR)
     return 'failed' if error is not None and error != old_errors[run.name] else None
 
-  def one(run: Run, cpus: set[int] | None, claim: claims.Claim) -> str:
-    (run_dir(run) / wd.ERROR).unlink(missing_ok=True)
+  def one(run: Run, cpus: set[int] | None, claim: claims.Claim | None) -> str:
+    """Runs `run` (under `claim`; None: a follower of a multi-process run) -> its status."""
+    if leader:
+      (run_dir(run) / wd.ERROR).unlink(missing_ok=True)
     config = f'{path}:{run.arg}' if run.arg else path
-    proc = processes.launch(processes.command(config, run.overrides, run_dir(run)), cpus, root,
-                            stop=claim.lost.is_set)
-    if claim.lost.is_set():
+    proc = processes.launch(processes.command(config, run.overrides, run_dir(run), run_flags),
+                            cpus, root, stop=None if claim is None else claim.lost.is_set)
+    if claim is not None and claim.lost.is_set():
       return 'lost'
     if proc.returncode != 0:
       tail = '\n'.join((proc.stdout + proc.stderr).splitlines()[-60:])
+      if not leader:  # process 0 writes error.log; a follower's own output goes to its log
+        log(f'{run.name} failed in this process:\n{tail}')
+        return 'failed'
       wd.write_text(run_dir(run) / wd.ERROR, tail + '\n')
       old_errors[run.name] = mtime(run_dir(run) / wd.ERROR)  # ours: not a peer's
       return 'failed'
@@ -256,6 +280,8 @@ def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin
     """The run's status, or None while another process holds it."""
     if (result := by_peer(run)) is not None:
       return result
+    if not leader:  # process 0 of the run claims it; this one joins it
+      return one(run, cpus, None)
     claim = claims.try_claim(run_dir(run), claim_timeout_s)
     if claim is None:
       return None

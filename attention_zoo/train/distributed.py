@@ -29,7 +29,6 @@ shutdown timeout for a slower one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import time
@@ -40,54 +39,10 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
-# setting -> the environment variable it falls back to (jax itself reads the first one)
-ENV = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS', 'num_processes': 'JAX_NUM_PROCESSES',
-       'process_id': 'JAX_PROCESS_ID'}
+from attention_zoo.train.distributed_settings import (  # noqa: F401 (re-exported)
+    ENV, Settings, define_flags, from_environment, process_id_before_start)
+
 _active: Settings | None = None  # of the initialized run (fail_fast reads its heartbeat timeout)
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """How to join the other processes; None: from the environment or the cluster (see module)."""
-  coordinator_address: str | None = None  # host:port of process 0's coordination service
-  num_processes: int | None = None
-  process_id: int | None = None
-  heartbeat_timeout_s: int = 30  # a process silent this long is lost: the others abort
-  initialization_timeout_s: int = 300  # how long to wait for every process to join
-  shutdown_timeout_s: int = 60  # how long a process that ends waits for the others to end
-
-  def requested(self) -> bool:
-    """Whether any of the three was given (flags): then the run is multi-process."""
-    return any(v is not None for v in (self.coordinator_address, self.num_processes,
-                                       self.process_id))
-
-  def flags(self) -> list[str]:
-    """The experiments.main flags of these settings (what a launcher passes on); [] when none
-    was given."""
-    if not self.requested():
-      return []
-    out = [f'--{k}={getattr(self, k)}' for k in ENV if getattr(self, k) is not None]
-    if self.heartbeat_timeout_s != Settings.heartbeat_timeout_s:
-      out.append(f'--heartbeat_timeout_s={self.heartbeat_timeout_s}')
-    return out
-
-
-def from_environment(settings: Settings) -> Settings:
-  """`settings` with each of coordinator_address / num_processes / process_id that is None taken
-  from its environment variable (ENV), when set; ValueError naming the variable when it is not
-  an integer."""
-  values = {}
-  for key, var in ENV.items():
-    value = getattr(settings, key)
-    if value is None and os.environ.get(var):
-      value = os.environ[var]
-      if key != 'coordinator_address':
-        try:
-          value = int(value)
-        except ValueError:
-          raise ValueError(f'${var}={value!r} is not an integer ({key})') from None
-    values[key] = value
-  return dataclasses.replace(settings, **values)
 
 
 def initialize(settings: Settings) -> None:
