@@ -41,6 +41,28 @@ def test_build_md_commands_run(tmp_path, data_dir):
   assert (tmp_path / 'runs' / 'dates_tiny' / 'analysis' / 'summary.txt').exists()
 
 
+def test_build_md_by_hand_commands_parse():
+  """The commands BUILD.md leaves to the reader (processes started together, a shared folder on
+  several hosts) are not run above, but their module accepts every flag they give and the
+  config file they name exists (tests/test_distributed.py and tests/test_sweep_cluster.py run
+  the same flags)."""
+  by_hand = [c for c, hand in documented_commands() if hand]
+  assert len(by_hand) >= 5
+  for command in by_hand:
+    module, *args = command[len(PREFIX):].rstrip('&').split()
+    if module == 'experiments.bench':  # its sections keep their flags in their own module
+      module, args = f'experiments.bench_{args[0]}', args[1:]
+    code = ('import sys, importlib; from absl import flags; '
+            f'importlib.import_module({module!r}); flags.FLAGS(sys.argv); '
+            "print('parsed')")
+    proc = subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split()[-1:] == ['parsed'], \
+        f'{command}\n{proc.stderr[-2000:]}'
+    for config in [a.split('=', 1)[1].split(':')[0] for a in args if a.startswith('--config=')]:
+      assert (REPO / config).exists(), command
+
+
 def test_readme_starts_with_the_two_commands():
   text = (REPO / 'README.md').read_text()
   block = re.search(r'```\n(.*?)```', text, re.S).group(1)

@@ -13,15 +13,20 @@ config.train.batching picks how train batches are made (BATCHING):
               (pipeline.best_bucket_lengths); batch size: train.batch_size, or with
               train.batch_tokens > 0 about batch_tokens / length examples (equal positions).
 Either way a resumed run sees exactly the batches an uninterrupted one would, with no iterator
-state to checkpoint. Each process loads only its slice of the global batch. Cutting only drops
-PAD columns, which every model masks, so a bucketed batch has the loss of the same examples
-padded (tests/test_train_batching.py).
+state to checkpoint. Each process loads only its shard of the global batch: for process p of P
+(grain.sharding.ShardByJaxProcess), the rows [p * B / P, (p + 1) * B / P), one contiguous block,
+so the global array holds the global batch in its own order whatever P is. (Not grain's strided
+shard [p::P]: the same examples in another order would meet other dropout masks, which follow
+the row.) Cutting only drops PAD columns, which every model masks, so a bucketed batch has the loss
+of the same examples padded (tests/test_train_batching.py).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator, Sequence
 
+import grain
 import jax
 import numpy as np
 from absl import logging
@@ -39,9 +44,9 @@ SEQUENCE_KEYS: dict[str, tuple[str, ...]] = {'seq2seq': ('source', 'target_in', 
 
 def make_mesh() -> Mesh:
   """A 1-D mesh over every device of every process, axis 'data', process by process: the rows of
-  a batch sharded along it are process 0's devices' first, so each process's slice of the global
-  batch is one contiguous block, [i * B / P, (i + 1) * B / P) for process i of P (what the train
-  batches load and jax.make_array_from_process_local_data expects)."""
+  a batch sharded along it are process 0's devices' first, so each process's share of the global
+  array is one contiguous block, [i * B / P, (i + 1) * B / P) for process i of P (what
+  jax.make_array_from_process_local_data expects of the shards the train batches load)."""
   devices = sorted(jax.devices(), key=lambda d: d.process_index)  # stable: jax's order within
   return Mesh(np.asarray(devices), ('data',))
 
@@ -64,11 +69,25 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return multihost_utils.host_local_array_to_global_array(tree, mesh, P())
 
 
+def process_shard() -> grain.sharding.ShardOptions:
+  """This process's index and the process count, as grain shards data by JAX process."""
+  return grain.sharding.ShardByJaxProcess(drop_remainder=True)
+
+
+def own_block(rows: np.ndarray, shard: grain.sharding.ShardOptions) -> np.ndarray:
+  """`rows` of a global batch [B] -> this process's block [B / P] (shard_index of shard_count)."""
+  return np.asarray(rows).reshape(shard.shard_count, -1)[shard.shard_index]
+
+
 class TrainBatches:
-  """batch(step) -> this process's share of global train batch `step` (numpy dict)."""
+  """batch(step) -> this process's shard of global train batch `step` (numpy dict).
+
+  A grain MapDataset: the global example stream i = 0, 1, ... (epoch i // n, shuffled by
+  EpochShuffle) in global batches of B, of which process p of P reads only its block of B / P.
+  """
 
   def __init__(self, source, batch_size: int, seed: int):
-    n_proc, n_dev = jax.process_count(), jax.device_count()
+    n_dev, shard = jax.device_count(), process_shard()
     if batch_size % n_dev:
       raise ValueError(f'train.batch_size={batch_size} must be a multiple of the device count '
                        f'({n_dev})')
@@ -77,12 +96,12 @@ class TrainBatches:
     self.source = source
     self.order = pipeline.EpochShuffle(len(source), seed, shuffle=True)
     self.batch_size = batch_size
-    self.local = batch_size // n_proc
-    self.offset = jax.process_index() * self.local
+    self._batches = (grain.MapDataset.range(sys.maxsize // 2).batch(batch_size)
+                     .map(lambda idx: own_block(idx, shard))
+                     .map(lambda idx: pipeline.read_rows(source, self.order(idx))))
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    start = step * self.batch_size + self.offset
-    return pipeline.read_rows(self.source, self.order(np.arange(start, start + self.local)))
+    return self._batches[step]
 
   def shape_batches(self) -> list[dict[str, np.ndarray]]:
     """One batch of each shape the stream has (to compile the train step for): one."""
@@ -135,7 +154,7 @@ class BucketedTrainBatches:
         raise ValueError(f'train.batch_size={batch_size} must be a multiple of the device count '
                          f'({n_dev})')
       sizes = [batch_size] * len(buckets)
-    self.source, self.keys, self.n_proc = source, keys, n_proc
+    self.source, self.keys, self.n_proc, self.shard = source, keys, n_proc, process_shard()
     self.plan = pipeline.LengthBuckets(lengths, buckets, sizes, seed)
     computed = sum(c * s * n for c, s, n in zip(self.plan.batches_per_bucket, sizes, buckets))
     logging.info('bucketed batches: lengths %s, batch sizes %s, batches per epoch %s; an epoch '
@@ -144,8 +163,7 @@ class BucketedTrainBatches:
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     bucket, rows = self.plan(step)
-    local = len(rows) // self.n_proc
-    rows = rows[jax.process_index() * local:(jax.process_index() + 1) * local]
+    rows = own_block(rows, self.shard)
     return pipeline.trim(pipeline.read_rows(self.source, rows), self.keys,
                          self.plan.bucket_lengths[bucket])
 
