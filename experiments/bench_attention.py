@@ -1,6 +1,6 @@
 r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside the references.
 
-  python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
+  python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5] [--json=PATH]
 
 Rows: ours (score x kernel), jax.nn.dot_product_attention, flax nnx.dot_product_attention,
 flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = N·D), PyTorch
@@ -9,11 +9,17 @@ GFLOP/s counts 4·B·N·L²·D for the forward pass and 3x that for forward+back
 attention matmuls only; the additive score's tanh work is not counted). Memory is XLA's buffer
 assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak.
 Times are medians over --reps runs after one warm-up; compare rows of one run only.
+--json writes {"rows": [{"score", "kernel", "length", "pass": "fwd" | "fwd+bwd", "ms", "gflops",
+"memory_gib", "ratio_to_torch"}]}: score and kernel name our rows (score null for the other
+libraries' rows, whose kernel is the row's name); ratio_to_torch = torch SDPA's ms / the row's ms
+at that length and pass, measured in the same run (null without torch).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 import statistics
 import time
 
@@ -35,12 +41,13 @@ flags.DEFINE_float('max_score_elements', 1.1e9,
                    'Skip additive/concat rows whose B·N·L²·A tanh elements exceed this '
                    '(CPU time).')
 flags.DEFINE_bool('memory_targets', True, 'Also print the long-sequence memory targets.')
+flags.DEFINE_string('json', None, 'Also write the rows of every length to this JSON file.')
 FLAGS = flags.FLAGS
 
 GIB = 2.0 ** 30
-# Tile sizes of the chunked kernel: the additive / concat tiles hold [B, Qc, Kc, N, A] floats.
+# Tile sizes of the chunked kernel: the additive / concat tiles hold [B, Qc, Kc, N, A] floats;
+# the other scores take the kernel's defaults.
 CHUNKS = {'additive': dict(q_block=128, k_block=128), 'concat': dict(q_block=128, k_block=128)}
-DEFAULT_CHUNK = dict(q_block=1024, k_block=1024)
 
 
 def _compile(fn, *args):
@@ -103,7 +110,7 @@ def _ours(score_name, kernel_name, d):
   graphdef, state = nnx.split(score)
   kern = kernels.get_kernel(kernel_name)
   if kernel_name == 'chunked':
-    kern = functools.partial(kern, **CHUNKS.get(score_name, DEFAULT_CHUNK))
+    kern = functools.partial(kern, **CHUNKS.get(score_name, {}))
   apply = lambda p, q, k, v: kern(nnx.merge(graphdef, p), q, k, v)[0]
   return apply, state
 
@@ -147,6 +154,27 @@ def attention_table(length, reps):
   rows.extend(_torch_rows(b, h, d, length, flop, reps))
   _print(rows, f'B={b} N={h} D={d} L={length} (GFLOP/s: 4BNL²D fwd, 3x fwd+bwd; layers add '
                f'the 4 projections)')
+  return json_rows(rows, length)
+
+
+def json_rows(rows, length):
+  """The --json rows of one length's table (see the module docstring)."""
+  torch_ms = {tag: r[tag][0] for r in rows if r['name'].startswith('torch SDPA')
+              for tag in ('fwd', 'fwd+bwd')}
+  out = []
+  for r in rows:
+    score, sep, kernel = r['name'].partition(' / ')
+    if not sep or score not in scores.SCORES:
+      score, kernel = None, r['name']
+    for tag in ('fwd', 'fwd+bwd'):
+      if isinstance(r[tag], str):  # skipped
+        continue
+      ms, gflops, gib = r[tag]
+      out.append({'score': score, 'kernel': kernel, 'length': length, 'pass': tag,
+                  'ms': ms, 'gflops': gflops,
+                  'memory_gib': None if np.isnan(gib) else gib,
+                  'ratio_to_torch': torch_ms[tag] / ms if tag in torch_ms else None})
+  return out
 
 
 def _torch_rows(b, h, d, length, flop, reps):
@@ -213,7 +241,7 @@ def memory_targets():
       graphdef, state = nnx.split(score)
       kern = kernels.get_kernel(kernel_name)
       if kernel_name == 'chunked':
-        kern = functools.partial(kern, **CHUNKS.get(score_name, DEFAULT_CHUNK))
+        kern = functools.partial(kern, **CHUNKS.get(score_name, {}))
       apply = lambda p, q, k, v, g=graphdef, kern=kern: kern(nnx.merge(g, p), q, k, v)[0]
     _, both = _fwd_and_grad(apply, state, (x, x, x))
     _, mem = _compile(both, state, x, x, x)
@@ -228,8 +256,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s))')
   matmul_rate(FLAGS.reps)
-  for length in FLAGS.lengths:
-    attention_table(int(length), FLAGS.reps)
+  rows = [r for length in FLAGS.lengths for r in attention_table(int(length), FLAGS.reps)]
+  if FLAGS.json:
+    pathlib.Path(FLAGS.json).write_text(json.dumps({'rows': rows}, indent=1) + '\n')
+    print(f'\nwrote {FLAGS.json}: {len(rows)} rows')
   if FLAGS.memory_targets:
     memory_targets()
 

@@ -123,6 +123,24 @@ def test_bfloat16_inputs(kernel_name):
   np.testing.assert_allclose(np.asarray(out, np.float32), want, atol=5e-2)
 
 
+@pytest.mark.parametrize('score_name,flash', [('dot', True), ('scaled_dot', True),
+                                              ('general', False), ('additive', False)])
+def test_chunked_dot_scores_take_the_flash_backward(score_name, flash):
+  """dot and scaled_dot on the chunked kernel run attention.flash, whose backward pass starts
+  from the saved log-sum-exp; the other scores differentiate the rematerialized scan (and
+  attention dropout keeps every score there). Gradients of both: test_gradients_match_numpy."""
+  score = scores.make_score(score_name, D, D, score_dim=A, rngs=nnx.Rngs(0))
+  q, k, v, mask = _inputs(dtype=np.float32)
+  attend = lambda q, **kw: KERNELS['chunked'](score, q, k, v, mask, **kw)[0]
+  forward = str(jax.make_jaxpr(attend)(q))
+  backward = str(jax.make_jaxpr(jax.grad(lambda q: jnp.sum(attend(q))))(q))
+  assert ('custom_vjp_call' in forward) == flash
+  assert ('remat' in backward) == (not flash)
+  dropout = jax.make_jaxpr(lambda q: attend(q, dropout_rate=0.5,
+                                            dropout_rng=jax.random.key(0)))(q)
+  assert 'custom_vjp_call' not in str(dropout)
+
+
 def test_causal_flag_equals_causal_mask():
   score = scores.make_score('additive', D, D, score_dim=A, rngs=nnx.Rngs(0))
   q, k, v, _ = (jnp.asarray(x, jnp.float32) for x in _inputs())

@@ -17,6 +17,9 @@ One signature for every kernel:
            Rabe & Staats 2021, "Self-attention does not need O(n²) memory"); each block is
            rematerialized in the backward pass (jax.checkpoint), so memory is O(length). Works for
            every score, additive included (the [B, Qc, Kc, N, A] block is the largest tensor).
+           The dot and scaled_dot scores (without attention dropout) take attention.flash
+           instead: the same tiles with a hand-written backward pass from the saved log-sum-exp
+           (FlashAttention), 7 tile matmuls per tile pair instead of 10.
   fused:   jax.nn.dot_product_attention (cuDNN flash attention on GPU where eligible, XLA
            elsewhere); dot and scaled_dot scores only.
 """
@@ -29,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attention_zoo.attention import flash
 from attention_zoo.attention import masks as masks_lib
 from attention_zoo.registry import Registry
 
@@ -80,23 +84,6 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
   return e / jnp.where(denom == 0, 1.0, denom)
 
 
-def _block_mask(mask, causal: bool, q_pos, k_pos, k_len: int):
-  """The mask of one block: the caller's mask sliced to it, AND causal, AND real (unpadded) keys.
-
-  q_pos [Qc], k_pos [Kc] are absolute positions; `mask` is already padded to the blocked lengths.
-  """
-  valid = (k_pos < k_len)[None, None, None, :]  # [1, 1, 1, Kc]
-  if causal:
-    valid = jnp.logical_and(valid, (k_pos[None, :] <= q_pos[:, None])[None, None])
-  if mask is not None:
-    if mask.shape[2] > 1:
-      mask = jax.lax.dynamic_slice_in_dim(mask, q_pos[0], q_pos.shape[0], axis=2)
-    if mask.shape[3] > 1:
-      mask = jax.lax.dynamic_slice_in_dim(mask, k_pos[0], k_pos.shape[0], axis=3)
-    valid = jnp.logical_and(valid, mask)
-  return valid
-
-
 @KERNELS.register('dense')
 def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
           dropout_rng=None):
@@ -114,13 +101,15 @@ def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, drop
 
 @KERNELS.register('chunked')
 def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
-            dropout_rng=None, q_block: int = 1024, k_block: int = 1024):
+            dropout_rng=None, q_block: int = 512, k_block: int = 1024):
   """Online-softmax attention over [q_block x k_block] tiles; O(length) memory fwd and bwd.
 
   Per query block, a scan over key blocks keeps a running max m, normalizer l and output acc:
     m' = max(m, max_k s),  l' = l·e^{m-m'} + Σ_k e^{s-m'},  acc' = acc·e^{m-m'} + e^{s-m'} v.
   Dropout (when rate > 0) drops entries of e^{s-m'} in acc but not in l, which equals dropout on
   the normalized weights; each tile's dropout mask comes from fold_in(rng, tile index).
+  Default tiles of 512 queries x 1024 keys: the fastest fwd+bwd of those measured at L = 1024 and
+  4096 on a 2-core CPU (B=4, N=8, D=64; smaller tiles lose to per-iteration overhead).
   """
   b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
   k, v = _repeat_kv(k, n), _repeat_kv(v, n)
@@ -136,6 +125,15 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
       mask = pad(mask, nq * qb, 2)
     if mask.shape[3] > 1:
       mask = pad(mask, nk * kb, 3)
+
+  if getattr(score, 'fused_scale', None) is not None and not (dropout_rate > 0.0
+                                                               and dropout_rng is not None):
+    # A plain (scaled) dot product: the tiles with their own backward pass (attention.flash).
+    heads_first = lambda x: jnp.swapaxes(x, 1, 2)  # [B, L, N, D] <-> [B, N, L, D]
+    out = flash.flash_attention(heads_first(q), heads_first(k), heads_first(v), mask,
+                                score.fused_scale, causal, qb, kb, k_len)
+    return _with_weights(heads_first(out)[:, :q_len].astype(v.dtype), return_weights, score,
+                         q, k, v, mask, causal, q_len, k_len)
 
   # Scores with parameters go through jax transforms as (graphdef, params) pairs.
   graphdef, params = nnx.split(score)
@@ -153,7 +151,7 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
       ki, k_tile, v_tile = tile
       k_pos = ki * kb + jnp.arange(kb)
       s = score_fn(params, q_tile, k_tile).astype(jnp.float32)  # [B, N, Qc, Kc]
-      valid = _block_mask(mask, causal, q_pos, k_pos, k_len)
+      valid = masks_lib.block_mask(mask, causal, q_pos, k_pos, k_len)
       s = jnp.where(valid, s, -jnp.inf)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))  # [B, N, Qc]
       m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
@@ -176,6 +174,11 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
   block = jax.checkpoint(one_query_block)
   outs = jax.lax.map(lambda x: block(params, *x), (jnp.arange(nq), q_tiles))  # [nq, B, Qc, N, Dv]
   out = outs.swapaxes(0, 1).reshape(b, nq * qb, n, dv)[:, :q_len]
+  return _with_weights(out, return_weights, score, q, k, v, mask, causal, q_len, k_len)
+
+
+def _with_weights(out, return_weights, score, q, k, v, mask, causal, q_len, k_len):
+  """(out, the dense kernel's weights of the unpadded q, k, v, mask when asked, else None)."""
   weights = None
   if return_weights:  # for plots only: the [B, N, Q, K] matrix is what chunking avoids
     _, weights = dense(score, q[:, :q_len], k[:, :k_len], v[:, :k_len],

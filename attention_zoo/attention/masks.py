@@ -5,6 +5,7 @@ Shapes: B batch, N heads, Q query positions, K key positions.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -54,3 +55,20 @@ def check_mask(mask: jnp.ndarray | None, logits_shape: tuple[int, ...], name: st
       raise ValueError(f'{name} of shape {mask.shape} does not broadcast to [B, N, Q, K] = '
                        f'{tuple(logits_shape)}')
   return mask
+
+
+def block_mask(mask, causal: bool, q_pos, k_pos, k_len: int):
+  """The mask of one block: the caller's mask sliced to it, AND causal, AND real (unpadded) keys.
+
+  q_pos [Qc], k_pos [Kc] are absolute positions; `mask` is already padded to the blocked lengths.
+  """
+  valid = (k_pos < k_len)[None, None, None, :]  # [1, 1, 1, Kc]
+  if causal:
+    valid = jnp.logical_and(valid, (k_pos[None, :] <= q_pos[:, None])[None, None])
+  if mask is not None:
+    if mask.shape[2] > 1:
+      mask = jax.lax.dynamic_slice_in_dim(mask, q_pos[0], q_pos.shape[0], axis=2)
+    if mask.shape[3] > 1:
+      mask = jax.lax.dynamic_slice_in_dim(mask, k_pos[0], k_pos.shape[0], axis=3)
+    valid = jnp.logical_and(valid, mask)
+  return valid

@@ -1,0 +1,42 @@
+"""`experiments.bench attention --json`: the rows the issue's table is made of, and their ratios."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+KEYS = {'score', 'kernel', 'length', 'pass', 'ms', 'gflops', 'memory_gib', 'ratio_to_torch'}
+
+
+def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
+  out = tmp_path / 'attention.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench', 'attention', '--lengths=32', '--reps=1',
+       '--batch=1', '--heads=2', '--head_dim=8', '--nomemory_targets', f'--json={out}'],
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  assert all(set(r) == KEYS for r in rows)
+  ours = {(r['score'], r['kernel'], r['pass']): r for r in rows if r['score'] is not None}
+  for score in ('dot', 'scaled_dot', 'general', 'additive', 'concat'):
+    for kernel in ('dense', 'chunked'):
+      for tag in ('fwd', 'fwd+bwd'):
+        row = ours[(score, kernel, tag)]
+        assert row['length'] == 32 and row['ms'] > 0 and row['memory_gib'] > 0
+        # GFLOP/s is 4·B·N·L²·D (x3 with the backward pass) over the time
+        flop = 4 * 1 * 2 * 32 ** 2 * 8 * (3 if tag == 'fwd+bwd' else 1)
+        assert abs(row['gflops'] - flop / row['ms'] / 1e6) <= 1e-6 * row['gflops']
+  assert ('scaled_dot', 'fused', 'fwd+bwd') in ours and ('additive', 'fused', 'fwd') not in ours
+  torch_rows = [r for r in rows if r['kernel'].startswith('torch SDPA')]
+  if importlib.util.find_spec('torch') is None:
+    assert not torch_rows and all(r['ratio_to_torch'] is None for r in rows)
+  else:
+    torch_ms = {r['pass']: r['ms'] for r in torch_rows}
+    assert set(torch_ms) == {'fwd', 'fwd+bwd'}
+    for r in rows:
+      assert abs(r['ratio_to_torch'] - torch_ms[r['pass']] / r['ms']) <= 1e-6 * r[
+          'ratio_to_torch'], r
