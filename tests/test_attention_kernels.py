@@ -76,6 +76,22 @@ def test_gradients_match_numpy(score_name, kernel_name):
                                err_msg=f'd loss / d {name}')
 
 
+@pytest.mark.parametrize('score_name', ['additive', 'concat'])
+@pytest.mark.parametrize('kernel_name', ['dense', 'chunked'])
+def test_tanh_scores_on_large_blocks_loop_over_the_score_dim(score_name, kernel_name,
+                                                             monkeypatch):
+  """From scores.TANH_LOOP_FROM logits on (here: every block), additive and concat scan over the
+  score dim with their own backward pass: the same outputs and gradients as numpy."""
+  score = scores.make_score(score_name, D, D, score_dim=A, rngs=nnx.Rngs(0))
+  q, k = (jnp.asarray(x, jnp.float32) for x in _inputs()[:2])
+  jaxpr = lambda: str(jax.make_jaxpr(lambda q, k: score(q, k))(q, k))  # traced anew each call
+  assert 'custom_vjp_call' not in jaxpr()
+  monkeypatch.setattr(scores, 'TANH_LOOP_FROM', 1)
+  assert 'custom_vjp_call' in jaxpr()
+  test_output_matches_numpy(score_name, kernel_name)
+  test_gradients_match_numpy(score_name, kernel_name)
+
+
 @pytest.mark.parametrize('kernel_name', KERNELS)
 def test_fully_masked_query_is_zero_not_nan(kernel_name):
   score = scores.make_score('scaled_dot', D, D, rngs=nnx.Rngs(0))
@@ -123,22 +139,20 @@ def test_bfloat16_inputs(kernel_name):
   np.testing.assert_allclose(np.asarray(out, np.float32), want, atol=5e-2)
 
 
-@pytest.mark.parametrize('score_name,flash', [('dot', True), ('scaled_dot', True),
-                                              ('general', False), ('additive', False)])
-def test_chunked_dot_scores_take_the_flash_backward(score_name, flash):
-  """dot and scaled_dot on the chunked kernel run attention.flash, whose backward pass starts
-  from the saved log-sum-exp; the other scores differentiate the rematerialized scan (and
-  attention dropout keeps every score there). Gradients of both: test_gradients_match_numpy."""
+@pytest.mark.parametrize('score_name', scores.SCORES)
+def test_chunked_takes_the_flash_backward_without_dropout(score_name):
+  """Without attention dropout the chunked kernel runs attention.flash, whose backward pass
+  starts from the saved log-sum-exp (its gradients: test_gradients_match_numpy); with dropout
+  it differentiates the rematerialized scan."""
   score = scores.make_score(score_name, D, D, score_dim=A, rngs=nnx.Rngs(0))
   q, k, v, mask = _inputs(dtype=np.float32)
   attend = lambda q, **kw: KERNELS['chunked'](score, q, k, v, mask, **kw)[0]
-  forward = str(jax.make_jaxpr(attend)(q))
-  backward = str(jax.make_jaxpr(jax.grad(lambda q: jnp.sum(attend(q))))(q))
-  assert ('custom_vjp_call' in forward) == flash
-  assert ('remat' in backward) == (not flash)
-  dropout = jax.make_jaxpr(lambda q: attend(q, dropout_rate=0.5,
-                                            dropout_rng=jax.random.key(0)))(q)
-  assert 'custom_vjp_call' not in str(dropout)
+  dropout = dict(dropout_rate=0.5, dropout_rng=jax.random.key(0))
+  for kw, flash in (({}, True), (dropout, False)):
+    forward = str(jax.make_jaxpr(functools.partial(attend, **kw))(q))
+    backward = str(jax.make_jaxpr(jax.grad(lambda q: jnp.sum(attend(q, **kw))))(q))
+    assert ('custom_vjp_call' in forward) == flash
+    assert ('remat' in backward) == (not flash)
 
 
 def test_causal_flag_equals_causal_mask():
