@@ -128,6 +128,12 @@ def _pm(s: dict[str, Any] | None, scale: float, digits: int) -> str:
   return f'{mean:.{digits}f} ± {s["std"] * scale:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
 
 
+def _shown_digits(s: dict[str, Any] | None) -> int:
+  """Decimals of a shown metric as stored: 4 for a fraction (token accuracy 0.9869), 2 for a
+  0-100 score (chrF 56.77)."""
+  return 4 if not s or abs(s['mean']) <= 1.0 else 2
+
+
 def _delta(test: dict[str, Any] | None, scale: float, digits: int) -> str:
   if not test or test['n'] < 2:
     return '-'
@@ -159,7 +165,7 @@ def table(report: dict[str, Any]) -> str:
     cells = [r['label'], *([paper] if papers else []), _pm(r['summary'], scale, digits),
              *([f'{pick["value"] * scale:.{digits}f} (seed {pick["seed"]} of {pick["of"]})'
                 if pick else '-'] if picks else []),
-             *[_pm(r['shown'].get(m), 1.0, 4) for m in extra],
+             *[_pm(r['shown'].get(m), 1.0, _shown_digits(r['shown'].get(m))) for m in extra],
              *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
              ', '.join(map(str, r['seeds'])) or '-', f'{r["verdict"]}: {r["reason"]}',
              _minutes(r['wall_s']),

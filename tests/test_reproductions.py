@@ -105,6 +105,9 @@ def test_build_judges_each_row_against_its_target(tmp_path):
   assert report['signatures'] == {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}
   assert report['wall_s'] == 120.0 and de_en['wall_s'] == 60.0
   assert '37.00' in cards.table(report) and 'partly reproduced' in cards.section(report)
+  # A shown 0-100 score keeps 2 decimals (chrF 50.00, not 50.0000); fractions keep 4.
+  assert '| 50.00 |' in cards.table(report) and '50.0000' not in cards.table(report)
+  assert cards._shown_digits({'mean': 0.98693}) == 4  # pylint: disable=protected-access
 
 
 def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):
