@@ -202,7 +202,8 @@ def _finite(by_seed: dict[int, float | None]) -> dict[int, float]:
 
 def order_verdict(card: cards.Card, by_variant: dict[str, dict[str, Any]]) -> tuple[str, str]:
   """The verdict of an ordering claim: each step worse -> better holds in the means and is
-  significant (paired t-test over shared seeds, p < 0.05)."""
+  significant (paired t-test over shared seeds, p < 0.05). Better is lower on a complement card
+  (its values are errors)."""
   steps = []
   for worse, better in zip(card.order, card.order[1:]):
     lo, hi = by_variant[worse], by_variant[better]
@@ -212,7 +213,8 @@ def order_verdict(card: cards.Card, by_variant: dict[str, dict[str, Any]]) -> tu
     diff = test['mean_diff'] * card.scale
     steps.append((lo['label'], hi['label'], diff, test['p_value']))
   text = '; '.join(f'{b} - {a} = {d:+.{card.digits}f} (p = {p:.3f})' for a, b, d, p in steps)
-  bad = [(a, b) for a, b, d, p in steps if not (d > 0 and p < 0.05)]
+  sign = 1.0 if card.higher_is_better else -1.0
+  bad = [(a, b) for a, b, d, p in steps if not (sign * d > 0 and p < 0.05)]
   if not bad:
     return 'ordering reproduced', text
   return 'not reproduced', ('not significantly ordered: ' +

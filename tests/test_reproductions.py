@@ -175,3 +175,21 @@ def test_splice_replaces_only_the_marked_block():
   text = 'a\n<!-- card:x -->\nold\n<!-- /card:x -->\nb\n'
   assert cards.splice(text, {'x': 'new\n', 'y': 'z\n'}) == (
       'a\n<!-- card:x -->\nnew\n<!-- /card:x -->\nb\n')
+
+
+def test_an_ordering_on_an_error_card_wants_the_error_to_fall():
+  """On a complement card (values are errors) "worse -> better" means a falling error."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  base = cards.CARDS.get('seq2seq_ladder')
+  row = lambda label, values: {'label': label, 'summary': {'n': len(values)},
+                               'by_seed': dict(enumerate(values))}
+  falling = {base.order[0]: row('a', [0.30, 0.32, 0.31]),
+             base.order[1]: row('b', [0.20, 0.21, 0.22]),
+             base.order[2]: row('c', [0.10, 0.12, 0.11])}
+  rising = {k: row(v['label'], [1.0 - x for x in v['by_seed'].values()])
+            for k, v in falling.items()}
+  errors = dataclasses.replace(base, complement=True)
+  assert reproduce.order_verdict(errors, falling)[0] == 'ordering reproduced'
+  assert reproduce.order_verdict(errors, rising)[0] == 'not reproduced'
+  assert reproduce.order_verdict(base, rising)[0] == 'ordering reproduced'
+  assert reproduce.order_verdict(base, falling)[0] == 'not reproduced'
