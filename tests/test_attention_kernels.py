@@ -139,7 +139,7 @@ def test_bfloat16_inputs(kernel_name):
   np.testing.assert_allclose(np.asarray(out, np.float32), want, atol=5e-2)
 
 
-@pytest.mark.parametrize('score_name', scores.SCORES)
+@pytest.mark.parametrize('score_name', list(scores.SCORES))
 def test_chunked_takes_the_flash_backward_without_dropout(score_name):
   """Without attention dropout the chunked kernel runs attention.flash, whose backward pass
   starts from the saved log-sum-exp (its gradients: test_gradients_match_numpy); with dropout
