@@ -128,7 +128,7 @@ class BucketedTrainBatches:
   def __init__(self, source, keys: tuple[str, ...], batch_size: int, seed: int, *,
                bucket_lengths: tuple[int, ...] = (), num_buckets: int = 8,
                batch_tokens: int = 0):
-    n_proc, n_dev = jax.process_count(), jax.device_count()
+    n_dev = jax.device_count()
     if len(source) == 0:
       raise ValueError('the train split is empty')
     first = pipeline.read_rows(source, np.arange(1))
@@ -154,7 +154,7 @@ class BucketedTrainBatches:
         raise ValueError(f'train.batch_size={batch_size} must be a multiple of the device count '
                          f'({n_dev})')
       sizes = [batch_size] * len(buckets)
-    self.source, self.keys, self.n_proc, self.shard = source, keys, n_proc, process_shard()
+    self.source, self.keys, self.shard = source, keys, process_shard()
     self.plan = pipeline.LengthBuckets(lengths, buckets, sizes, seed)
     computed = sum(c * s * n for c, s, n in zip(self.plan.batches_per_bucket, sizes, buckets))
     logging.info('bucketed batches: lengths %s, batch sizes %s, batches per epoch %s; an epoch '
@@ -172,7 +172,7 @@ class BucketedTrainBatches:
     out = []
     for b, count in enumerate(self.plan.batches_per_bucket):
       if count:
-        rows = np.zeros(self.plan.batch_sizes[b] // self.n_proc, np.int64)
+        rows = np.zeros(self.plan.batch_sizes[b] // self.shard.shard_count, np.int64)
         out.append(pipeline.trim(pipeline.read_rows(self.source, rows), self.keys,
                                  self.plan.bucket_lengths[b]))
     return out
