@@ -45,8 +45,9 @@ flags.DEFINE_string('json', None, 'Also write the rows of every length to this J
 FLAGS = flags.FLAGS
 
 GIB = 2.0 ** 30
-# Tile sizes of the chunked kernel: the additive / concat tiles hold [B, Qc, Kc, N, A] floats;
-# the other scores take the kernel's defaults.
+# Tile sizes of the chunked kernel: additive / concat ran fastest on 128 x 128 tiles at L = 1024
+# (5.5 s fwd+bwd against 9.1 s for 64 x 512 and 12.1 s for 128 x 1024, 2-core CPU); the other
+# scores take the kernel's defaults.
 CHUNKS = {'additive': dict(q_block=128, k_block=128), 'concat': dict(q_block=128, k_block=128)}
 
 
