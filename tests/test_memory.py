@@ -162,11 +162,23 @@ def test_position_encoding_one_value_by_hand():
   assert l[1, 2] == pytest.approx(7 / 12, abs=1e-6)
 
 
-def test_two_hops_equal_a_numpy_computation_with_adjacent_tying_and_temporal_encoding():
+def test_position_encoding_of_the_authors_code_one_value_by_hand():
+  # padded width J = 5, d = 4; word j = 2, feature k = 3: 1 + 4(3 - 2.5)(2 - 3)/(4 · 5) = 0.9
+  l = np.asarray(memory.position_encoding_matlab(jnp.array([[4, 5, 6, 0, 0]]), 4))[0]  # [W, d]
+  assert l[1, 2] == pytest.approx(0.9, abs=1e-6)
+  assert l[0, 0] == pytest.approx(1 + 4 * (1 - 2.5) * (1 - 3) / 20, abs=1e-6)  # 1.6
+  assert (l[3:] == 0).all()  # PAD words weigh nothing
+
+
+@pytest.mark.parametrize('empty_slots', ['masked', 'zero'])
+def test_two_hops_equal_a_numpy_computation_with_adjacent_tying_and_temporal_encoding(
+    empty_slots):
   """Sec. 2: u^1 = B q, per hop m_i = A^k x_i + T_A^k(i), c_i = C^k x_i + T_C^k(i),
-  p = softmax(u^kᵀ m) over the non-empty slots, u^{k+1} = u^k + Σ p_i c_i; logits = W u^3; with
+  p = softmax(u^kᵀ m) over the non-empty slots ('masked'), or over all M with m_i = c_i = 0 on
+  the empty ones ('zero', the authors' code), u^{k+1} = u^k + Σ p_i c_i; logits = W u^3; with
   adjacent tying B = A^1, A^2 = C^1, Wᵀ = C^2 (the sums over words weighted by PE)."""
-  model = build(hops=2, tying='adjacent', encoding='position', temporal=True)
+  model = build(hops=2, tying='adjacent', encoding='position', temporal=True,
+                empty_slots=empty_slots)
   model.eval()
   tables = np.asarray(model.tying.words[...], np.float64)  # [3, V, E]: the module's own weights
   times = np.asarray(model.tying.times[...], np.float64)  # [3, M, E]
@@ -184,7 +196,10 @@ def test_two_hops_equal_a_numpy_computation_with_adjacent_tying_and_temporal_enc
   for k in range(2):
     m = embed(story, a[k]) + t_a[k]  # [B, M, E]
     out = embed(story, c[k]) + t_c[k]
-    logits = np.where(filled, np.einsum('be,bme->bm', u, m), -np.inf)
+    if empty_slots == 'zero':
+      m, out = m * filled[..., None], out * filled[..., None]
+    read = filled if empty_slots == 'masked' else np.ones_like(filled)  # in the softmax
+    logits = np.where(read, np.einsum('be,bme->bm', u, m), -np.inf)
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     u = u + np.einsum('bm,bme->be', p, out)
@@ -205,7 +220,7 @@ def test_insert_empty_memories_moves_the_sentences_and_keeps_the_empties_readabl
 
 
 def test_random_noise_empty_memories_get_attention_in_training_only():
-  clean, noisy = build(random_noise=0.0), build(random_noise=0.9)
+  clean, noisy = build(random_noise=0.0), build(random_noise=0.9, noise='empty_slots')
   clean.eval()
   noisy.eval()
   want, eval_weights = run(clean)
@@ -221,6 +236,47 @@ def test_random_noise_empty_memories_get_attention_in_training_only():
   np.testing.assert_allclose(train_weights.sum(-1), 1.0, atol=1e-5)
   clean.train()
   np.testing.assert_array_equal(run(clean)[0], want)  # no noise asked: train == eval
+
+
+def test_time_shift_noise_draws_distinct_increasing_times_as_the_authors_code():
+  """train.m: n sentences take n of the indices 0..n + n_blank - 1 (n_blank ~ U{0..ceil(n/10) -
+  1}), sorted, capped at M - 1; a story of n <= 10 sentences keeps its times."""
+  memory_size, rows = 50, 4000
+  lengths = np.array([8, 10, 11, 30, 50] * (rows // 5))  # n per story
+  valid = jnp.asarray(np.arange(memory_size)[None] < lengths[:, None])
+  times = np.asarray(memory.shifted_times(jax.random.key(0), valid, 0.1))  # [rows, M]
+  for n in (8, 10):  # ceil(n / 10) = 1: no blank
+    np.testing.assert_array_equal(times[lengths == n], np.broadcast_to(np.arange(50), (800, 50)))
+  for n, most in ((11, 2), (30, 3), (50, 5)):
+    t = times[lengths == n][:, :n]  # [800, n]
+    assert (np.diff(t, axis=1) > 0).all() or n == 50  # distinct and increasing (below the cap)
+    assert (np.diff(t, axis=1) >= 0).all() and (t >= np.arange(n)).all()
+    assert (t <= min(n + most - 2, memory_size - 1)).all()  # at most n + n_blank - 1 indices
+    assert (times[lengths == n][:, n:] == np.arange(n, memory_size)).all()  # no sentence: as is
+    if n < 50:
+      # P(no shift at all) = P(n_blank = 0) + Σ_b>0 P(b) · C(n, n)/C(n + b, n): for n = 30,
+      # 1/3 · (1 + 1/31 + 1/C(32, 2)) = 0.345; for n = 11, 1/2 · (1 + 1/12) = 0.542
+      want = {11: 0.5 * (1 + 1 / 12), 30: (1 + 1 / 31 + 1 / 496) / 3}[n]
+      unshifted = (t == np.arange(n)).all(axis=1).mean()
+      assert unshifted == pytest.approx(want, abs=0.05)
+  capped = times[lengths == 50][:, :50]
+  assert capped.max() == 49 and (capped[:, -1] == 49).all()  # past M - 1: capped there
+
+
+def test_time_shift_noise_moves_temporal_rows_in_training_only():
+  story = np.zeros((2, 50, W), np.int32)  # 30 sentences: enough for blanks (ceil(3) = 3)
+  story[:, :30, :3] = np.random.default_rng(1).integers(3, V, (2, 30, 3))
+  model = get_model('memn2n', vocab_size=V, num_classes=V, memory_size=50, sentence_len=W,
+                    embed_dim=E, random_noise=0.1, noise='time_shift', rngs=nnx.Rngs(0))
+  query = QUERY[:2]
+  model.eval()
+  want = np.asarray(model(story, query))
+  model.train()
+  train = [np.asarray(model(story, query)) for _ in range(8)]
+  assert any(not np.allclose(t, want, atol=1e-6) for t in train)  # some draws shift the rows
+  assert any(np.allclose(t, want, atol=1e-6) for t in train)  # n_blank = 0 about a third of them
+  model.eval()
+  np.testing.assert_array_equal(np.asarray(model(story, query)), want)
 
 
 # ---- linear start (sec. 4.2) --------------------------------------------------------------------
@@ -309,20 +365,32 @@ def test_linear_start_switch_survives_a_checkpoint_restore(ls_full, tmp_path, ki
 
 
 # ---- the bAbI recipe (sec. 4.2) -----------------------------------------------------------------
-def test_config_is_the_papers_recipe_and_its_schedule_halves_every_25_epochs():
+def test_config_is_the_authors_recipe_and_its_schedule_halves_every_25_epochs_after_ls():
   c = babi_memn2n.get_config('task_id=1')
-  assert (c.train.steps, c.train.decay_every, c.train.eval_every) == (2800, 700, 28)  # 28/epoch
+  # 28 steps an epoch: 20 LS epochs, then 100 epochs halving every 25
+  assert (c.train.steps, c.train.decay_every, c.train.eval_every) == (3360, 700, 28)
+  assert (c.train.start_phase.max_steps, c.train.start_phase.patience) == (560, 0)
+  assert c.train.start_phase.restart_schedule
   assert (c.train.optimizer, c.train.momentum, c.train.batch_size, c.train.clip_norm) == (
       'sgd', 0.0, 32, 40.0)
   assert (c.model.hops, c.model.tying, c.model.encoding, c.model.embed_dim) == (
-      3, 'adjacent', 'position', 20)
+      3, 'adjacent', 'position_matlab', 20)
+  assert (c.model.noise, c.model.empty_slots) == ('time_shift', 'zero')
   assert c.model.linear_start and c.model.random_noise == 0.1 and c.train.start_phase.lr == 0.005
-  lr = optim.learning_rate(c.train)
-  for step in (0, 1, 699, 700, 1399, 1400, 2100, 2799):
-    assert float(lr(step)) == pytest.approx(0.01 * 0.5 ** (step // 700), rel=1e-6), step
+  tx = optim.make_optimizer(c.train)
+  params = {'w': jnp.zeros(1)}
+  state, lrs, update = tx.init(params), [], jax.jit(tx.update)
+  for step in range(c.train.steps):
+    if step == c.train.start_phase.max_steps:  # what the loop does there
+      state = optim.end_start_phase(state, restart=True)
+    state = update({'w': jnp.ones(1)}, state, params)[1]
+    lrs.append(float(optim.start_phase(state).lr))
+  after = np.arange(2800)  # steps after LS: the schedule from its start, lr 0.005 (sec. 4.2)
+  np.testing.assert_allclose(lrs, [0.005] * 560 + list(0.005 * 0.5 ** (after // 700)), rtol=1e-6)
   joint = babi_memn2n.get_config('task_id=0')  # 18,000 questions: 562 steps an epoch
   assert (joint.train.steps, joint.train.decay_every, joint.model.embed_dim) == (
-      60 * 562, 15 * 562, 50)
+      90 * 562, 15 * 562, 50)
+  assert joint.train.start_phase.max_steps == 30 * 562
 
 
 # ---- joint training over the 20 tasks (real data) -----------------------------------------------

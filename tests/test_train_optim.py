@@ -166,3 +166,19 @@ def test_start_phase_lr_then_the_schedule_and_its_plateau_rule():
   same, ended = optim.after_validation(state, 0.1, 2)
   assert same is state and not ended  # over: validations change nothing
   assert optim.start_phase(optim.make_optimizer(_cfg()).init(params)) is None
+
+
+def test_start_phase_can_restart_the_schedule_when_it_ends():
+  cfg = _cfg(optimizer='sgd', lr=0.01, momentum=0.0, schedule='step', decay_every=2,
+             decay_factor=0.5, start_phase=ml_collections.ConfigDict(
+                 dict(lr=0.005, patience=1, max_steps=0, restart_schedule=True)))
+  tx = optim.make_optimizer(cfg)
+  params, grads = {'w': jnp.zeros(1)}, {'w': jnp.ones(1)}
+  state, lrs = tx.init(params), []
+  for losses in ([2.0], [], [], [3.0], [], [], [], []):
+    for loss in losses:
+      state, _ = optim.after_validation(state, loss, 1, restart=True)
+    updates, state = tx.update(grads, state, params)
+    lrs.append(-float(updates['w'][0]))
+  # 3 updates in the phase, then the schedule from count 0: 0.01, 0.01, 0.005, 0.005, 0.0025
+  np.testing.assert_allclose(lrs, [0.005] * 3 + [0.01, 0.01, 0.005, 0.005, 0.0025], rtol=1e-6)

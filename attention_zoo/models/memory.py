@@ -8,20 +8,31 @@ recent) and state u^k:
   o^k = Σ_i p_i c_i                         eq. (2)
   u^{k+1} = u^k + o^k                       section 2.2 (layer-wise tying: u^{k+1} = H u^k + o^k)
   u^1 = Σ_j l_j ⊙ B q_j,   â = softmax(W u^{hops+1})   eq. (3); the model returns the logits
-Encodings (section 4.1): 'bow' l_j = 1; 'position' l_kj = (1 - j/J) - (k/d)(1 - 2j/J), J = words
-in the sentence, d = E = embed_dim, word j and feature k from 1. PAD words (the paper's null
-symbol, whose embedding is zero) count for nothing. (The authors' MATLAB code uses another
-form, l_kj = 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ) with J the padded width; we use the paper's.)
-Temporal encoding (TE): learned T_A, T_C [M, E] rows added per slot.
-Slots that hold no sentence (the story is shorter than M) are masked out of the softmax. (In the
-authors' code they are zero memories that do take part in the softmax.)
+Encodings (section 4.1): 'bow' l_j = 1; 'position' l_kj = (1 - j/J) - (k/d)(1 - 2j/J), the
+paper's formula, J = words in the sentence, d = E = embed_dim, word j and feature k from 1;
+'position_matlab' l_kj = 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ), J = the padded width W, the form
+of the authors' MATLAB code (build_model.m), which produced the paper's tables. They differ in
+results: on bAbI task 16 (3 hops, LS, one seed) the paper's formula ends near chance (51%
+test error) and the code's at 0.3% (paper: 1.3%). PAD words (the paper's null symbol, whose
+embedding is zero) count for nothing in either.
+Temporal encoding (TE): learned T_A, T_C [M, E]; slot i gets row t_i (t_i = i, "sentences ago",
+unless the time-shift noise below moves it).
+
+Slots that hold no sentence (the story is shorter than M), `empty_slots`:
+  'masked': out of the softmax;
+  'zero':   zero memories m_i = c_i = 0 (no TE either) that take part in the softmax with score
+            0, as in the authors' code (their nil words embed to 0).
 
 Random noise (RN, section 4.1: "at training time we can randomly add 10% of empty memories to
-the stories"; train mode only): before each real sentence an empty memory is inserted with
-probability `random_noise`, so the sentences move to older slots (those moved past M fall out).
-An inserted empty memory is a slot like any other: m_i = T_A(i), c_i = T_C(i), and it takes part
-in the softmax (`insert_empty_memories`). (The authors' code inserts U{0..ceil(n/10)} blanks into
-a story of n sentences and only shifts the sentences' time indices: their blanks hold no slot.)
+the stories"; train mode only), `noise`:
+  'time_shift' (the authors' code, train.m): a story of n sentences gets n_blank ~ U{0, ..,
+    ceil(n · random_noise) - 1} blanks: its sentences take n distinct time indices drawn
+    uniformly from 0..n + n_blank - 1, in order (the most recent the smallest), capped at M - 1.
+    The blanks hold no slot; only the TE rows move. (A story of n <= 10 sentences gets none.)
+  'empty_slots' (the paper's sentence read literally): before each real sentence an empty memory
+    is inserted with probability `random_noise`, so the sentences move to older slots (those
+    moved past M fall out). An inserted memory is a slot like any other: m_i = T_A(i),
+    c_i = T_C(i), and it takes part in the softmax (`insert_empty_memories`).
 
 Linear start (LS, section 4.2): with `linear_start=True` the model begins without the memory
 softmax, p_i = u^kᵀ m_i on the non-empty slots, until the training loop ends its start phase
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from attention_zoo.attention import get_kernel, make_score
@@ -63,7 +75,19 @@ def position_encoding(tokens: jax.Array, embed_dim: int) -> jax.Array:
   return l * real[..., None]
 
 
-ENCODINGS = {'bow': bag_of_words, 'position': position_encoding}
+def position_encoding_matlab(tokens: jax.Array, embed_dim: int) -> jax.Array:
+  """l_kj = 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ), J = the padded width W (the authors' code):
+  tokens [..., W] -> weights [..., W, E]."""
+  real = (tokens != PAD).astype(jnp.float32)  # [..., W]
+  width = tokens.shape[-1]
+  j = jnp.arange(1, width + 1, dtype=jnp.float32)[:, None]  # [W, 1]
+  k = jnp.arange(1, embed_dim + 1, dtype=jnp.float32)[None, :]  # [1, E]
+  l = 1 + 4 * (k - (embed_dim + 1) / 2) * (j - (width + 1) / 2) / (embed_dim * width)  # [W, E]
+  return l * real[..., None]
+
+
+ENCODINGS = {'bow': bag_of_words, 'position': position_encoding,
+             'position_matlab': position_encoding_matlab}
 
 
 def insert_empty_memories(story: jax.Array, inserted: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -84,6 +108,43 @@ def insert_empty_memories(story: jax.Array, inserted: jax.Array) -> tuple[jax.Ar
   valid = jnp.zeros((batch, memory_size), bool).at[rows, to].set(True, mode='drop')
   empty = jnp.where(inserted, target - 1, memory_size)  # [B, M] slot of each inserted memory
   return moved, valid.at[rows, empty].set(True, mode='drop')
+
+
+def shifted_times(key: jax.Array, valid: jax.Array, rate: float) -> jax.Array:
+  """Time-shift noise (the authors' train.m): valid [B, M] bool (the real sentences, rows 0..n-1)
+  -> time indices [B, M] int32: n distinct indices drawn from 0..n + n_blank - 1, n_blank ~
+  U{0, .., ceil(n · rate) - 1}, increasing with the row, capped at M - 1 (rows >= n: their row).
+  """
+  batch, memory_size = valid.shape
+  n = valid.sum(axis=1, keepdims=True)  # [B, 1]
+  key_blank, key_pick = jax.random.split(key)
+  most = jnp.ceil(n * rate).astype(jnp.int32)  # [B, 1] exclusive bound of n_blank (>= 1 if n)
+  blank = jnp.floor(jax.random.uniform(key_blank, n.shape) * jnp.maximum(most, 1))
+  width = memory_size + int(np.ceil(memory_size * rate))  # room for n + n_blank indices
+  span = n + blank.astype(jnp.int32)  # [B, 1] indices to draw from
+  draw = jax.random.uniform(key_pick, (batch, width))
+  draw = jnp.where(jnp.arange(width) < span, draw, 2.0)  # out-of-range indices last
+  picked = jnp.argsort(draw, axis=1)  # [B, width]: a uniform random order of 0..span-1 first
+  rank = jnp.arange(width) < n  # [B, width] the first n of them are the picked indices
+  times = jnp.sort(jnp.where(rank, picked, width), axis=1)[:, :memory_size]  # [B, M] increasing
+  times = jnp.minimum(times, memory_size - 1)
+  return jnp.where(valid, times, jnp.arange(memory_size)).astype(jnp.int32)
+
+
+def _time_shift(key, story, valid, times, rate):
+  del times
+  return story, valid, shifted_times(key, valid, rate)
+
+
+def _empty_slots(key, story, valid, times, rate):
+  del valid
+  inserted = jax.random.bernoulli(key, rate, story.shape[:2])
+  return (*insert_empty_memories(story, inserted), times)
+
+
+# noise(key, story, valid, times, rate) -> (story, valid, times) with RN
+NOISES = {'time_shift': _time_shift, 'empty_slots': _empty_slots}
+EMPTY_SLOTS = {'masked': False, 'zero': True}  # name -> whether empty slots are zero memories
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...]) -> nnx.Param:
@@ -168,8 +229,9 @@ class MemN2N(nnx.Module):
     linear_start: begin without the memory softmax (LS); the model then has `start_phase`, which
       the training loop sets False when config.train.start_phase says (e.g. on a validation
       plateau). False: softmax from the start, and no `start_phase`.
-    random_noise: probability of an empty memory before each sentence in train mode (RN; the
-      rng stream 'noise').
+    random_noise: RN's rate in train mode (the rng stream 'noise'): see `noise`.
+    noise: 'time_shift' (the authors' code) | 'empty_slots' (see the module docstring).
+    empty_slots: 'masked' | 'zero': slots without a sentence (see the module docstring).
     capture_weights: sow the per-hop weights [B, hops, M] as nnx.Intermediate
       'attention_weights'.
   """
@@ -177,7 +239,8 @@ class MemN2N(nnx.Module):
   def __init__(self, vocab_size: int, num_classes: int, memory_size: int, sentence_len: int, *,
                embed_dim: int = 20, hops: int = 3, tying: str = 'adjacent',
                encoding: str = 'position', temporal: bool = True, linear_start: bool = False,
-               random_noise: float = 0.1, capture_weights: bool = False, rngs: nnx.Rngs):
+               random_noise: float = 0.1, noise: str = 'time_shift', empty_slots: str = 'masked',
+               capture_weights: bool = False, rngs: nnx.Rngs):
     if hops < 1:
       raise ValueError(f'memn2n: hops must be >= 1, got {hops}')
     if not 0.0 <= random_noise < 1.0:
@@ -189,6 +252,8 @@ class MemN2N(nnx.Module):
     self.kernel = get_kernel('dense')
     self.memory_size, self.sentence_len, self.embed_dim = memory_size, sentence_len, embed_dim
     self.hops, self.temporal, self.random_noise = hops, temporal, random_noise
+    self.noise = choose(NOISES, noise, 'random noise')
+    self.zero_empty = choose(EMPTY_SLOTS, empty_slots, 'empty_slots')
     self.capture_weights = capture_weights
     self.deterministic = False  # train mode, like nnx.Dropout; model.eval() sets True
     self.noise_rngs = rngs['noise'].fork()
@@ -199,12 +264,14 @@ class MemN2N(nnx.Module):
     # tokens [..., W], table [V, E] -> Σ_j l_j ⊙ table[x_j]  [..., E]
     return jnp.sum(self.encode(tokens, self.embed_dim) * table[tokens], axis=-2)
 
-  def _memories(self, story: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """-> (story [B, M, W], valid slots [B, M]): as given in eval mode; with RN in train mode."""
+  def _memories(self, story: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """-> (story [B, M, W], valid slots [B, M], time index of each slot [B, M]): as given in
+    eval mode (slot i at time i); with RN in train mode."""
+    valid = jnp.any(story != PAD, axis=-1)  # [B, M]
+    times = jnp.broadcast_to(jnp.arange(self.memory_size), valid.shape)  # [B, M]
     if self.deterministic or self.random_noise == 0.0:
-      return story, jnp.any(story != PAD, axis=-1)
-    inserted = jax.random.bernoulli(self.noise_rngs(), self.random_noise, story.shape[:2])
-    return insert_empty_memories(story, inserted)
+      return story, valid, times
+    return self.noise(self.noise_rngs(), story, valid, times, self.random_noise)
 
   def __call__(self, story: jax.Array, query: jax.Array) -> jax.Array:
     """story [B, M, W], query [B, W] int (PAD = 0) -> answer logits [B, classes]."""
@@ -213,8 +280,8 @@ class MemN2N(nnx.Module):
         batch, self.sentence_len):
       raise ValueError(f'memn2n: expected story [B, {self.memory_size}, {self.sentence_len}] and '
                        f'query [B, {self.sentence_len}], got {story.shape} and {query.shape}')
-    story, valid = self._memories(story)  # [B, M, W], [B, M]
-    mask = padding_mask(valid)  # [B, 1, 1, M]
+    story, valid, times = self._memories(story)  # [B, M, W], [B, M], [B, M]
+    mask = padding_mask(jnp.ones_like(valid) if self.zero_empty else valid)  # [B, 1, 1, M]
     linear = self.start_phase[...] if hasattr(self, 'start_phase') else None  # traced bool
     u = self._embed(query, self.tying.query_table())  # [B, E]
     hop_weights = []
@@ -223,7 +290,9 @@ class MemN2N(nnx.Module):
       m = self._embed(story, table_a)  # [B, M, E]
       c = self._embed(story, table_c)  # [B, M, E]
       if self.temporal:
-        m, c = m + time_a[None], c + time_c[None]  # slot i gets T(i): [B, M, E]
+        m, c = m + time_a[times], c + time_c[times]  # slot i gets T(t_i): [B, M, E]
+      if self.zero_empty:  # no sentence, no TE: a zero memory (it does take part in the softmax)
+        m, c = jnp.where(valid[..., None], m, 0.0), jnp.where(valid[..., None], c, 0.0)
       q, keys, values = u[:, None, None], m[:, :, None], c[:, :, None]  # [B, 1|M, 1, E]
       o, p = self.kernel(self.score, q, keys, values, mask, return_weights=True)
       o, p = o[:, 0, 0], p[:, 0, 0]  # [B, E], [B, M]

@@ -6,16 +6,17 @@ evaluation (evaluation.py), checkpoints (checkpoints.py), metric files (writers.
 results.json (run_info.py). It knows no model family: a model that changes with training keeps
 what changes in its own state.
 
-Start phase (config.train.start_phase = {lr, patience, max_steps}; absent or None: none). A
-model with a start phase has a `start_phase` attribute, an nnx.Variable holding a bool scalar,
-True during the phase (the memory network's linear start: no memory softmax). While it is on,
-the optimizer's lr is start_phase.lr (optim.scale_by_phase_lr). The loop ends it, in the model
-(start_phase set False) and in the optimizer at once, after `patience` validations in a row
+Start phase (config.train.start_phase = {lr, patience, max_steps, restart_schedule}; absent or
+None: none). A model with a start phase has a `start_phase` attribute, an nnx.Variable holding a
+bool scalar, True during the phase (the memory network's linear start: no memory softmax). While it
+is on, the optimizer's lr is start_phase.lr (optim.scale_by_phase_lr). The loop ends it, in the
+model (start_phase set False) and in the optimizer at once, after `patience` validations in a row
 (every train.eval_every steps) without a new lowest validation loss (patience 0: never), or after
-`max_steps` steps (0: no limit), whichever comes first. Both flags and the lowest loss live in
-the checkpointed state (the model's other state, the optimizer state), and a validation runs
-before the checkpoint of its step, so a resumed run switches where an uninterrupted one does.
-A config with a start phase and a model without one ends it at step 0 (the schedule's lr).
+`max_steps` steps (0: no limit), whichever comes first; with restart_schedule the lr schedule then
+starts again from its step 0. Both flags and the lowest loss live in the checkpointed state (the
+model's other state, the optimizer state), and a validation runs before the checkpoint of its step,
+so a resumed run switches where an uninterrupted one does. A config with a start phase and a model
+without one ends it at step 0 (the schedule's lr).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       rows.append((step, metrics))
       if in_phase and 0 < tc.start_phase.max_steps <= step:
         leaves = treedef.flatten_up_to(_end_start_phase(
-            g_train, jax.tree.unflatten(treedef, leaves), rep, step))
+            config, g_train, jax.tree.unflatten(treedef, leaves), rep, step))
         in_phase = False
       bar.update(1)
       if stop_after_step is not None and step >= stop_after_step:
@@ -216,7 +217,7 @@ def _start_phase(config: ml_collections.ConfigDict, graphdef, state: steps.Train
     raise ValueError(f'train.start_phase.patience={cfg.patience} needs validations: set '
                      'train.eval_every > 0')
   if bool(phase.on) and not model_on:
-    return _end_start_phase(graphdef, state, rep, 0), False
+    return _end_start_phase(config, graphdef, state, rep, 0), False
   return state, bool(phase.on)
 
 
@@ -225,13 +226,17 @@ def _model_start_phase(graphdef, state: steps.TrainState) -> bool:
   return hasattr(model, 'start_phase') and bool(model.start_phase[...])
 
 
-def _end_start_phase(graphdef, state: steps.TrainState, rep, step: int) -> steps.TrainState:
-  """`state` with the start phase ended in the optimizer and in the model."""
+def _end_start_phase(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState, rep,
+                     step: int) -> steps.TrainState:
+  """`state` with the start phase ended in the optimizer (the schedule restarted where
+  train.start_phase.restart_schedule says) and in the model."""
   model = nnx.merge(graphdef, state.params, state.rngs, state.other, copy=True)
   if hasattr(model, 'start_phase'):
     model.start_phase[...] = jnp.zeros_like(model.start_phase[...])
   logging.info('start phase ended at step %d', step)
-  return batching.replicate(state._replace(opt_state=optim.end_start_phase(state.opt_state),
+  restart = config.train.start_phase.get('restart_schedule', False)
+  return batching.replicate(state._replace(opt_state=optim.end_start_phase(state.opt_state,
+                                                                           restart),
                                            other=steps.split_model(model)[3]), rep.mesh)
 
 
@@ -242,7 +247,7 @@ def _after_validation(config: ml_collections.ConfigDict, graphdef, state: steps.
                                            config.train.start_phase.patience)
   state = batching.replicate(state._replace(opt_state=opt_state), rep.mesh)
   if ends:
-    return _end_start_phase(graphdef, state, rep, step), False
+    return _end_start_phase(config, graphdef, state, rep, step), False
   return state, True
 
 

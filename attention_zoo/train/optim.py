@@ -18,10 +18,12 @@ Optional fields, read only where a config sets them (absent: the default in brac
                                           i.e. batch_size x that of the mean the steps
                                           differentiate, before clipping (Sukhbaatar et al. 2015,
                                           sec. 4.2: "cost is not averaged over a batch").
-  train.start_phase [None]                {lr, patience, max_steps}: a start phase (the memory
-                                          network's linear start) during which the lr is
-                                          start_phase.lr; the schedule applies after it. See
-                                          `scale_by_phase_lr`; the loop ends the phase.
+  train.start_phase [None]                {lr, patience, max_steps, restart_schedule}: a start
+                                          phase (the memory network's linear start) during
+                                          which the lr is start_phase.lr; the schedule applies
+                                          after it, continuing its count, or from count 0 with
+                                          restart_schedule [False]. See `scale_by_phase_lr`;
+                                          the loop ends the phase.
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ def scale_by_phase_lr(schedule: optax.Schedule, start_lr: float) -> optax.Gradie
   transformation of an optimizer built with lr 1 (every optax optimizer ends by scaling with
   -lr, so this equals it run with this lr). The phase starts on; the loop ends it
   (`end_start_phase`, `after_validation`). The schedule counts every update, those of the phase
-  included: after the phase it continues, it does not restart."""
+  included: after the phase it continues, unless the phase ends with `restart=True`, which sets
+  the count to 0 (the authors' code of Sukhbaatar et al. 2015 runs its full schedule after LS)."""
 
   def init(params):
     del params
@@ -206,12 +209,16 @@ def _replace_phase(opt_state, **fields):
                       is_leaf=_is_phase)
 
 
-def end_start_phase(opt_state):
-  """`opt_state` with its start phase ended (the lr follows the schedule from the next update)."""
+def end_start_phase(opt_state, restart: bool = False):
+  """`opt_state` with its start phase ended: the lr follows the schedule from the next update,
+  at its count so far, or from count 0 with `restart`."""
+  if restart:
+    return _replace_phase(opt_state, on=jnp.asarray(False), count=jnp.asarray(0, jnp.int32))
   return _replace_phase(opt_state, on=jnp.asarray(False))
 
 
-def after_validation(opt_state, loss: float, patience: int) -> tuple[Any, bool]:
+def after_validation(opt_state, loss: float, patience: int,
+                     restart: bool = False) -> tuple[Any, bool]:
   """Records a validation loss in the start phase -> (opt_state, whether the phase ends now).
 
   The phase ends when `patience` validations in a row (patience > 0) bring no loss below the
@@ -224,9 +231,9 @@ def after_validation(opt_state, loss: float, patience: int) -> tuple[Any, bool]:
   best, stale = float(phase.best), int(phase.stale)
   best, stale = (loss, 0) if loss < best else (best, stale + 1)
   ends = patience > 0 and stale >= patience
-  return _replace_phase(opt_state, on=jnp.asarray(not ends),
-                        best=jnp.asarray(best, jnp.float32),
-                        stale=jnp.asarray(stale, jnp.int32)), ends
+  opt_state = _replace_phase(opt_state, best=jnp.asarray(best, jnp.float32),
+                             stale=jnp.asarray(stale, jnp.int32))
+  return (end_start_phase(opt_state, restart) if ends else opt_state), ends
 
 
 def applied_lr(opt_state, scheduled: jax.Array) -> jax.Array:
