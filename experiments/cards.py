@@ -459,8 +459,8 @@ register(Card(
     name='babi_memn2n_joint',
     title='End-to-end memory network on bAbI 1k (joint training over the 20 tasks)',
     claim='One model trained on the 20 tasks at once (d = 50, 30 epochs of linear start, then '
-          '60 epochs halving every 15), PE LS RN: mean test error 12.4%, 11 failed (> 5%), the best of 10 runs by training '
-          'error.',
+          '60 epochs halving every 15), PE LS RN: mean test error 12.4%, 11 failed (> 5%), the '
+          'best of 10 runs by training error.',
     config='configs/babi_memn2n.py:tasks=joint,seeds=10',
     rows=tuple(Row('task_id=0,size=small', f'task {t}', p, 'Table 1, PE LS RN joint',
                    split=f'test_task{t}')
