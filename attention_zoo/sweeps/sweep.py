@@ -133,6 +133,21 @@ def select(runs: list[Run], run_index: int | None) -> list[Run]:
   return [runs[run_index]]
 
 
+def check_finished(spec: str, sweep_dir: pathlib.Path, runs: list[Run]) -> None:
+  """ConfigMismatchError naming the run and the keys when a finished run (its results.json
+  there) was of another config than the spec gives it now: skipping it would report stale
+  results as the new config's."""
+  for run in runs:
+    run_dir = sweep_dir / wd.RUNS / run.name
+    if (run_dir / wd.RESULTS).exists() and (run_dir / wd.CONFIG).exists():
+      detail = wd.config_changes(wd.read_json(run_dir / wd.CONFIG),
+                                 config_utils.to_dict(run_config(spec, run)))
+      if detail:
+        raise wd.ConfigMismatchError(
+            f'{run_dir} finished with another config than {spec} now gives it ({detail}); '
+            'remove that run folder to run it again, or use another sweep folder')
+
+
 def describe(spec: str, sweep_dir: str | os.PathLike,
              run_index: int | None = None) -> list[str]:
   """'<index> <name> <state>' per run (of `run_index` alone if given), state: finished, failed,
@@ -221,6 +236,7 @@ def run_sweep(spec: str, sweep_dir: str | os.PathLike, *, parallel: int = 1, pin
                        f'a cluster that sets one of {", ".join("$" + v for v in CLUSTER_RANK)}')
     run_flags, leader = ['--multihost', *multihost.flags()], process_id == 0
   runs = select(write_plan(spec, sweep_dir, strict=run_index is not None), run_index)
+  check_finished(spec, sweep_dir, runs)
 
   def run_dir(run: Run) -> pathlib.Path:
     return sweep_dir / wd.RUNS / run.name

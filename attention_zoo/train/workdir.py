@@ -96,15 +96,18 @@ def check_resume(workdir: pathlib.Path, config_dict: dict[str, Any]) -> None:
   if not path.exists():
     raise ConfigMismatchError(f'{workdir} has checkpoints but no {CONFIG}; pass fresh=True '
                               '(--fresh) to start over')
-  saved = read_json(path)
-  diff = config_utils.differing_keys(saved, config_dict)
-  if diff:
-    fs, fn = config_utils.flatten(saved), config_utils.flatten(config_dict)
-    detail = ', '.join(f'{k}: {fs.get(k, "<missing>")!r} -> {fn.get(k, "<missing>")!r}'
-                       for k in diff)
+  detail = config_changes(read_json(path), config_dict)
+  if detail:
     raise ConfigMismatchError(
         f'{workdir} holds a checkpoint of a different config; differing keys: {detail}. '
         'Use the same config to resume, another workdir, or fresh=True (--fresh) to start over.')
+
+
+def config_changes(saved: dict[str, Any], config_dict: dict[str, Any]) -> str:
+  """'key: old -> new, ...' over the keys where `config_dict` differs from `saved` ('' if none)."""
+  fs, fn = config_utils.flatten(saved), config_utils.flatten(config_dict)
+  return ', '.join(f'{k}: {fs.get(k, "<missing>")!r} -> {fn.get(k, "<missing>")!r}'
+                   for k in config_utils.differing_keys(saved, config_dict))
 
 
 def write_json(path: pathlib.Path, data: Any) -> None:
