@@ -71,6 +71,12 @@ def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir
   assert report['variants'][0]['runs'] == ['seed=0', 'seed=1']
   assert report['failed'] == [] and report['missing'] == []
   assert json.loads((sweep_dir / wd.SWEEP).read_text())['runs'][1]['overrides'] == {'seed': 1}
+  # The config changed since: the finished runs are not the new config's, and nothing is skipped.
+  _sweep_config(config_file, tfds_dir, [{'seed': 0}, {'seed': 1}], steps=5, checkpoint_every=2)
+  with pytest.raises(wd.ConfigMismatchError, match=r'seed=0 finished with another config.*'
+                     r'train\.steps: 4 -> 5'):
+    sweeps.run_sweep(str(config_file), sweep_dir, root=REPO, log=lambda _: None)
+  assert (first / wd.RESULTS).stat().st_mtime_ns == stamp
 
 
 def test_sweep_reports_a_failed_run_and_goes_on(tmp_path, tfds_dir, monkeypatch):
