@@ -49,12 +49,20 @@ def flash_attention(score_fn: ScoreFn, params, q, k, v, mask, causal: bool, q_bl
   (`mask`, bool [B|1, N|1, Qp|1, Kp|1] or None, likewise); keys >= k_len are padding.
   -> out [B, Qp, N, Dv] float32.
   """
-  return _forward(score_fn, params, q, k, v, mask, causal, q_block, k_block, k_len)[0]
+  return online_softmax(score_fn, params, q, k, v, mask, causal, q_block, k_block, k_len)[0]
 
 
-def _forward(score_fn, params, q, k, v, mask, causal, qb, kb, k_len):
+def online_softmax(score_fn: ScoreFn, params, q, k, v, mask, causal: bool, qb: int, kb: int,
+                   k_len: int, drop: Callable[[jax.Array, jax.Array], jax.Array] | None = None):
+  """The forward scan (shapes as in `flash_attention`) -> (out [B, Qp, N, Dv] f32, lse [B, N, Qp]).
+
+  drop(p, tile index): attention dropout on e^{s-m'} in o but not in l (which equals dropout on
+  the normalized weights); the tile index qi · (tiles of keys) + ki seeds it. With `drop`, each
+  step and each query tile is a jax.checkpoint, so that autodiff of this scan (instead of
+  `flash_attention`'s backward pass) keeps O(length) memory; lse is then not meaningful.
+  """
   b, q_pad, n, _ = q.shape
-  dv = v.shape[-1]
+  dv, nk = v.shape[-1], k.shape[1] // kb
 
   def query_tile(qi, q_tile):  # q_tile [B, Qc, N, Dq]
     q_pos = qi * qb + jnp.arange(qb)
@@ -69,26 +77,29 @@ def _forward(score_fn, params, q, k, v, mask, causal, qb, kb, k_len):
       p = jnp.exp(s - m_safe[..., None])  # [B, N, Qc, Kc]; masked -> 0
       correction = jnp.exp(jnp.where(jnp.isfinite(m), m, m_safe) - m_safe)
       l = l * correction + jnp.sum(p, axis=-1)
+      if drop is not None:
+        p = drop(p, qi * nk + ki)
       o = o * correction[..., None] + jnp.einsum('bnqk,bknd->bnqd', p,
                                                  v_tile.astype(jnp.float32))
       return (m_new, l, o), None
 
     init = (jnp.full((b, n, qb), -jnp.inf, jnp.float32), jnp.zeros((b, n, qb), jnp.float32),
             jnp.zeros((b, n, qb, dv), jnp.float32))
-    (m, l, o), _ = jax.lax.scan(step, init,
-                                (jnp.arange(k.shape[1] // kb), _tiles(k, kb), _tiles(v, kb)))
+    (m, l, o), _ = jax.lax.scan(step if drop is None else jax.checkpoint(step), init,
+                                (jnp.arange(nk), _tiles(k, kb), _tiles(v, kb)))
     some = l > 0
     out = o / jnp.where(some, l, 1.0)[..., None]  # [B, N, Qc, Dv]; no key -> 0
     lse = jnp.where(some, m + jnp.log(jnp.where(some, l, 1.0)), -jnp.inf)  # [B, N, Qc]
     return jnp.swapaxes(out, 1, 2), lse  # [B, Qc, N, Dv]
 
-  outs, lses = jax.lax.map(lambda x: query_tile(*x), (jnp.arange(q_pad // qb), _tiles(q, qb)))
+  tile_fn = query_tile if drop is None else jax.checkpoint(query_tile)
+  outs, lses = jax.lax.map(lambda x: tile_fn(*x), (jnp.arange(q_pad // qb), _tiles(q, qb)))
   out = jnp.swapaxes(outs, 0, 1).reshape(b, q_pad, n, dv)  # [B, Qp, N, Dv]
   return out, _rows(lses)  # lse [B, N, Qp]
 
 
 def _fwd(score_fn, params, q, k, v, mask, causal, qb, kb, k_len):
-  out, lse = _forward(score_fn, params, q, k, v, mask, causal, qb, kb, k_len)
+  out, lse = online_softmax(score_fn, params, q, k, v, mask, causal, qb, kb, k_len)
   return out, (params, q, k, v, mask, out, lse)
 
 
