@@ -106,8 +106,10 @@ def _print(rows, header):
     print(f'| {r["name"]:<36} | {_fmt(r["fwd"])} | {_fmt(r["fwd+bwd"])} |', flush=True)
 
 
-def _ours(score_name, kernel_name, d):
-  score = scores.make_score(score_name, d, d, score_dim=d, rngs=nnx.Rngs(0))
+def _ours(score_name, kernel_name, d, score_dim=None):
+  """-> (apply(params, q, k, v) -> out, params) of a score (score dim A = score_dim or d) through
+  a kernel, with the bench's tiles for the chunked one."""
+  score = scores.make_score(score_name, d, d, score_dim=score_dim or d, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(score)
   kern = kernels.get_kernel(kernel_name)
   if kernel_name == 'chunked':
@@ -238,12 +240,7 @@ def memory_targets():
     if score_name is None:
       apply, state = (lambda p, q, k, v: jax.nn.dot_product_attention(q, k, v)), ()
     else:
-      score = scores.make_score(score_name, d, d, score_dim=a, rngs=nnx.Rngs(0))
-      graphdef, state = nnx.split(score)
-      kern = kernels.get_kernel(kernel_name)
-      if kernel_name == 'chunked':
-        kern = functools.partial(kern, **CHUNKS.get(score_name, {}))
-      apply = lambda p, q, k, v, g=graphdef, kern=kern: kern(nnx.merge(g, p), q, k, v)[0]
+      apply, state = _ours(score_name, kernel_name, d, score_dim=a)
     _, both = _fwd_and_grad(apply, state, (x, x, x))
     _, mem = _compile(both, state, x, x, x)
     verdict = ''
