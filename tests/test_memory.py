@@ -264,17 +264,17 @@ def test_time_shift_noise_draws_distinct_increasing_times_as_the_authors_code():
 
 
 def test_time_shift_noise_moves_temporal_rows_in_training_only():
-  story = np.zeros((2, 50, W), np.int32)  # 30 sentences: enough for blanks (ceil(3) = 3)
-  story[:, :30, :3] = np.random.default_rng(1).integers(3, V, (2, 30, 3))
+  story = np.zeros((1, 50, W), np.int32)  # 30 sentences: enough for blanks (ceil(3) = 3)
+  story[:, :30, :3] = np.random.default_rng(1).integers(3, V, (1, 30, 3))
   model = get_model('memn2n', vocab_size=V, num_classes=V, memory_size=50, sentence_len=W,
                     embed_dim=E, random_noise=0.1, noise='time_shift', rngs=nnx.Rngs(0))
-  query = QUERY[:2]
+  query = QUERY[:1]
   model.eval()
   want = np.asarray(model(story, query))
   model.train()
-  train = [np.asarray(model(story, query)) for _ in range(8)]
+  train = [np.asarray(model(story, query)) for _ in range(16)]
   assert any(not np.allclose(t, want, atol=1e-6) for t in train)  # some draws shift the rows
-  assert any(np.allclose(t, want, atol=1e-6) for t in train)  # n_blank = 0 about a third of them
+  assert any(np.allclose(t, want, atol=1e-6) for t in train)  # 0.345 of them do not
   model.eval()
   np.testing.assert_array_equal(np.asarray(model(story, query)), want)
 
