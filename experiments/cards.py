@@ -111,6 +111,8 @@ def row_verdict(row: Row, mean: float | None, higher_is_better: bool = True,
     return 'reported', 'no target for this row'
   met = mean >= bar if higher_is_better else mean <= bar
   sign = ('≥' if higher_is_better else '≤') if met else ('<' if higher_is_better else '>')
+  while not met and digits < 6 and round(mean, digits) == round(bar, digits):
+    digits += 1  # "12.4 > target 12.4" says nothing: show the digit that decides
   return ('reproduced' if met else 'not reproduced'), f'{mean:.{digits}f} {sign} target {bar:g}'
 
 

@@ -193,3 +193,10 @@ def test_an_ordering_on_an_error_card_wants_the_error_to_fall():
   assert reproduce.order_verdict(errors, rising)[0] == 'not reproduced'
   assert reproduce.order_verdict(base, rising)[0] == 'ordering reproduced'
   assert reproduce.order_verdict(base, falling)[0] == 'not reproduced'
+
+
+def test_a_verdict_shows_the_digit_that_decides_it():
+  row = cards.Row('', 'mean', target=12.4)
+  assert cards.row_verdict(row, 12.4242, False, 1) == ('not reproduced', '12.42 > target 12.4')
+  assert cards.row_verdict(row, 12.5, False, 1) == ('not reproduced', '12.5 > target 12.4')
+  assert cards.row_verdict(row, 12.39, False, 1) == ('reproduced', '12.4 ≤ target 12.4')
