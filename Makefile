@@ -13,6 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[test]'
+	$(PY) -c 'from attention_zoo.attention import native; print("native CPU attention:", native.available())'
 	touch $(STAMP)
 
 install: $(STAMP)

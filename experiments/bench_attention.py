@@ -2,12 +2,15 @@ r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside t
 
   python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5] [--json=PATH]
 
-Rows: ours (score x kernel), jax.nn.dot_product_attention, flax nnx.dot_product_attention,
-flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = N·D), PyTorch
-scaled_dot_product_attention when torch is importable, and this process's f32 matmul rate.
+Rows: ours (score x kernel; on CPU, dot-product scores also as `chunked_xla`: the chunked
+kernel kept off its native custom call, attention.native), jax.nn.dot_product_attention, flax
+nnx.dot_product_attention, flax nnx.MultiHeadAttention beside our MultiHeadAttention (same
+weights, F = N·D), PyTorch scaled_dot_product_attention when torch is importable, and this
+process's f32 matmul rate.
 GFLOP/s counts 4·B·N·L²·D for the forward pass and 3x that for forward+backward (the
 attention matmuls only; the additive score's tanh work is not counted). Memory is XLA's buffer
-assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak.
+assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak; the
+native custom call's own scratch is not in it (the memory targets add its bound).
 Times are medians over --reps runs after one warm-up; compare rows of one run only.
 --json writes {"rows": [{"score", "kernel", "length", "pass": "fwd" | "fwd+bwd", "ms", "gflops",
 "memory_gib", "ratio_to_torch"}]}: score and kernel name our rows (score null for the other
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
 import statistics
 import time
@@ -29,7 +33,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from attention_zoo.attention import kernels, layers, scores
+from attention_zoo.attention import kernels, layers, native, scores
 
 flags.DEFINE_list('lengths', ['256', '1024', '4096'], 'Sequence lengths L.')
 flags.DEFINE_integer('reps', 5, 'Timed repetitions per row (median reported).')
@@ -108,12 +112,13 @@ def _print(rows, header):
 
 def _ours(score_name, kernel_name, d, score_dim=None):
   """-> (apply(params, q, k, v) -> out, params) of a score (score dim A = score_dim or d) through
-  a kernel, with the bench's tiles for the chunked one."""
+  a kernel, with the bench's tiles for the chunked one (`chunked_xla`: native=False)."""
   score = scores.make_score(score_name, d, d, score_dim=score_dim or d, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(score)
-  kern = kernels.get_kernel(kernel_name)
-  if kernel_name == 'chunked':
-    kern = functools.partial(kern, **CHUNKS.get(score_name, {}))
+  kern = kernels.get_kernel(kernel_name.removesuffix('_xla'))
+  if kernel_name.startswith('chunked'):
+    kern = functools.partial(kern, **CHUNKS.get(score_name, {}),
+                             native=not kernel_name.endswith('_xla'))
   apply = lambda p, q, k, v: kern(nnx.merge(graphdef, p), q, k, v)[0]
   return apply, state
 
@@ -124,9 +129,12 @@ def attention_table(length, reps):
   q, k, v = (jax.random.normal(key, (b, length, h, d), jnp.float32) for key in keys)
   flop = 4 * b * h * length * length * d
   rows = []
+  both_paths = native.available() and jax.default_backend() == 'cpu'
   for score_name in scores.SCORES:
-    for kernel_name in kernels.KERNELS:
-      if kernel_name == 'fused' and score_name not in ('dot', 'scaled_dot'):
+    for kernel_name in (*kernels.KERNELS, 'chunked_xla'):
+      dot = score_name in ('dot', 'scaled_dot')
+      if (kernel_name == 'fused' and not dot) or (kernel_name == 'chunked_xla'
+                                                  and not (dot and both_paths)):
         continue
       name = f'{score_name} / {kernel_name}'
       too_slow = b * h * length ** 2 * d > FLAGS.max_score_elements
@@ -243,10 +251,17 @@ def memory_targets():
       apply, state = _ours(score_name, kernel_name, d, score_dim=a)
     _, both = _fwd_and_grad(apply, state, (x, x, x))
     _, mem = _compile(both, state, x, x, x)
+    scratch = ''
+    if (kernel_name == 'chunked' and score_name in ('dot', 'scaled_dot') and native.available()
+        and jax.default_backend() == 'cpu'):
+      extra = native.scratch_bytes(length, length, d, d, threads=os.cpu_count() or 1)
+      mem += extra
+      scratch = f' (with {extra / 2**20:.0f} MiB of native scratch)'
     verdict = ''
     if limit is not None:
       verdict = f'  (target < {limit:.0f} GiB: {"met" if mem < limit * GIB else "MISSED"})'
-    print(f'  {label:<32} B={b} N={h} D={d} L={length:>6}: {mem / GIB:7.2f} GiB{verdict}')
+    print(f'  {label:<32} B={b} N={h} D={d} L={length:>6}: {mem / GIB:7.2f} GiB{scratch}'
+          f'{verdict}')
 
 
 def main(argv):

@@ -31,6 +31,9 @@ def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
         flop = 4 * 1 * 2 * 32 ** 2 * 8 * (3 if tag == 'fwd+bwd' else 1)
         assert abs(row['gflops'] - flop / row['ms'] / 1e6) <= 1e-6 * row['gflops']
   assert ('scaled_dot', 'fused', 'fwd+bwd') in ours and ('additive', 'fused', 'fwd') not in ours
+  # On CPU the chunked kernel's dot scores run natively; the XLA path is its own row.
+  assert ('scaled_dot', 'chunked_xla', 'fwd+bwd') in ours and ('dot', 'chunked_xla', 'fwd') in ours
+  assert ('additive', 'chunked_xla', 'fwd') not in ours
   torch_rows = [r for r in rows if r['kernel'].startswith('torch SDPA')]
   if importlib.util.find_spec('torch') is None:
     assert not torch_rows and all(r['ratio_to_torch'] is None for r in rows)

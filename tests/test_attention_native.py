@@ -1,0 +1,164 @@
+"""The native CPU attention (an XLA FFI custom call) against hand-written numpy, forward and
+backward, over shapes that span several of its 64 x 64 blocks unevenly, and the chunked
+kernel's dispatch to it."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attention_zoo.attention import kernels, masks, native, scores
+from tests import numpy_reference as ref
+
+pytestmark = pytest.mark.skipif(shutil.which('g++') is None and shutil.which('c++') is None,
+                                reason='no C++ compiler: the native path is off')
+
+
+def _np_attention(q, k, v, visible, scale):
+  """out, and the backward pass of sum(out · cot), of softmax(scale · q kᵀ | visible) v in numpy.
+  q [B, Q, N, D], visible [B, N, Q, K] bool; a query with nothing visible gets 0."""
+  s = np.einsum('bqnd,bknd->bnqk', q, k) * scale
+  s = np.where(visible, s, -np.inf)
+  m = np.max(s, -1, keepdims=True)
+  e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+  p = e / np.maximum(np.sum(e, -1, keepdims=True), 1e-300)  # [B, N, Q, K]
+
+  def backward(cot):  # dp = do vᵀ, ds = p ∘ (dp - rowsum(dp ∘ p)), dq = scale · ds k, ...
+    dp = np.einsum('bqnd,bknd->bnqk', cot, v)
+    ds = p * (dp - np.sum(dp * p, -1, keepdims=True))
+    return (scale * np.einsum('bnqk,bknd->bqnd', ds, k),
+            scale * np.einsum('bnqk,bqnd->bknd', ds, q), np.einsum('bnqk,bqnd->bknd', p, cot))
+
+  return np.einsum('bnqk,bknd->bqnd', p, v), backward
+
+
+def _visible(valid, causal, q_len, k_len):
+  """[B, 1, Q, K] from key_valid [B, K] and the causal flag."""
+  vis = valid[:, None, None, :].astype(bool)
+  if causal:
+    vis = vis & np.tril(np.ones((q_len, k_len), bool))[None, None]
+  return np.broadcast_to(vis, (valid.shape[0], 1, q_len, k_len))
+
+
+def test_builds_and_registers():
+  assert native.available()
+  assert native.build() == native.library_path()  # cached: a second build is the same file
+  assert native.library_path().exists()
+
+
+def test_numpy_backward_reference_equals_numerical_gradients():
+  """The analytic numpy backward used below is itself right (central differences)."""
+  rng = np.random.default_rng(0)
+  q, k, v = (rng.normal(size=(1, 3, 1, 2)) for _ in range(3))
+  cot = rng.normal(size=(1, 3, 1, 2))
+  visible = _visible(np.array([[1, 1, 0]]), True, 3, 3)
+  _, backward = _np_attention(q, k, v, visible, 0.7)
+  loss = lambda: float(np.sum(_np_attention(q, k, v, visible, 0.7)[0] * cot))
+  for got, x in zip(backward(cot), (q, k, v)):
+    np.testing.assert_allclose(got, ref.numerical_grad(loss, x), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('b,q_len,k_len,n,d,dv,causal,masked', [
+    (2, 70, 70, 3, 64, 64, False, False),    # a ragged second block
+    (2, 70, 130, 2, 48, 40, False, True),    # Q != K, dims that are not multiples of 16
+    (1, 200, 200, 2, 64, 64, True, True),    # causal blocks skipped, padding inside blocks
+    (2, 5, 3, 1, 8, 8, True, False),         # shorter than one block
+    (1, 129, 129, 1, 32, 32, True, False),   # one query into a third block
+])
+def test_matches_numpy_forward_and_backward(b, q_len, k_len, n, d, dv, causal, masked):
+  rng = np.random.default_rng(q_len + k_len)
+  q, k = rng.normal(size=(b, q_len, n, d)), rng.normal(size=(b, k_len, n, d))
+  v, cot = rng.normal(size=(b, k_len, n, dv)), rng.normal(size=(b, q_len, n, dv))
+  valid = np.ones((b, k_len), np.uint8)
+  if masked:
+    valid[0, k_len // 2:] = 0
+    valid[-1, :] = 0 if b > 1 else valid[-1]  # a whole example with no key: zeros, no NaN
+  scale = d ** -0.5
+  want, backward = _np_attention(q, k, v, _visible(valid, causal, q_len, k_len), scale)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  attend = lambda q, k, v: native.attention(q, k, v, jnp.asarray(valid), scale, causal)
+  out, pull = jax.vjp(attend, f32(q), f32(k), f32(v))
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  for name, got, w in zip('qkv', pull(f32(cot)), backward(cot)):
+    np.testing.assert_allclose(got, w, rtol=1e-4, atol=2e-5, err_msg=f'd out / d {name}')
+  if masked and b > 1:
+    assert np.all(np.asarray(out)[-1] == 0) and np.all(np.isfinite(np.asarray(out)))
+
+
+def test_vmap_equals_a_loop():
+  rng = np.random.default_rng(1)
+  q, k, v = (jnp.asarray(rng.normal(size=(3, 2, 20, 2, 16)), jnp.float32) for _ in range(3))
+  valid = jnp.ones((1, 20), jnp.uint8)
+  attend = lambda q, k, v: native.attention(q, k, v, valid, 0.25, True)
+  batched = jax.vmap(attend)(q, k, v)
+  for i in range(3):
+    np.testing.assert_allclose(batched[i], attend(q[i], k[i], v[i]), rtol=1e-6, atol=1e-6)
+
+
+def _calls_native(fn, *args) -> bool:
+  return 'az_flash_fwd' in str(jax.make_jaxpr(fn)(*args))
+
+
+def test_chunked_takes_the_native_path_only_where_eligible():
+  score = scores.make_score('scaled_dot', 8, 8, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(2)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 9, 2, 8)), jnp.float32) for _ in range(3))
+  padding = masks.padding_mask(jnp.arange(9)[None, :] < jnp.array([[9], [5]]))  # [B, 1, 1, K]
+  per_query = masks.causal_mask(9)
+  run = lambda mask=None, score=score, **kw: (
+      lambda q: kernels.chunked(score, q, k, v, mask, **kw)[0])
+  assert _calls_native(run(padding), q)
+  assert _calls_native(run(causal=True), q)
+  assert not _calls_native(run(per_query), q)  # a [Q, K] mask: attention.flash
+  assert not _calls_native(run(padding, native=False), q)
+  assert not _calls_native(run(padding, dropout_rate=0.1, dropout_rng=jax.random.key(0)), q)
+  additive = scores.make_score('additive', 8, 8, rngs=nnx.Rngs(0))
+  assert not _calls_native(run(padding, score=additive), q)
+  assert not _calls_native(run(padding), q.astype(jnp.bfloat16))
+  # Either path, the same numbers (and the dense kernel's).
+  for mask, causal in ((padding, False), (None, True), (padding, True)):
+    got = kernels.chunked(score, q, k, v, mask, causal=causal)[0]
+    xla = kernels.chunked(score, q, k, v, mask, causal=causal, native=False)[0]
+    dense = kernels.dense(score, q, k, v, mask, causal=causal)[0]
+    np.testing.assert_allclose(got, xla, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_gradients_equal_the_xla_path():
+  score = scores.make_score('dot', 16, 16, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(3)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 75, 2, 16)), jnp.float32) for _ in range(3))
+  mask = masks.padding_mask(jnp.arange(75)[None, :] < jnp.array([[75], [40]]))
+  loss = lambda native_path: jax.grad(lambda q, k, v: jnp.sum(jnp.tanh(kernels.chunked(
+      score, q, k, v, mask, causal=True, native=native_path)[0])), argnums=(0, 1, 2))
+  for got, want in zip(loss(True)(q, k, v), loss(False)(q, k, v)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_off_switch(monkeypatch):
+  monkeypatch.setenv('ATTENTION_ZOO_NATIVE', '0')
+  assert not native.available.__wrapped__()
+
+
+def test_library_is_keyed_by_its_source(monkeypatch, tmp_path):
+  monkeypatch.setenv('ATTENTION_ZOO_CACHE', str(tmp_path))
+  first = native.library_path()
+  assert first.parent == tmp_path / 'ffi'
+  source = tmp_path / 'flash_cpu.cc'
+  source.write_text(native.SOURCE.read_text() + '\n// changed\n')
+  monkeypatch.setattr(native, 'SOURCE', source)
+  assert native.library_path() != first
+
+
+def test_build_failure_names_the_command(monkeypatch, tmp_path):
+  monkeypatch.setenv('ATTENTION_ZOO_CACHE', str(tmp_path))
+  source = tmp_path / 'broken.cc'
+  source.write_text('this is not C++\n')
+  monkeypatch.setattr(native, 'SOURCE', source)
+  with pytest.raises(RuntimeError, match=r'building broken.cc failed: .*broken.cc'):
+    native.build()
+  assert not list((tmp_path / 'ffi').glob('*.so'))  # nothing half-written
+
