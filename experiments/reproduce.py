@@ -9,6 +9,9 @@ A card (experiments/cards.py) is a sweep plus the paper's claim. Its runs go to
 `--workdir/<card>/` (re-running skips finished runs and resumes the others); its evidence,
 `reproductions/<card>/report.json` and `reproductions/<card>/configs/<run>.json` (every run's
 resolved config), is written from the finished runs, replacing the previous evidence at once.
+With --keep_rows it joins the committed evidence instead: report.json keeps a record of every
+run (`per_run`), so the seeds of one card can be run over several sittings (e.g. on another
+machine, `--run_index=K` of experiments.sweep for the seeds still missing).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ _PARALLEL = flags.DEFINE_integer('parallel', None, "runs at a time (default: the
 _COLLECT = flags.DEFINE_bool('collect_only', False, 'write the evidence from the runs there are, '
                              'training nothing')
 _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and the README tables')
-_KEEP = flags.DEFINE_bool('keep_rows', False, 'keep the committed evidence of rows that have no '
-                          'finished run in --workdir (rows collected in an earlier sitting)')
+_KEEP = flags.DEFINE_bool('keep_rows', False, 'join the committed evidence (runs collected in an '
+                          'earlier sitting) with the finished runs in --workdir: the seeds of a '
+                          'row add up, and rows with no run here stay as committed')
 _SEED_PARALLEL = flags.DEFINE_bool('seed_parallel', True, 'runs that differ only in their seed '
                                    'train as one program in one process (as experiments.sweep); '
                                    'a run\'s wall time is then its share of the group\'s')
@@ -63,8 +67,9 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
           previous: dict[str, Any] | None = None) -> dict[str, Any]:
   """The card's report.json from the finished runs of its sweep.
 
-  previous: the card's committed report; a row with no finished run in `sweep_dir` keeps its row
-  from there (runs collected in an earlier sitting), with the conditions of that sitting.
+  previous: the card's committed report, whose runs join those of `sweep_dir` (runs collected in
+  an earlier sitting, each with the conditions of its sitting): a run finished in `sweep_dir`
+  replaces its earlier record; a row with no finished run here keeps its committed row whole.
   """
   runs, failed, missing = sweep_report.collect(sweep_dir)
   known = {row.variant for row in card.rows}
@@ -76,18 +81,20 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
           for r in (previous or {}).get('rows', []) if r['runs']}
   rows = []
   for row in card.rows:
-    group = sorted((r for r in runs if r['variant'] == row.variant), key=lambda r: r['seed'])
-    if group or (row.variant, row.split) not in kept:
-      rows.append(_row(card, row, group, sweep_dir, conditions))
-    else:
-      old = kept[row.variant, row.split]
+    records = {r['name']: _record(card, row, r, sweep_dir, conditions) for r in runs
+               if r['variant'] == row.variant}
+    old = kept.get((row.variant, row.split))
+    earlier = (old or {}).get('per_run', {})
+    if records or earlier or not old:
+      rows.append(_row(card, row, {**earlier, **records}))
+    else:  # a committed row older than per-run records: kept whole
       mean = old['summary']['mean'] * card.scale if old['summary'] else None
       verdict, reason = cards.row_verdict(row, mean, card.higher_is_better)
       rows.append({**old, 'label': row.label, 'paper': row.paper, 'reference': row.reference,
                    'target': row.target, 'verdict': verdict, 'reason': reason,
                    'by_seed': {int(k): v for k, v in old['by_seed'].items()},  # JSON: str keys
                    'conditions': old.get('conditions', previous.get('conditions', ''))})
-      missing = [m for m in missing if m not in old['runs']]
+    missing = [m for m in missing if m not in rows[-1]['runs']]
   signatures = {k: v for r in rows for final in r['final_evaluation'] if final
                 for k, v in final.items() if k.endswith('_signature')}
   walls = [r['wall_s'] * len(r['runs']) for r in rows if r['wall_s'] is not None]
@@ -123,35 +130,54 @@ def build(card: cards.Card, sweep_dir: pathlib.Path, conditions: str = '',
   }
 
 
-def _row(card: cards.Card, row: cards.Row, group: list[dict[str, Any]], sweep_dir: pathlib.Path,
-         conditions: str) -> dict[str, Any]:
-  """One row of the report from its finished runs (sorted by seed)."""
-  tests = [r['results'].get(row.split) or {} for r in group]
-  by_seed = {r['seed']: _value(card, t.get(card.metric)) for r, t in zip(group, tests)}
+def _record(card: cards.Card, row: cards.Row, run: dict[str, Any], sweep_dir: pathlib.Path,
+            conditions: str) -> dict[str, Any]:
+  """What the evidence keeps of one finished run of a row: enough to rebuild the row with runs
+  of a later sitting."""
+  results, test = run['results'], run['results'].get(row.split) or {}
+  key = cards.SELECTIONS[card.select][0](results) if card.select else None
+  return {
+      'seed': run['seed'], 'value': _value(card, test.get(card.metric)),
+      'select_key': list(key) if key is not None else None,
+      'shown': {m: test[m] for m in card.shown if m in test},
+      'wall_s': run_wall_s(sweep_dir / wd.RUNS / run['name'], results),
+      'tokens_per_s': results.get('tokens_per_s'), 'steps_per_s': results.get('steps_per_s'),
+      'final_evaluation': results.get('final_evaluation'), 'conditions': conditions,
+  }
+
+
+def _row(card: cards.Card, row: cards.Row, per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """One row of the report from its runs' records (see _record)."""
+  names = sorted(per_run, key=lambda name: per_run[name]['seed'])
+  group = [per_run[name] for name in names]
+  by_seed = {r['seed']: r['value'] for r in group}
   values = [v for v in by_seed.values() if v is not None]
   summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
   mean = summary['mean'] * card.scale if summary else None
   verdict, reason = cards.row_verdict(row, mean, card.higher_is_better)
   selected = None
   if card.select and group:
-    key = cards.SELECTIONS[card.select][0]
-    best = min(group, key=lambda r: key(r['results']))
-    selected = {'seed': best['seed'], 'value': by_seed[best['seed']], 'of': len(group)}
+    # (a key's infinities are null in JSON: an unknown value sorts last)
+    best = min(group, key=lambda r: tuple(np.inf if v is None else v for v in r['select_key']))
+    selected = {'seed': best['seed'], 'value': best['value'], 'of': len(group)}
+  sittings = list(dict.fromkeys(r['conditions'] for r in group))
   return {
       'variant': row.variant, 'label': row.label, 'paper': row.paper,
       'reference': row.reference, 'target': row.target, 'split': row.split,
-      'runs': [r['name'] for r in group], 'seeds': [r['seed'] for r in group],
+      'runs': names, 'seeds': [r['seed'] for r in group],
       'summary': summary, 'selected': selected,
-      'shown': {m: stats.summarize([t[m] for t in tests], stats.bounds(m))
-                for m in card.shown if tests and all(m in t for t in tests)},
+      'shown': {m: stats.summarize([r['shown'][m] for r in group], stats.bounds(m))
+                for m in card.shown if group and all(m in r['shown'] for r in group)},
       'verdict': verdict, 'reason': reason,
-      'wall_s': _mean([run_wall_s(sweep_dir / wd.RUNS / r['name'], r['results'])
-                       for r in group]),
-      'tokens_per_s': _mean([r['results'].get('tokens_per_s') for r in group]),
-      'steps_per_s': _mean([r['results'].get('steps_per_s') for r in group]),
-      'final_evaluation': [r['results'].get('final_evaluation') for r in group],
+      'wall_s': _mean([r['wall_s'] for r in group]),
+      'tokens_per_s': _mean([r['tokens_per_s'] for r in group]),
+      'steps_per_s': _mean([r['steps_per_s'] for r in group]),
+      'final_evaluation': [r['final_evaluation'] for r in group],
       'by_seed': by_seed,
-      'conditions': conditions,
+      'conditions': sittings[0] if len(sittings) == 1 else '; '.join(
+          f'seeds {", ".join(str(r["seed"]) for r in group if r["conditions"] == c)}: '
+          f'{c or "alone"}' for c in sittings),
+      'per_run': per_run,
   }
 
 

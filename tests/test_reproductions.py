@@ -171,6 +171,39 @@ def test_best_of_n_protocol_and_the_mean_over_rows(tmp_path):
   assert '3.0 (seed 1 of 2)' in text and 'ours, the selected seeds 10.5, 15 failed' in text
 
 
+def test_keep_rows_joins_the_seeds_of_two_sittings(tmp_path):
+  """Seeds of one row run in two sittings make one row: the statistics over all of them, the
+  selection protocol among all of them, each seed with the conditions of its sitting."""
+  card = dataclasses.replace(cards.CARDS.get('babi_memn2n'),
+                             config='configs/babi_memn2n.py:tasks=all,seeds=3')
+
+  def sitting(done, error_of_seed):
+    def results(i, run):  # task t, seed s: error (s + 1) · t %, train accuracy falling with s
+      t, seed = int(run.arg.split(',')[0].split('=')[1]), run.overrides['seed']
+      if seed not in done:
+        return None
+      return {'test': {'accuracy': 1 - error_of_seed(seed) * t / 100},
+              'train': {'accuracy': 0.99 - 0.01 * seed, 'loss': 1.0}}
+    return results
+
+  first = _write_sweep(tmp_path / 'a', card, sitting({0, 1}, lambda s: 5.0))  # s0 replaced below
+  previous = json.loads(json.dumps(reproduce.build(first, tmp_path / 'a', 'first sitting')))
+  _write_sweep(tmp_path / 'b', card, sitting({0, 2}, lambda s: s + 1.0))
+  report = reproduce.build(card, tmp_path / 'b', 'second sitting', previous)
+  task2 = report['rows'][1]
+  assert task2['seeds'] == [0, 1, 2] and report['missing'] == []
+  assert task2['by_seed'] == pytest.approx({0: 0.02, 1: 0.10, 2: 0.06})  # seed 0 re-run: 1 · 2 %
+  assert task2['summary']['mean'] == pytest.approx(0.06)
+  assert task2['selected'] == {'seed': 0, 'value': pytest.approx(0.02), 'of': 3}
+  assert task2['conditions'] == 'seeds 0, 2: second sitting; seeds 1: first sitting'
+  # A third sitting with no finished run rebuilds the same row from the committed records.
+  _write_sweep(tmp_path / 'c', card, lambda i, run: None)
+  committed = json.loads(json.dumps(report))
+  again = reproduce.build(card, tmp_path / 'c', 'third sitting', committed)['rows'][1]
+  assert (again['by_seed'], again['selected'], again['conditions']) == (
+      task2['by_seed'], task2['selected'], task2['conditions'])
+
+
 def test_splice_replaces_only_the_marked_block():
   text = 'a\n<!-- card:x -->\nold\n<!-- /card:x -->\nb\n'
   assert cards.splice(text, {'x': 'new\n', 'y': 'z\n'}) == (
