@@ -373,30 +373,30 @@ ffi::Error FlashBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
 
 }  // namespace
 
+// What both custom calls start with: the thread pool, q, k, v and key_valid.
+static auto BindInputs() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()   // q
+      .Arg<ffi::Buffer<ffi::F32>>()   // k
+      .Arg<ffi::Buffer<ffi::F32>>()   // v
+      .Arg<ffi::Buffer<ffi::U8>>();   // key_valid
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AzFlashFwd, FlashFwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
-                                  .Arg<ffi::Buffer<ffi::U8>>()   // key_valid
+                              BindInputs()
                                   .Attr<float>("scale")
                                   .Attr<int32_t>("causal")
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // out
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // out
                                   .Ret<ffi::Buffer<ffi::F32>>());  // lse
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AzFlashBwd, FlashBwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
-                                  .Arg<ffi::Buffer<ffi::U8>>()   // key_valid
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // out
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // lse
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_out
+                              BindInputs()
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // out
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // lse
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // d_out
                                   .Attr<float>("scale")
                                   .Attr<int32_t>("causal")
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // d_q
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // d_k
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // d_q
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // d_k
                                   .Ret<ffi::Buffer<ffi::F32>>());  // d_v
