@@ -224,7 +224,8 @@ class MemN2N(nnx.Module):
     embed_dim: E, the paper's d (20 in its bAbI experiments, 50 for joint training).
     hops: 3 in the paper.
     tying: a name in TYING ('adjacent', 'layerwise').
-    encoding: a name in ENCODINGS ('bow', 'position').
+    encoding: a name in ENCODINGS ('bow', 'position' (the paper's formula), 'position_matlab'
+      (the authors' code's)).
     temporal: add the learned temporal encodings T_A, T_C.
     linear_start: begin without the memory softmax (LS); the model then has `start_phase`, which
       the training loop sets False when config.train.start_phase says (e.g. on a validation
@@ -234,12 +235,16 @@ class MemN2N(nnx.Module):
     empty_slots: 'masked' | 'zero': slots without a sentence (see the module docstring).
     capture_weights: sow the per-hop weights [B, hops, M] as nnx.Intermediate
       'attention_weights'.
+
+  The defaults are the paper's text: its PE formula, RN as inserted empty memories, slots
+  without a sentence masked out of the softmax. configs/babi_memn2n.py selects the authors'
+  code's forms instead ('position_matlab', 'time_shift', 'zero'), which reproduce Table 1.
   """
 
   def __init__(self, vocab_size: int, num_classes: int, memory_size: int, sentence_len: int, *,
                embed_dim: int = 20, hops: int = 3, tying: str = 'adjacent',
                encoding: str = 'position', temporal: bool = True, linear_start: bool = False,
-               random_noise: float = 0.1, noise: str = 'time_shift', empty_slots: str = 'masked',
+               random_noise: float = 0.1, noise: str = 'empty_slots', empty_slots: str = 'masked',
                capture_weights: bool = False, rngs: nnx.Rngs):
     if hops < 1:
       raise ValueError(f'memn2n: hops must be >= 1, got {hops}')
