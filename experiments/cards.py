@@ -260,7 +260,8 @@ def splice(text: str, blocks: dict[str, str]) -> str:
 # The cards.
 
 _MULTI30K_DEVIATIONS = (
-    'One seed per model: a run takes 30-45 minutes on the 2-core CPU of these sessions.',
+    'One seed per model: a run takes 40-70 minutes on the 2-core CPU of these sessions with '
+    'the machine to itself, and up to twice that beside other runs (each row gives its own).',
     'Small models and short training (`size=small` of the configs: see their docstrings) so that '
     'a run fits the CPU; the public references trained longer.',
 )
