@@ -236,9 +236,10 @@ class MemN2N(nnx.Module):
     capture_weights: sow the per-hop weights [B, hops, M] as nnx.Intermediate
       'attention_weights'.
 
-  The defaults are the paper's text: its PE formula, RN as inserted empty memories, slots
-  without a sentence masked out of the softmax. configs/babi_memn2n.py selects the authors'
-  code's forms instead ('position_matlab', 'time_shift', 'zero'), which reproduce Table 1.
+  The defaults follow the paper's text where it speaks (its PE formula, RN as inserted empty
+  memories); on slots without a sentence it is silent, and they are masked out of the softmax.
+  configs/babi_memn2n.py selects the authors' code's forms instead ('position_matlab',
+  'time_shift', 'zero'), which reproduce Table 1.
   """
 
   def __init__(self, vocab_size: int, num_classes: int, memory_size: int, sentence_len: int, *,
