@@ -145,6 +145,17 @@ def test_keep_rows_takes_rows_without_runs_from_the_committed_report(tmp_path):
   assert reproduce.build(card, tmp_path / 'b')['rows'][0]['verdict'] == 'not run'
 
 
+def test_rows_reading_splits_of_one_run_count_its_time_once(tmp_path):
+  # joint bAbI: 2 runs (60 s each), each read by the 20 rows, one split a row
+  card = dataclasses.replace(cards.CARDS.get('babi_memn2n_joint'),
+                             config='configs/babi_memn2n.py:tasks=joint,seeds=2')
+  report = reproduce.build(_write_sweep(tmp_path, card, lambda i, run: {
+      **{f'test_task{t}': {'accuracy': 0.9} for t in range(1, 21)},
+      'train': {'accuracy': 0.9, 'loss': 1.0}}), tmp_path)
+  assert len(report['rows']) == 20 and report['rows'][0]['wall_s'] == 60.0
+  assert report['wall_s'] == 120.0  # not 20 x 120
+
+
 def test_best_of_n_protocol_and_the_mean_over_rows(tmp_path):
   """bAbI: errors from accuracies, the seed with the best train accuracy per task, and the mean
   error and failed tasks over the 20 rows, by each statistic."""
