@@ -25,6 +25,7 @@ import math
 import pathlib
 from typing import Any
 
+from attention_zoo.analysis import report as sweep_report
 from attention_zoo.registry import Registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds configs/, experiments/, reproductions/
@@ -156,7 +157,7 @@ def table(report: dict[str, Any]) -> str:
   picks = any(r.get('selected') for r in report['rows'])
   head = (['', *(['paper'] if papers else []), f'ours: {metric}',
            *(['ours: the selected seed'] if picks else []), *[f'{m}' for m in extra],
-           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'seeds', 'verdict',
+           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'n (seeds)', 'verdict',
            'wall time / run', 'tokens/s'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in report['rows']:
@@ -169,7 +170,7 @@ def table(report: dict[str, Any]) -> str:
                 if pick else '-'] if picks else []),
              *[_pm(r['shown'].get(m), 1.0, _shown_digits(r['shown'].get(m))) for m in extra],
              *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
-             ', '.join(map(str, r['seeds'])) or '-', f'{r["verdict"]}: {r["reason"]}',
+             sweep_report.seeds_cell(r['seeds']), f'{r["verdict"]}: {r["reason"]}',
              _minutes(r['wall_s']),
              '-' if r['tokens_per_s'] is None else f'{r["tokens_per_s"]:,.0f}']
     lines.append('| ' + ' | '.join(cells) + ' |')

@@ -124,7 +124,7 @@ def test_report_statistics_equal_numpy(tmp_path):
   assert c['metrics']['accuracy']['mean_diff'] == pytest.approx(
       np.mean([0.99 - 0.60, 0.98 - 0.62, 0.995 - 0.67]))
   md = (tmp_path / wd.REPORT_MD).read_text()
-  assert '| score=dot | 0, 1, 2 |' in md and '| score=additive | 0, 1, 2, 3 |' in md
+  assert '| score=dot | 3 (0, 1, 2) |' in md and '| score=additive | 4 (0, 1, 2, 3) |' in md
   assert 'Missing runs: never_ran' in md
   assert 'Paired differences against the baseline, score=dot' in md
   assert (tmp_path / wd.PLOTS / 'learning_curves.png').stat().st_size > 1000
@@ -140,7 +140,7 @@ def test_bold_marks_only_a_variant_significantly_better_than_every_other(tmp_pat
   out = report.write(_fake_sweep(tmp_path / 'clear', clear))
   assert out['best'] == {'accuracy': 'score=additive', 'loss': 'score=additive'}
   md = (tmp_path / 'clear' / wd.REPORT_MD).read_text()
-  assert '| score=additive | 0, 1, 2 | **0.9100 ± 0.0100' in md
+  assert '| score=additive | 3 (0, 1, 2) | **0.9100 ± 0.0100' in md
   assert md.count('**') == 4  # accuracy and loss of additive, nothing else
   assert 'score=additive is better than every other variant at p < 0.05' in md
   # additive beats dot clearly, but not general (seed 1 goes the other way): nothing is bold.

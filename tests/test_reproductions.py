@@ -108,6 +108,8 @@ def test_build_judges_each_row_against_its_target(tmp_path):
   # A shown 0-100 score keeps 2 decimals (chrF 50.00, not 50.0000); fractions keep 4.
   assert '| 50.00 |' in cards.table(report) and '50.0000' not in cards.table(report)
   assert cards._shown_digits({'mean': 0.98693}) == 4  # pylint: disable=protected-access
+  # The seeds column counts them: one run of seed 0 reads '1 (0)', never a bare '0'.
+  assert '| 1 (0) |' in cards.table(report) and '| 0 |' not in cards.table(report)
 
 
 def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):

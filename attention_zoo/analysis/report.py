@@ -153,8 +153,9 @@ def _diff_cell(t: dict[str, Any] | None) -> str:
   return f'{t["mean_diff"]:+.4f} ({p})'
 
 
-def _seeds(seeds: list[int]) -> str:
-  return ', '.join(map(str, seeds))
+def seeds_cell(seeds: list[int]) -> str:
+  """'3 (0, 1, 2)': how many seeds, and which (a bare '0' would read as none)."""
+  return f'{len(seeds)} ({", ".join(map(str, seeds))})' if seeds else '-'
 
 
 def markdown(report: dict[str, Any], title: str) -> str:
@@ -171,12 +172,12 @@ def markdown(report: dict[str, Any], title: str) -> str:
            '; '.join(f'{m}: {label}' for m, label in intervals.items()) + '. Bold: the variant '
            f'better than every other variant at p < {alpha} (two-sided paired t-test on the '
            'seeds both ran).', '',
-           '| variant | seeds | ' + ' | '.join(metrics) + ' | params | steps/s | compile s |',
+           '| variant | n (seeds) | ' + ' | '.join(metrics) + ' | params | steps/s | compile s |',
            '|' + '---|' * (len(metrics) + 5)]
   for v in report['variants']:
     cells = [_cell(v['metrics'][m], report['best'][m] == v['variant']) if m in v['metrics']
              else '-' for m in metrics]
-    lines.append(f'| {v["variant"]} | {_seeds(v["seeds"])} | ' + ' | '.join(cells) +
+    lines.append(f'| {v["variant"]} | {seeds_cell(v["seeds"])} | ' + ' | '.join(cells) +
                  f' | {v["num_params"]:,} | {v["steps_per_s"]:.1f} | {v["compile_s"]:.1f} |')
   lines.append('')
   for m in metrics:
@@ -187,11 +188,11 @@ def markdown(report: dict[str, Any], title: str) -> str:
     lines += ['', f'## Paired differences against the baseline, {report["baseline"]}', '',
               f'variant - {report["baseline"]} on the seeds both ran: mean difference (p-value '
               'of the two-sided paired t-test).', '',
-              '| variant | shared seeds | ' + ' | '.join(metrics) + ' |',
+              '| variant | n (shared seeds) | ' + ' | '.join(metrics) + ' |',
               '|' + '---|' * (len(metrics) + 2)]
     for c in report['comparisons']:
       shared = next(iter(c['metrics'].values()), {'seeds': []})['seeds']
-      lines.append(f'| {c["variant"]} | {_seeds(shared)} | ' +
+      lines.append(f'| {c["variant"]} | {seeds_cell(shared)} | ' +
                    ' | '.join(_diff_cell(c['metrics'].get(m)) for m in metrics) + ' |')
   for label in ('failed', 'missing'):
     if report[label]:
