@@ -13,8 +13,10 @@ Deviations, all sizes: a joint BPE vocabulary of 8,000 pieces (the paper: 37,000
 batches of 128 sentences in length buckets (the paper: ~25,000 tokens a batch); warmup capped at
 a tenth of the steps. `small` (d_model 256, 4 heads, 3 + 3 layers, ffn 1024, 2,000 steps) is
 sized for a 2-core CPU (0.85 steps/s here: about 40 minutes), with the rsqrt scale 0.25 instead of
-1 (see SIZES); its test BLEU, both directions, is the multi30k_transformer card of REPRODUCTIONS.md.
-Args: source, target = de | en, size = tiny | small | base.
+1 (see SIZES). `small_long` is the same model and recipe trained for 3,000 steps (about an hour
+here): measured, en -> de reaches 33.6 test BLEU after 2,000 steps and 36.4 after 3,000. Its test
+BLEU, both directions, is the multi30k_transformer card of REPRODUCTIONS.md.
+Args: source, target = de | en, size = tiny | small | small_long | base.
 """
 
 import ml_collections
@@ -31,6 +33,10 @@ SIZES = {  # size -> overrides of the sections below
     # validation BLEU stalled at 4-5 through step 1,000; 0.25 (peak 1.1e-3) gave 10.9 at step 300.
     'small': dict(model=dict(d_model=256, num_heads=4, num_layers=3, ffn_dim=1024),
                   train=dict(steps=2_000, batch_size=128, checkpoint_every=200, lr=0.25)),
+    # small, 3,000 steps; the warmup stays 200 (the cap would make it 300).
+    'small_long': dict(model=dict(d_model=256, num_heads=4, num_layers=3, ffn_dim=1024),
+                       train=dict(steps=3_000, batch_size=128, checkpoint_every=200, lr=0.25,
+                                  warmup_steps=200)),
     'base': dict(model=dict(d_model=512, num_heads=8, num_layers=6, ffn_dim=2048),
                  train=dict(steps=100_000, batch_size=256, checkpoint_every=1_000)),
 }
