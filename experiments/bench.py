@@ -1,6 +1,6 @@
 r"""Benchmarks, printed as tables (never timed tests).
 
-  python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5]
+  python -m experiments.bench attention [--lengths=256,1024,4096] [--scores=...] [--kernels=...]
   python -m experiments.bench data
   python -m experiments.bench batching [--models=transformer,seq2seq] [--steps=20]
   python -m experiments.bench decode [--json=PATH] [--quick]

@@ -1,6 +1,8 @@
 r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside the references.
 
   python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5] [--json=PATH]
+  python -m experiments.bench attention --lengths=1024 --scores=additive --kernels=chunked \
+      --max_score_elements=3e9   (one of our rows, beside the references)
 
 Rows: ours (score x kernel; on CPU, dot-product scores also as `chunked_xla`: the chunked
 kernel kept off its native custom call, attention.native), jax.nn.dot_product_attention, flax
@@ -36,6 +38,8 @@ from flax import nnx
 from attention_zoo.attention import kernels, layers, native, scores
 
 flags.DEFINE_list('lengths', ['256', '1024', '4096'], 'Sequence lengths L.')
+flags.DEFINE_list('scores', list(scores.SCORES), 'Our rows: these scores only.')
+flags.DEFINE_list('kernels', [*kernels.KERNELS, 'chunked_xla'], 'Our rows: these kernels only.')
 flags.DEFINE_integer('reps', 5, 'Timed repetitions per row (median reported).')
 flags.DEFINE_integer('batch', 4, 'B.')
 flags.DEFINE_integer('heads', 8, 'N.')
@@ -130,8 +134,8 @@ def attention_table(length, reps):
   flop = 4 * b * h * length * length * d
   rows = []
   both_paths = native.available() and jax.default_backend() == 'cpu'
-  for score_name in scores.SCORES:
-    for kernel_name in (*kernels.KERNELS, 'chunked_xla'):
+  for score_name in FLAGS.scores:
+    for kernel_name in FLAGS.kernels:
       dot = score_name in ('dot', 'scaled_dot')
       if (kernel_name == 'fused' and not dot) or (kernel_name == 'chunked_xla'
                                                   and not (dot and both_paths)):
@@ -267,6 +271,10 @@ def memory_targets():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  for flag, known in (('scores', scores.SCORES), ('kernels', (*kernels.KERNELS, 'chunked_xla'))):
+    unknown = [name for name in FLAGS[flag].value if name not in known]
+    if unknown:
+      raise app.UsageError(f'--{flag}: unknown {", ".join(unknown)}; known: {", ".join(known)}')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s))')
   matmul_rate(FLAGS.reps)
   rows = [r for length in FLAGS.lengths for r in attention_table(int(length), FLAGS.reps)]

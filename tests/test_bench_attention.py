@@ -43,3 +43,31 @@ def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
     for r in rows:
       assert abs(r['ratio_to_torch'] - torch_ms[r['pass']] / r['ms']) <= 1e-6 * r[
           'ratio_to_torch'], r
+
+
+def _bench(*flags):
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.bench', 'attention', '--lengths=32', '--reps=1',
+       '--batch=1', '--heads=2', '--head_dim=8', '--nomemory_targets', *flags],
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
+      timeout=600)
+
+
+def test_scores_and_kernels_pick_our_rows_and_the_references_stay(tmp_path):
+  out = tmp_path / 'attention.json'
+  proc = _bench('--scores=additive', '--kernels=chunked', f'--json={out}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())['rows']
+  ours = {(r['score'], r['kernel'], r['pass']) for r in rows if r['score'] is not None}
+  assert ours == {('additive', 'chunked', 'fwd'), ('additive', 'chunked', 'fwd+bwd')}
+  assert {'jax.nn.dot_product_attention', 'ours MultiHeadAttention / chunked'} <= {
+      r['kernel'] for r in rows}
+
+
+def test_an_unknown_score_or_kernel_is_named_with_the_known_ones():
+  proc = _bench('--scores=additive,adtive')
+  assert proc.returncode != 0
+  assert '--scores: unknown adtive; known: ' in proc.stderr and 'scaled_dot' in proc.stderr
+  proc = _bench('--kernels=flash')
+  assert proc.returncode != 0 and '--kernels: unknown flash; known: ' in proc.stderr
+  assert 'chunked_xla' in proc.stderr
