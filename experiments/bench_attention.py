@@ -37,9 +37,11 @@ from flax import nnx
 
 from attention_zoo.attention import kernels, layers, native, scores
 
+KERNELS = (*kernels.KERNELS, 'chunked_xla')  # our kernels' rows (chunked_xla: see above)
+
 flags.DEFINE_list('lengths', ['256', '1024', '4096'], 'Sequence lengths L.')
 flags.DEFINE_list('scores', list(scores.SCORES), 'Our rows: these scores only.')
-flags.DEFINE_list('kernels', [*kernels.KERNELS, 'chunked_xla'], 'Our rows: these kernels only.')
+flags.DEFINE_list('kernels', list(KERNELS), 'Our rows: these kernels only.')
 flags.DEFINE_integer('reps', 5, 'Timed repetitions per row (median reported).')
 flags.DEFINE_integer('batch', 4, 'B.')
 flags.DEFINE_integer('heads', 8, 'N.')
@@ -271,7 +273,7 @@ def memory_targets():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  for flag, known in (('scores', scores.SCORES), ('kernels', (*kernels.KERNELS, 'chunked_xla'))):
+  for flag, known in (('scores', scores.SCORES), ('kernels', KERNELS)):
     unknown = [name for name in FLAGS[flag].value if name not in known]
     if unknown:
       raise app.UsageError(f'--{flag}: unknown {", ".join(unknown)}; known: {", ".join(known)}')
