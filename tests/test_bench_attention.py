@@ -11,13 +11,17 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 KEYS = {'score', 'kernel', 'length', 'pass', 'ms', 'gflops', 'memory_gib', 'ratio_to_torch'}
 
 
-def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
-  out = tmp_path / 'attention.json'
-  proc = subprocess.run(
+def _bench(*flags):
+  return subprocess.run(
       [sys.executable, '-m', 'experiments.bench', 'attention', '--lengths=32', '--reps=1',
-       '--batch=1', '--heads=2', '--head_dim=8', '--nomemory_targets', f'--json={out}'],
+       '--batch=1', '--heads=2', '--head_dim=8', '--nomemory_targets', *flags],
       cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
       timeout=600)
+
+
+def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
+  out = tmp_path / 'attention.json'
+  proc = _bench(f'--json={out}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.loads(out.read_text())['rows']
   assert all(set(r) == KEYS for r in rows)
@@ -43,14 +47,6 @@ def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
     for r in rows:
       assert abs(r['ratio_to_torch'] - torch_ms[r['pass']] / r['ms']) <= 1e-6 * r[
           'ratio_to_torch'], r
-
-
-def _bench(*flags):
-  return subprocess.run(
-      [sys.executable, '-m', 'experiments.bench', 'attention', '--lengths=32', '--reps=1',
-       '--batch=1', '--heads=2', '--head_dim=8', '--nomemory_targets', *flags],
-      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
-      timeout=600)
 
 
 def test_scores_and_kernels_pick_our_rows_and_the_references_stay(tmp_path):
