@@ -47,13 +47,13 @@ def test_quick_run_writes_the_json(quick_json):
 def test_torch_models_have_the_zoo_param_counts(quick_json):
   torch = pytest.importorskip('torch', reason='torch is not installed (not a dependency of the '
                               'package; .venv/bin/pip install torch==2.13.0 for the comparison)')
-  from experiments import bench_train_torch  # pylint: disable=import-outside-toplevel
+  from experiments.bench import train_torch  # pylint: disable=import-outside-toplevel
   for row in quick_json['rows']:
     config = dates_demo.get_config(row['config_arg'])
-    model = bench_train_torch.build(config.model_name, model=config.model.to_dict(),
+    model = train_torch.build(config.model_name, model=config.model.to_dict(),
                                     **row['model_dims'])
     assert isinstance(model, torch.nn.Module)
-    count = bench_train_torch.param_count(model)
+    count = train_torch.param_count(model)
     assert abs(count - row['zoo_param_count']) <= 0.02 * row['zoo_param_count'], (
         row['model'], count, row['zoo_param_count'])
 
@@ -125,12 +125,12 @@ def test_torch_models_compute_the_zoo_logits(quick_json, model_name):
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from attention_zoo.models import get_model  # pylint: disable=import-outside-toplevel
-  from experiments import bench_train_torch  # pylint: disable=import-outside-toplevel
+  from experiments.bench import train_torch  # pylint: disable=import-outside-toplevel
   row = next(r for r in quick_json['rows'] if r['model'] == model_name)
   config = dates_demo.get_config(row['config_arg'])
   dims = row['model_dims']
   zoo = get_model(config.model_name, rngs=nnx.Rngs(0), **dims, **config.model.to_dict())
-  model = bench_train_torch.build(config.model_name, model=config.model.to_dict(), **dims)
+  model = train_torch.build(config.model_name, model=config.model.to_dict(), **dims)
   _copy_zoo_weights(model_name, nnx.to_pure_dict(nnx.state(zoo, nnx.Param)), model)
   rng = np.random.default_rng(0)
   lengths = np.array([30, 17, 9, 1])  # PAD after each source's length

@@ -51,7 +51,7 @@ def test_build_md_by_hand_commands_parse():
   for command in by_hand:
     module, *args = command[len(PREFIX):].rstrip('&').split()
     if module == 'experiments.bench':  # its sections keep their flags in their own module
-      module, args = f'experiments.bench_{args[0]}', args[1:]
+      module, args = f'experiments.bench.{args[0]}', args[1:]
     code = ('import sys, importlib; from absl import flags; '
             f'importlib.import_module({module!r}); flags.FLAGS(sys.argv); '
             "print('parsed')")

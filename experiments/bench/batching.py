@@ -1,7 +1,7 @@
 r"""The `batching` section of the benchmark: train tokens/s of padded vs length-bucketed batches.
 
   python -m experiments.bench batching [--models=transformer,seq2seq] [--steps=20]
-  python -m experiments.bench_batching --d_model=32 --layers=1 --steps=3   (a quick look)
+  python -m experiments.bench batching --d_model=32 --layers=1 --steps=3   (a quick look)
 
 Side by side in one process, on the same synthetic translation data: sentence lengths drawn like
 Multi30k's subword lengths (a gamma of mean --mean_len pieces, 15 with BOS / EOS; the arrays
@@ -56,7 +56,7 @@ flags.DEFINE_integer('layers', 3, 'Transformer layers per stack.')
 flags.DEFINE_integer('ffn_dim', 1024, 'Transformer feed-forward size.')
 flags.DEFINE_integer('num_buckets', 8, 'train.num_buckets (quantiles, multiples of 8).')
 FLAGS = flags.FLAGS
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ArraySource:
@@ -230,6 +230,3 @@ def _train(fields: dict):
   tc.update(fields)
   return tc
 
-
-if __name__ == '__main__':
-  app.run(main)

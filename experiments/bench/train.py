@@ -9,7 +9,7 @@ The models are configs/dates_demo.py's: the seq2seq LSTM-64 with the additive sc
 (attention_zoo/train/steps.py compile_train_step: the config's optimizer, i.e. global grad-norm
 clipping then Adam with its schedule, the loss and metrics of the loop), on the real batches of
 the dates task (batching.train_batches, steps 0, 1, ...), each placed on the device inside the
-timing as the loop does. The PyTorch side (experiments/bench_train_torch.py, only where torch is
+timing as the loop does. The PyTorch side (experiments/bench/train_torch.py, only where torch is
 importable) is the same two models with equal trainable parameter counts (checked: within 2%),
 the same masks and loss, torch.optim.Adam with the config's b1 / b2 / eps, grad-norm clipping
 and the zoo schedule's lr at every step, on the same batches; timed eager and compiled
@@ -70,7 +70,7 @@ MODELS = {'seq2seq': 'family=seq2seq,score=additive',
           'transformer': 'family=transformer,score=scaled_dot'}
 KINDS = ('zoo', 'torch_eager', 'torch_compiled')  # the measurements of one row
 RESULT = 'bench_train result: '  # the child's result line, JSON after it
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+_REPO = pathlib.Path(__file__).resolve().parents[2]  # the repository root
 
 
 def demo_config(name: str, quick: bool = False):
@@ -143,11 +143,11 @@ def measure_zoo(name: str, quick: bool, data: pathlib.Path, *, warmup: int, wind
 
 def measure_torch(data: pathlib.Path, threads: int, compiled: bool, *, warmup: int,
                   windows: int, steps: int) -> dict:
-  """The PyTorch model of `data`'s spec on its batches (experiments/bench_train_torch.py)."""
-  from experiments import bench_train_torch  # pylint: disable=import-outside-toplevel
+  """The PyTorch model of `data`'s spec on its batches (experiments/bench/train_torch.py)."""
+  from experiments.bench import train_torch  # pylint: disable=import-outside-toplevel
   spec = json.loads((data / 'spec.json').read_text())
   arrays = dict(np.load(data / 'batches.npz'))
-  return bench_train_torch.measure(spec, arrays, threads=threads, warmup=warmup, windows=windows,
+  return train_torch.measure(spec, arrays, threads=threads, warmup=warmup, windows=windows,
                                    steps=steps, compiled=compiled)
 
 
@@ -166,9 +166,10 @@ def run_child(args) -> None:
 def launch(kind: str, name: str, cpus: set[int], data: pathlib.Path, args) -> dict | None:
   """Runs measurement `kind` of model `name` in a child process on `cpus` -> its result; None
   (with the reason printed) when a PyTorch measurement fails; RuntimeError when the zoo's does."""
-  cmd = [sys.executable, '-m', 'experiments.bench_train', f'--child={kind}', f'--models={name}',
-         f'--threads={len(cpus)}', f'--child_dir={data}', f'--warmup={args.warmup}',
-         f'--windows={args.windows}', f'--steps={args.steps}', f'--quick={args.quick}']
+  cmd = [sys.executable, '-m', 'experiments.bench', 'train', f'--child={kind}',
+         f'--models={name}', f'--threads={len(cpus)}', f'--child_dir={data}',
+         f'--warmup={args.warmup}', f'--windows={args.windows}', f'--steps={args.steps}',
+         f'--quick={args.quick}']
   # launch() pins the thread that calls it (its children inherit that): a worker thread, so that
   # this process keeps its own CPUs. Its fork is followed by exec at once: the warning that JAX is
   # multithreaded does not apply.
@@ -290,6 +291,3 @@ def print_table(rows: list[dict]) -> None:
           f"{fmt(r['torch_compiled_steps_per_s'])} | {fmt(r['ratio'])} | "
           f"{fmt(r['zoo_compile_s'], '.1f')} / {fmt(r['torch_compile_s'], '.1f')} |")
 
-
-if __name__ == '__main__':
-  app.run(main)

@@ -1,7 +1,6 @@
 r"""The `data` section of the benchmark: examples/s per task through the real grain pipeline.
 
-  python -m experiments.bench_data [--batch_size=128] [--batches=200] [--tasks=dates,mnist]
-  python -m experiments.bench data            (through experiments/bench.py)
+  python -m experiments.bench data [--batch_size=128] [--batches=200] [--tasks=dates,mnist]
 
 For each task: build s (TFDS array_record, into a fresh temp dir unless --tfds_dir), open s (a
 second get_task on the built cache), first-batch s (includes decoding the split into memory),
@@ -20,7 +19,7 @@ from absl import app, flags
 
 from attention_zoo.data import get_task
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC = ('dates', 'addition', 'copy', 'reverse', 'sort', 'recall', 'listops')
 REAL = ('babi', 'mnist', 'tiny_shakespeare', 'multi30k')
 
@@ -81,6 +80,3 @@ def run(args) -> list[dict]:
           f'{r["first_batch_s"]:.2f} | {r["ex_per_s"]:,.0f} |')
   return rows
 
-
-if __name__ == '__main__':
-  app.run(main)

@@ -113,6 +113,3 @@ def main(argv):
                  'rows': rows}, f, indent=1)
     print(f'wrote {FLAGS.json}')
 
-
-if __name__ == '__main__':
-  app.run(main)

@@ -1,6 +1,6 @@
 r"""The demo's two models written in PyTorch, for the `train` section of the benchmark.
 
-Only experiments/bench_train.py imports this module, and only where torch is importable: torch
+Only experiments/bench/train.py imports this module, and only where torch is importable: torch
 is not a dependency of the package. Each model is the zoo model of the same config, written as a
 PyTorch user would (nn.LSTM over whole sequences, nn.TransformerEncoder / Decoder layers), with
 the same parameters (the trainable counts equal the zoo's), shapes, masks and loss:
