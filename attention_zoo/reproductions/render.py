@@ -1,0 +1,144 @@
+"""REPRODUCTIONS.md and the README's card tables, drawn from the cards' evidence alone.
+
+`evidence` is card name -> its report.json (attention_zoo.reproductions.evidence.load); nothing
+here reads a run or computes a statistic, so the committed text is a function of the committed
+evidence, and tests/test_reproductions.py checks that it equals this rendering: no number in
+them is typed by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attention_zoo.analysis import report as sweep_report
+from attention_zoo.reproductions.cards import CARDS
+
+
+def _pm(s: dict[str, Any] | None, scale: float, digits: int) -> str:
+  if not s:
+    return '-'
+  mean = s['mean'] * scale
+  if s['n'] < 2:
+    return f'{mean:.{digits}f}'
+  lo, hi = (v * scale for v in s['ci95'])
+  return f'{mean:.{digits}f} ± {s["std"] * scale:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]'
+
+
+def _shown_digits(s: dict[str, Any] | None) -> int:
+  """Decimals of a shown metric as stored: 4 for a fraction (token accuracy 0.9869), 2 for a
+  0-100 score (chrF 56.77)."""
+  return 4 if not s or abs(s['mean']) <= 1.0 else 2
+
+
+def _delta(test: dict[str, Any] | None, scale: float, digits: int) -> str:
+  if not test or test['n'] < 2:
+    return '-'
+  return f'{test["mean_diff"] * scale:+.{digits}f} (p = {test["p_value"]:.3f})'
+
+
+def _minutes(seconds: float | None) -> str:
+  return '-' if seconds is None else f'{seconds / 60:.1f} min'
+
+
+def table(report: dict[str, Any]) -> str:
+  """The card's table: one row per variant."""
+  scale, digits = report['scale'], report['digits']
+  metric = report['metric_label']
+  extra = report['shown']
+  vs = report.get('baseline')
+  papers = any(r['paper'] is not None for r in report['rows'])
+  picks = any(r.get('selected') for r in report['rows'])
+  head = (['', *(['paper'] if papers else []), f'ours: {metric}',
+           *(['ours: the selected seed'] if picks else []), *[f'{m}' for m in extra],
+           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'n (seeds)', 'verdict',
+           'wall time / run', 'tokens/s'])
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in report['rows']:
+    paper = '-' if r['paper'] is None else f'{r["paper"]:g}'
+    if r['reference']:
+      paper += f' ({r["reference"]})'
+    pick = r.get('selected')
+    cells = [r['label'], *([paper] if papers else []), _pm(r['summary'], scale, digits),
+             *([f'{pick["value"] * scale:.{digits}f} (seed {pick["seed"]} of {pick["of"]})'
+                if pick else '-'] if picks else []),
+             *[_pm(r['shown'].get(m), 1.0, _shown_digits(r['shown'].get(m))) for m in extra],
+             *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
+             sweep_report.seeds_cell(r['seeds']), f'{r["verdict"]}: {r["reason"]}',
+             _minutes(r['wall_s']),
+             '-' if r['tokens_per_s'] is None else f'{r["tokens_per_s"]:,.0f}']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  if report.get('aggregate'):
+    lines += ['', aggregate_line(report)]
+  return '\n'.join(lines) + '\n'
+
+
+def aggregate_line(report: dict[str, Any]) -> str:
+  """The mean over the card's rows (and its failures), by each statistic, beside the paper's."""
+  agg, digits = report['aggregate'], report['digits']
+
+  def text(s: dict[str, Any] | None) -> str:
+    if not s:
+      return '-'
+    failed = '' if s.get('failed') is None else f', {s["failed"]} failed'
+    return f'{s["mean"]:.{digits}f}{failed}'
+
+  over = f'> {agg["fail_above"]:g}' if report.get('complement') else f'< {agg["fail_above"]:g}'
+  parts = [f'paper {text(agg["paper"])}', f'ours, mean over seeds {text(agg["seeds"])}']
+  if report.get('selection'):
+    parts.append(f'ours, the selected seeds {text(agg["selected"])}')
+  fails = f' (failed: {over})' if agg['fail_above'] is not None else ''
+  return (f'**Mean over the {agg["n_rows"]} rows{fails}:** ' + '; '.join(parts) +
+          f'. Target {agg["target"]:g}.')
+
+
+def section(report: dict[str, Any]) -> str:
+  """A card's section of REPRODUCTIONS.md."""
+  out = [f'## {report["title"]} (`{report["card"]}`)', '',
+         f'**Paper:** {report["paper"]}', '', f'**Claim:** {report["claim"]}', '',
+         f'**Verdict:** {report["verdict"]}: {report["reason"]}', '',
+         f'**Command:** `{report["command"]}` (config `{report["config"]}`; total run time '
+         f'{_minutes(report["wall_s"])} on {report["machine"]}'
+         + (f'; {report["conditions"]}' if report.get('conditions') else '') + ')', '',
+         f'**Statistics:** {report["statistics"]}'
+         + (f'; selected seed: {report["selection"]}' if report.get('selection') else ''), '',
+         table(report)]
+  for key, value in sorted(report.get('signatures', {}).items()):
+    out.append(f'sacrebleu {key}: `{value}`  ')
+  if report['deviations']:
+    out += ['', 'Deviations from the paper kept:', '']
+    out += [f'- {d}' for d in report['deviations']]
+  return '\n'.join(out).rstrip() + '\n'
+
+
+def render(evidence: dict[str, dict[str, Any]]) -> str:
+  """REPRODUCTIONS.md."""
+  missing = [name for name in CARDS.names() if name not in evidence]
+  out = ['# Reproductions', '',
+         '<!-- Generated by `python -m experiments.reproduce --docs` from reproductions/*/'
+         'report.json; do not edit by hand. -->', '',
+         'Each card runs a sweep with `python -m experiments.reproduce --card=NAME`, writes its '
+         'evidence (`reproductions/NAME/report.json` and the resolved config of every run) and '
+         'regenerates this file. Verdicts: *reproduced* (the target is met by the mean over '
+         'seeds), *not reproduced* (it is not; the reason gives both numbers), *reported* (no '
+         'target).', '']
+  if missing:
+    out += ['Cards without evidence yet: ' + ', '.join(f'`{m}`' for m in missing) + '.', '']
+  out += [section(evidence[name]) for name in sorted(evidence)]
+  return '\n'.join(out).rstrip() + '\n'
+
+
+def readme_blocks(evidence: dict[str, dict[str, Any]]) -> dict[str, str]:
+  """marker name -> the generated text between `<!-- card:NAME -->` and `<!-- /card:NAME -->`."""
+  return {name: table(report) for name, report in evidence.items() if report.get('readme')}
+
+
+def splice(text: str, blocks: dict[str, str]) -> str:
+  """`text` with each `<!-- card:NAME -->...<!-- /card:NAME -->` block replaced by blocks[NAME]."""
+  for name, body in blocks.items():
+    start, end = f'<!-- card:{name} -->', f'<!-- /card:{name} -->'
+    if start not in text or end not in text:
+      continue
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    text = f'{head}{start}\n{body}{end}{tail}'
+  return text
