@@ -35,10 +35,11 @@ def test_build_md_commands_run(tmp_path, data_dir):
     assert proc.returncode == 0, f'{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
     ran.append(args[0])
   assert {'experiments.main', 'experiments.analyze', 'experiments.demo', 'experiments.sweep',
-          'experiments.bench', 'experiments.demo_attention'} <= set(ran)
+          'experiments.bench'} <= set(ran)
   demo = tmp_path / 'runs' / 'demo_tiny'
   assert (demo / 'report.md').exists() and len(list((demo / 'heatmaps').glob('*.png'))) == 5
   assert (tmp_path / 'runs' / 'dates_tiny' / 'analysis' / 'summary.txt').exists()
+  assert (tmp_path / 'runs' / 'alignment' / 'scores.png').exists()  # bench alignment
 
 
 def test_build_md_by_hand_commands_parse():
@@ -93,3 +94,40 @@ def test_readme_map_names_symbols_that_exist():
         obj = getattr(obj, part)
       checked += 1
   assert checked >= 25
+
+
+ENTRY_POINTS = {'main', 'sweep', 'demo', 'analyze', 'reproduce', 'bench'}
+
+
+def test_experiments_holds_entry_points_only():
+  """experiments/ is the entry points; the bench's sections run only through its dispatcher."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  folder = REPO / 'experiments'
+  modules = {p.stem for p in folder.glob('*.py')} - {'__init__'}
+  packages = {p.name for p in folder.iterdir() if (p / '__init__.py').exists()}
+  assert modules | packages == ENTRY_POINTS
+  sections = importlib.import_module('experiments.bench.__main__').SECTIONS
+  helpers = {'__init__', '__main__', 'train_torch'}  # train_torch: the train section's PyTorch
+  assert {p.stem for p in (folder / 'bench').glob('*.py')} - helpers == set(sections)
+  for path in (folder / 'bench').glob('*.py'):
+    if path.stem != '__main__':
+      assert '__name__ ==' not in path.read_text(), f'{path.name} runs alone: make it a section'
+
+
+def test_docs_spell_each_command_one_way():
+  """Every `-m experiments...` in the docs, the Makefile and the code names an entry point, and a
+  bench command names a section after it (`experiments.bench data`, never `bench_data`)."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  sections = importlib.import_module('experiments.bench.__main__').SECTIONS
+  files = [REPO / name for name in ('README.md', 'BUILD.md', 'REPRODUCTIONS.md', 'Makefile')]
+  files += [p for folder in ('attention_zoo', 'configs', 'experiments', 'tests')
+            for p in (REPO / folder).rglob('*.py')]
+  command = re.compile(r"-m\W+(experiments(?:\.\w+)+)(\W*)(\w*)")  # module, gap, next word
+  found = 0
+  for path in files:
+    for module, gap, word in command.findall(path.read_text()):
+      found += 1
+      assert module.split('.')[1:] in ([e] for e in ENTRY_POINTS), f'{path.name}: -m {module}'
+      if module == 'experiments.bench' and not set(gap) & set('<{'):  # not a placeholder
+        assert word in sections, f'{path.name}: -m experiments.bench {word}'
+  assert found >= 20

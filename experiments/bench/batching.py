@@ -171,7 +171,7 @@ def run(args) -> list[dict]:
 def _multi30k(args) -> Task:
   from attention_zoo.data import get_task  # pylint: disable=import-outside-toplevel
   root = os.environ.get('ATTENTION_ZOO_DATA') or os.path.join(os.path.dirname(_REPO), 'shared',
-                                                              'data')  # as bench_data
+                                                              'data')  # as bench data
   return get_task({'name': 'multi30k', 'tfds_dir': args.tfds_dir,
                    'data_dir': os.path.join(root, 'multi30k')})
 
