@@ -4,11 +4,12 @@ access.
 Every task family subclasses `ArrayBuilder`: it declares fixed-shape array features and generates
 numpy examples per split from `builder_config.options` (and the manual dir for real data). The
 options are hashed into the BuilderConfig name, so different options get different caches.
-TensorFlow is never imported: only array_record is written and read (see STACK-NOTES.md).
+TensorFlow is never imported: only array_record is written and read.
 
 Features are stored as raw little-endian bytes (`Encoding.BYTES`), so a batch is decoded with one
-`np.frombuffer` per key (`SplitSource.read_batch`) instead of TFDS's per-example decoder
-(measured here: ~15k ex/s through TFDS's decoder versus >100k ex/s for seq2seq rows this way).
+`np.frombuffer` per key (`SplitSource.read_batch`) instead of TFDS's per-example decoder, several
+times slower on small rows such as seq2seq's; `python -m experiments.bench data` prints the rate
+of this path per task.
 """
 
 from __future__ import annotations
@@ -138,8 +139,10 @@ class SplitSource(Sequence):
   """Random access to one split: `src[i]` -> example dict, `read_batch(idx)` -> stacked dict.
 
   A split of at most `cache_bytes` is decoded once, on first read, into numpy arrays in memory
-  (like tf.data's cache(); measured: random reads from array_record ~30k ex/s, in memory the grain
-  index pipeline is the limit); larger splits are read from disk per batch.
+  (like tf.data's cache(): random reads from array_record would be slower than the grain index
+  pipeline, which is the limit once the split is in memory; `python -m experiments.bench data`
+  shows the first batch, which decodes the split, and the steady rate); larger splits are read
+  from disk per batch.
   `postprocess` maps a stacked batch to its final form (e.g. uint8 -> float32 in [0, 1]).
   """
 

@@ -69,7 +69,7 @@ FLAGS = flags.FLAGS
 MODELS = {'seq2seq': 'family=seq2seq,score=additive',
           'transformer': 'family=transformer,score=scaled_dot'}
 KINDS = ('zoo', 'torch_eager', 'torch_compiled')  # the measurements of one row
-RESULT = 'bench_train result: '  # the child's result line, JSON after it
+RESULT = 'bench train result: '  # the child's result line, JSON after it
 _REPO = pathlib.Path(__file__).resolve().parents[2]  # the repository root
 
 
@@ -221,7 +221,7 @@ def run(args) -> list[dict]:
           '.venv/bin/pip install torch==2.13.0)')
   elif args.torch:
     kinds = KINDS
-    if args.quick:  # torch.compile took 20-40 s per model here: longer than the rest of --quick
+    if args.quick:  # torch.compile's first step alone takes longer than the rest of --quick
       kinds = KINDS[:2]
       print('--quick: torch.compile is not timed (torch_compiled is null)')
   load_before = os.getloadavg()
