@@ -29,8 +29,11 @@ def model_dims(model_name: str, task: Task) -> dict[str, Any]:
   return {k: v for k, v in task.model_dims.items() if k in params}
 
 
-def build_model(config: ml_collections.ConfigDict, task: Task) -> nnx.Module:
-  """The registry model with config.model and the task's sizes, initialized from config.seed."""
+def build_model(config: ml_collections.ConfigDict, task: Task,
+                rngs: nnx.Rngs | None = None) -> nnx.Module:
+  """The registry model with config.model and the task's sizes, initialized from `rngs`
+  (default nnx.Rngs(config.seed); the loop's seed axis passes nnx.Rngs(key(seed)), the same
+  keys)."""
   from attention_zoo.models import get_model  # pylint: disable=import-outside-toplevel
-  return get_model(config.model_name, rngs=nnx.Rngs(config.seed),
+  return get_model(config.model_name, rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
                    **model_dims(config.model_name, task), **config.model.to_dict())

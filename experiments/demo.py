@@ -2,7 +2,7 @@ r"""`make demo`: the default comparison on date normalization, with error bars a
 
   python -m experiments.demo [--workdir=runs/demo] [--parallel=2]
   python -m experiments.demo --workdir=/tmp/demo --arg=size=tiny,seeds=1   (a smoke run)
-  python -m experiments.demo --noseed_parallel   (one process per run instead of one per variant)
+  python -m experiments.demo --seed_map=processes   (one process per run, not one per variant)
 
 Runs the sweep of configs/dates_demo.py (8 variants x 3 seeds; re-running skips finished runs),
 writes runs/demo/report.md (table with mean ± std and 95% CIs, plots), then draws the attention
@@ -24,9 +24,10 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'the demo sweep directory
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'runs at a time')
 _PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
                           '(XLA single-threaded when that is one CPU each)')
-_SEED_PARALLEL = flags.DEFINE_bool('seed_parallel', True, 'train the seeds of each variant as '
-                                   'one program in one process (seed_parallel.py); '
-                                   '--noseed_parallel: one process per run')
+_SEED_MAP = flags.DEFINE_enum('seed_map', None, ['map', 'vmap', 'processes'],
+                              'how the seeds of each variant train: one program in one process '
+                              '(map or vmap; default: the platform\'s) or one process per run '
+                              '(processes); see attention_zoo.train.seeds')
 _ARG = flags.DEFINE_string('arg', '', "the sweep's arg, e.g. 'size=tiny,seeds=1'")
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/
 CONFIG = str(ROOT / 'configs' / 'dates_demo.py')
@@ -64,7 +65,7 @@ def main(argv):
   spec = f'{CONFIG}:{_ARG.value}' if _ARG.value else CONFIG
   start = time.perf_counter()
   status = sweeps.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value, pin=_PIN.value, root=ROOT,
-                            seed_parallel=_SEED_PARALLEL.value)
+                            seed_map=_SEED_MAP.value)
   trained = time.perf_counter() - start
   report.write(sweep_dir, title='attention_zoo demo: date normalization')
   maps = heatmaps(spec, sweep_dir)

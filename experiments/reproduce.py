@@ -39,9 +39,11 @@ _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and t
 _KEEP = flags.DEFINE_bool('keep_rows', False, 'join the committed evidence (runs collected in an '
                           'earlier sitting) with the finished runs in --workdir: the seeds of a '
                           'row add up, and rows with no run here stay as committed')
-_SEED_PARALLEL = flags.DEFINE_bool('seed_parallel', True, 'runs that differ only in their seed '
-                                   'train as one program in one process (as experiments.sweep); '
-                                   'a run\'s wall time is then its share of the group\'s')
+_SEED_MAP = flags.DEFINE_enum('seed_map', None, ['map', 'vmap', 'processes'],
+                              'how runs that differ only in their seed train (as '
+                              'experiments.sweep): one program in one process (map, vmap), a '
+                              'run\'s wall time then its share of the group\'s; or one process '
+                              'per run (processes)')
 _CONDITIONS = flags.DEFINE_string('conditions', '', 'what else ran on the machine during the runs '
                                   '(wall times depend on it), kept in the evidence')
 
@@ -66,7 +68,7 @@ def main(argv):
       sweeps.write_plan(spec, sweep_dir)  # runs started by hand have none
     else:
       status = sweeps.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value or card.parallel,
-                                root=ROOT, seed_parallel=_SEED_PARALLEL.value)
+                                root=ROOT, seed_map=_SEED_MAP.value)
       failed = [n for n, s in status.items() if s == 'failed']
       if failed:
         print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')

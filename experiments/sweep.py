@@ -18,13 +18,14 @@ per run (writes DIR/sweep.sbatch; --submit runs sbatch on it):
 Array task i runs `--run_index=i`; --dry_run lists the runs (index, name, state) and stops.
 With --processes_per_run=N, array task i is N SLURM tasks (srun), which run run i together as one
 multi-process run (jax.distributed). By hand, the processes of run i each start
-  python -m experiments.sweep --config=... --workdir=DIR --run_index=i --noseed_parallel \
+  python -m experiments.sweep --config=... --workdir=DIR --run_index=i \
     --coordinator_address=host0:12345 --num_processes=2 --process_id=K
 and pass these flags on to their experiments.main; process 0 claims the run.
 
-Runs that differ only in their seed train as one program over the seeds, in one process
-(--seed_parallel, the default for local sweeps; attention_zoo.train.seed_parallel), each seed in
-its own runs/<name>/ folder as before; --noseed_parallel gives one process per run.
+Every run is trained by `python -m experiments.main`. Runs that differ only in their seed train
+as one program over the seeds, in one process (`experiments.main --seeds=...`; --seed_map=map or
+vmap, default: the platform's), each seed in its own runs/<name>/ folder;
+--seed_map=processes gives one process per run (attention_zoo.train.seeds).
 """
 
 import pathlib
@@ -32,10 +33,10 @@ import pathlib
 from absl import app, flags
 
 from attention_zoo import sweeps
-from attention_zoo.sweeps import seed_groups
 from attention_zoo.train import distributed_settings
 from attention_zoo.train import workdir as wd
 
+SEED_MAPS = ('map', 'vmap', 'processes')  # attention_zoo.train.seeds.CHOICES (which loads JAX)
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds experiments/ and configs/
 REPORT_LOCK = 'report.lock'  # one sweep process at a time writes the report
 
@@ -61,12 +62,10 @@ _PROCESSES_PER_RUN = flags.DEFINE_integer(
     'one global mesh over their devices)', lower_bound=1)
 # Passed on to every run's experiments.main (with --run_index: this process's part of the run)
 _DISTRIBUTED = distributed_settings.define_flags()
-_SEED_PARALLEL = flags.DEFINE_bool(
-    'seed_parallel', True, 'local: runs that differ only in their seed train as one program '
-    '(mapped over the seeds) in one process; --noseed_parallel: one process per run')
-_TRAIN_RUN = flags.DEFINE_multi_string(
-    'train_run', None, 'what --seed_parallel starts: train these runs of the sweep, equal but '
-    'for their seeds, as one program in this process, then stop (no report)')
+_SEED_MAP = flags.DEFINE_enum(
+    'seed_map', None, list(SEED_MAPS), 'local: how runs that differ only in their seed train: '
+    'as one program in one process, mapped over the seeds by map or vmap (default: the '
+    'platform\'s), or one process per run (processes)')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'list the runs (index, name, state) and stop')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only (re)write the report, of the runs '
                                  'finished so far')
@@ -79,9 +78,6 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _TRAIN_RUN.value:  # a seed-parallel group of a sweep (attention_zoo.sweeps.seed_groups)
-    seed_groups.train_group(_CONFIG.value, _WORKDIR.value, _TRAIN_RUN.value)
-    return
   if _DRY_RUN.value:
     print('\n'.join(sweeps.describe(_CONFIG.value, _WORKDIR.value, _RUN_INDEX.value)))
     return
@@ -93,7 +89,7 @@ def main(argv):
         root=ROOT, parallel=_PARALLEL.value, pin=_PIN.value, run_index=_RUN_INDEX.value,
         claim_timeout_s=_CLAIM_TIMEOUT.value, partition=_PARTITION.value, time=_TIME.value,
         cpus_per_task=_CPUS.value, gpus=_GPUS.value, submit=_SUBMIT.value,
-        processes_per_run=_PROCESSES_PER_RUN.value, seed_parallel=_SEED_PARALLEL.value,
+        processes_per_run=_PROCESSES_PER_RUN.value, seed_map=_SEED_MAP.value,
         multihost=settings if multihost else None)
     status = launcher.launch(_CONFIG.value, pathlib.Path(_WORKDIR.value), options)
   if _REPORT_ONLY.value or (launcher.runs_here and _RUN_INDEX.value is None):

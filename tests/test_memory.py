@@ -16,7 +16,7 @@ from attention_zoo.data import babi, get_task
 from attention_zoo.data.base import Task
 from attention_zoo.models import get_model
 from attention_zoo.models import memory
-from attention_zoo.train import optim
+from attention_zoo.train import optim, start_phase
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import load_params
 from attention_zoo.train.loop import train_and_evaluate
@@ -382,9 +382,9 @@ def test_config_is_the_authors_recipe_and_its_schedule_halves_every_25_epochs_af
   state, lrs, update = tx.init(params), [], jax.jit(tx.update)
   for step in range(c.train.steps):
     if step == c.train.start_phase.max_steps:  # what the loop does there
-      state = optim.end_start_phase(state, restart=True)
+      state = start_phase.end(state, restart=True)
     state = update({'w': jnp.ones(1)}, state, params)[1]
-    lrs.append(float(optim.start_phase(state).lr))
+    lrs.append(float(start_phase.phase_state(state).lr))
   after = np.arange(2800)  # steps after LS: the schedule from its start, lr 0.005 (sec. 4.2)
   np.testing.assert_allclose(lrs, [0.005] * 560 + list(0.005 * 0.5 ** (after // 700)), rtol=1e-6)
   joint = babi_memn2n.get_config('task_id=0')  # 18,000 questions: 562 steps an epoch

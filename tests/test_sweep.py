@@ -43,7 +43,7 @@ def test_sweep_interrupted_then_rerun_completes_only_the_rest(tmp_path, tfds_dir
   sweep_dir = tmp_path / 'sweep'
   first, second = sweep_dir / wd.RUNS / 'seed=0', sweep_dir / wd.RUNS / 'seed=1'
   proc = subprocess.Popen([sys.executable, '-m', 'experiments.sweep', f'--config={config_file}',
-                           f'--workdir={sweep_dir}', '--noseed_parallel'], cwd=REPO,
+                           f'--workdir={sweep_dir}', '--seed_map=processes'], cwd=REPO,
                           start_new_session=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:

@@ -44,7 +44,7 @@ def _seeds(n):
 
 def _alone(values):
   """Runs that differ in a host-side field (how often train rows are logged), so that each is
-  its own process even where seeds of one variant would train together (--seed_parallel)."""
+  its own process even where seeds of one variant would train together (one experiments.main --seeds)."""
   return [{'train.log_every': v} for v in values]
 
 
@@ -304,7 +304,7 @@ def test_slurm_array_task_runs_its_run_as_two_processes(tmp_path, tfds_dir):
 def test_a_multi_process_sweep_runs_one_run(tmp_path, tfds_dir):
   config = _sweep_config(tmp_path / 'two.py', tfds_dir, _seeds(2), steps=2)
   proc = subprocess.run(_sweep(f'--config={config}', f'--workdir={tmp_path / "sweep"}',
-                               '--num_processes=2', '--process_id=0', '--noseed_parallel'),
+                               '--num_processes=2', '--process_id=0'),
                         cwd=REPO, capture_output=True, text=True)
   assert proc.returncode != 0 and 'give --run_index' in proc.stderr
 
@@ -313,7 +313,7 @@ def test_a_multi_process_sweep_runs_one_run(tmp_path, tfds_dir):
 
 def _start(config, sweep_dir, *flags):
   return subprocess.Popen(_sweep(f'--config={config}', f'--workdir={sweep_dir}',
-                                 '--noseed_parallel', *flags),  # claims per run
+                                 '--seed_map=processes', *flags),  # claims per run
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
 

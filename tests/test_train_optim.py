@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from attention_zoo.train import optim
+from attention_zoo.train import optim, start_phase
 
 
 def _cfg(**kw):
@@ -154,18 +154,18 @@ def test_start_phase_lr_then_the_schedule_and_its_plateau_rule():
   lrs = []
   for losses in ([3.0], [2.0, 2.5], [1.0], [1.5, 1.7], [], []):  # validations between updates
     for loss in losses:
-      state, ended = optim.after_validation(state, loss, cfg.start_phase.patience)
+      state, ended = start_phase.record_validation(state, loss, cfg.start_phase.patience)
     updates, state = tx.update(grads, state, params)
     lrs.append(-float(updates['w'][0]))
-    assert float(optim.applied_lr(state, jnp.float32(-1.0))) == pytest.approx(lrs[-1])
+    assert float(start_phase.applied_lr(state, jnp.float32(-1.0))) == pytest.approx(lrs[-1])
   # 2.5 is one validation without a new lowest (patience 2: on); 1.5, 1.7 are two: it ends, and
   # the schedule continues at its count (3 updates done: 0.01 / 2^3)
   np.testing.assert_allclose(lrs, [0.005, 0.005, 0.005, 0.01 / 8, 0.01 / 16, 0.01 / 32],
                              rtol=1e-6)
-  assert ended and not bool(optim.start_phase(state).on)
-  same, ended = optim.after_validation(state, 0.1, 2)
+  assert ended and not bool(start_phase.phase_state(state).on)
+  same, ended = start_phase.record_validation(state, 0.1, 2)
   assert same is state and not ended  # over: validations change nothing
-  assert optim.start_phase(optim.make_optimizer(_cfg()).init(params)) is None
+  assert start_phase.phase_state(optim.make_optimizer(_cfg()).init(params)) is None
 
 
 def test_start_phase_can_restart_the_schedule_when_it_ends():
@@ -177,7 +177,7 @@ def test_start_phase_can_restart_the_schedule_when_it_ends():
   state, lrs = tx.init(params), []
   for losses in ([2.0], [], [], [3.0], [], [], [], []):
     for loss in losses:
-      state, _ = optim.after_validation(state, loss, 1, restart=True)
+      state, _ = start_phase.record_validation(state, loss, 1, restart=True)
     updates, state = tx.update(grads, state, params)
     lrs.append(-float(updates['w'][0]))
   # 3 updates in the phase, then the schedule from count 0: 0.01, 0.01, 0.005, 0.005, 0.0025

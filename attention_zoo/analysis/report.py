@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from attention_zoo.analysis.stats import bounds, paired_test, summarize
-from attention_zoo.sweeps.sweep import variant_name
+from attention_zoo.sweeps.plan import variant_name
 from attention_zoo.train import workdir as wd
 
 # Metrics where lower is better; every other metric is higher-is-better.

@@ -20,7 +20,8 @@ import sys
 from typing import Callable, Protocol
 
 from attention_zoo.sweeps import claims
-from attention_zoo.sweeps.sweep import run_sweep, write_plan
+from attention_zoo.sweeps.plan import write_plan
+from attention_zoo.sweeps.sweep import run_sweep
 from attention_zoo.train.distributed_settings import Settings
 
 SBATCH = 'sweep.sbatch'
@@ -35,7 +36,7 @@ class Options:
   pin: bool = True  # local: each parallel run on its own CPUs
   run_index: int | None = None  # local: run this run of the listing alone
   claim_timeout_s: float = claims.DEFAULT_TIMEOUT_S
-  seed_parallel: bool = False  # local: runs that differ only in their seed as one program
+  seed_map: str | None = None  # local: how seeds of a variant train (attention_zoo.train.seeds)
   multihost: Settings | None = None  # local: run_index as one process of a multi-process run
   partition: str | None = None  # slurm: --partition
   time: str | None = None  # slurm: --time, e.g. '04:00:00'
@@ -60,7 +61,7 @@ class Local:
     return run_sweep(spec, sweep_dir, parallel=options.parallel, pin=options.pin,
                      root=options.root, run_index=options.run_index,
                      claim_timeout_s=options.claim_timeout_s,
-                     seed_parallel=options.seed_parallel, multihost=options.multihost,
+                     seed_map=options.seed_map, multihost=options.multihost,
                      log=options.log)
 
 
@@ -114,7 +115,7 @@ def sbatch_script(spec: str, sweep_dir: pathlib.Path, num_runs: int, options: Op
   command = [sys.executable, '-m', 'experiments.sweep', f'--config={spec}',
              f'--workdir={sweep_dir}', f'--claim_timeout={options.claim_timeout_s:g}']
   if multi:  # one sweep process per task; jax reads its process id from $SLURM_PROCID
-    command = ['srun', *command, '--multihost', '--noseed_parallel']
+    command = ['srun', *command, '--multihost']
   return '\n'.join([
       '#!/bin/bash',
       f'# The {num_runs} runs of the sweep {spec}: array task i runs run i of',

@@ -25,11 +25,16 @@ def _flag_value(value: Any) -> str:
   return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
 
 
-def command(config: str, overrides: dict[str, Any], run_dir: pathlib.Path,
+def command(config: str, overrides: dict[str, Any],
+            run_dirs: pathlib.Path | Sequence[pathlib.Path],
             flags: Sequence[str] = ()) -> list[str]:
-  """The experiments.main command line of one run: `config` is 'configs/x.py[:arg]'; `flags`
-  passed on as they are (e.g. a multi-process run's, distributed.Settings.flags())."""
-  return ([sys.executable, '-m', 'experiments.main', f'--config={config}', f'--workdir={run_dir}']
+  """The experiments.main command line of a run (or of several seeds, one workdir each, with
+  --seeds in `flags`): `config` is 'configs/x.py[:arg]'; `flags` passed on as they are (e.g. a
+  multi-process run's, distributed.Settings.flags())."""
+  if isinstance(run_dirs, (str, pathlib.Path)):
+    run_dirs = [run_dirs]
+  return ([sys.executable, '-m', 'experiments.main', f'--config={config}']
+          + [f'--workdir={d}' for d in run_dirs]
           + [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()] + list(flags))
 
 

@@ -1,41 +1,40 @@
-"""train_and_evaluate(config, workdir): the one training loop for every model and task.
+"""train_and_evaluate(config, workdir): the one training loop, for every model and task, over
+S >= 1 seeds of one config (S = 1: a run).
+
+  results = train_and_evaluate(config, 'runs/dates')                    # one run
+  results = train_and_evaluate(config, ['runs/s0', 'runs/s1'], seeds=[0, 1])  # one program
 
 The pieces it calls: the workdir's files and resume rule (workdir.py), the task and model
-(attention_zoo.build), the jitted steps and their state (steps.py), batches (batching.py),
-evaluation (evaluation.py), checkpoints (checkpoints.py), metric files (writers.py) and
-results.json (run_info.py). It knows no model family: a model that changes with training keeps
-what changes in its own state.
+(attention_zoo.build), the seed axis (seeds.py: how state, batches and the step carry S seeds),
+the jitted steps and their state (steps.py), batches (batching.py), evaluation (evaluation.py),
+checkpoints (checkpoints.py), metric files (writers.py), results.json (run_info.py) and hooks
+(hooks.py: what a phase of training, e.g. the memory network's linear start, does at the loop's
+events). It knows no model family and no phase.
 
-Start phase (config.train.start_phase = {lr, patience, max_steps, restart_schedule}; absent or
-None: none). A model with a start phase has a `start_phase` attribute, an nnx.Variable holding a
-bool scalar, True during the phase (the memory network's linear start: no memory softmax). While it
-is on, the optimizer's lr is start_phase.lr (optim.scale_by_phase_lr). The loop ends it, in the
-model (start_phase set False) and in the optimizer at once, after `patience` validations in a row
-(every train.eval_every steps) without a new lowest validation loss (patience 0: never), or after
-`max_steps` steps (0: no limit), whichever comes first; with restart_schedule the lr schedule then
-starts again from its step 0. Both flags and the lowest loss live in the checkpointed state (the
-model's other state, the optimizer state), and a validation runs before the checkpoint of its step,
-so a resumed run switches where an uninterrupted one does. A config with a start phase and a model
-without one ends it at step 0 (the schedule's lr).
+Each seed keeps its own workdir, with the files of a single run; its checkpoints hold that seed's
+state without the seed axis, so they resume as a single run too. Per seed: resume from its
+newest intact checkpoint (seeds of a group resume at one step, the oldest of theirs), the
+non-finite guard (a seed whose metrics or params become NaN / Inf stops at once, its last
+checkpoint kept; the others go on; then NonFiniteError names every stopped seed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from attention_zoo import build
 from attention_zoo.data.base import Task
-from attention_zoo.train import batching, checkpoints, config_utils, distributed, evaluation, optim
-from attention_zoo.train import run_info, steps
+from attention_zoo.train import batching, checkpoints, config_utils, distributed, evaluation, hooks
+from attention_zoo.train import optim, run_info, seeds as seeds_lib, steps
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import Checkpoints
 from attention_zoo.train.writers import MetricWriter, progress_bar
@@ -45,143 +44,293 @@ class NonFiniteError(FloatingPointError):
   """A metric or the parameters became NaN / Inf; the run stopped without saving them."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+@dataclasses.dataclass
+class _Seed:
+  """What the loop keeps per seed."""
+  seed: int
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  ckpts: Checkpoints | None = None
+  writer: MetricWriter | None = None
+  batches: Any = None
+  tokens: int = 0
+  examples: int = 0
+  last_train: dict[str, float] = dataclasses.field(default_factory=dict)
+  stopped: str | None = None  # why the non-finite guard stopped it
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | pathlib.Path | Sequence[str | pathlib.Path], *,
+                       seeds: Sequence[int] | None = None, seed_map: str | None = None,
                        task: Task | None = None, fresh: bool = False,
-                       stop_after_step: int | None = None) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming from its checkpoint if any) and returns results.json.
+                       stop_after_step: int | None = None) -> dict[str, Any] | list[dict]:
+  """Trains `config` in `workdir` (resuming from its checkpoint if any) -> results.json.
 
   Args:
     config: a config of configs/ (see configs/common.py for the fields).
-    workdir: the run's directory (created; its files: see attention_zoo.train.workdir).
+    workdir: the run's directory (created; its files: see attention_zoo.train.workdir); with
+      `seeds`, one directory per seed, or one folder that gets a subfolder seed=<s> per seed.
+    seeds: train these seeds of `config` (config.seed replaced) as one program; each result is
+      that of its own run. None: the one run of config.seed.
+    seed_map: how the step runs over the seeds (seeds.SEED_MAPS; default: the platform's).
     task: the Task to use instead of attention_zoo.data.get_task(config.task) (tests, notebooks).
-    fresh: delete what a previous run left in `workdir` and start over.
+    fresh: delete what a previous run left in the workdir(s) and start over.
     stop_after_step: simulate a kill right after this step: return without the final save or
-      evaluation (tests of resuming).
+      evaluation (tests of resuming): {} (a list of {} with `seeds`).
+  Returns:
+    results.json of the run; with `seeds`, the list of each seed's (finished seeds included).
   Raises:
-    ConfigMismatchError: `workdir` has a checkpoint of a different config.
-    NonFiniteError: a train metric or the parameters became NaN / Inf.
-    ValueError: a config value out of range (config_utils.CHECKS), before `workdir` is touched.
-    CorruptCheckpointError: `workdir` has checkpoints and none reads back as saved.
+    ConfigMismatchError: a workdir has a checkpoint of a different config.
+    NonFiniteError: a train metric or the parameters became NaN / Inf (after the other seeds
+      finished).
+    ValueError: a config value out of range (config_utils.CHECKS), or seeds that cannot train
+      as one program, before any workdir is touched.
+    CorruptCheckpointError: a workdir has checkpoints and none reads back as saved.
   """
   t_start = time.perf_counter()
-  workdir = pathlib.Path(workdir)
-  is_main = jax.process_index() == 0
-  tc = config.train
-  config_utils.check_values(config, jax.device_count())  # before the workdir is touched
+  runs = _seeds(config, workdir, seeds)
+  for run in runs:
+    config_utils.check_values(run.config, jax.device_count())  # before a workdir is touched
   _check_final_evaluation(config)
-  if is_main:  # the others read the workdir once process 0 has cleared or checked it
-    wd.prepare(workdir, config_utils.to_dict(config), fresh=fresh, is_main=True)
+  if len(runs) > 1:
+    why = seeds_lib.why_not_together(config)
+    if jax.process_count() > 1:
+      why = f'seeds train together in one process, not {jax.process_count()}'
+    if why:
+      raise ValueError(f'seeds {[r.seed for r in runs]} cannot train as one program: {why}; '
+                       f'train them apart (seed map {seeds_lib.PROCESSES!r})')
+    if seed_map is not None:
+      seeds_lib.one_program(seed_map)
+  is_main = jax.process_index() == 0
+  for run in runs:
+    if is_main:  # the others read the workdir once process 0 has cleared or checked it
+      wd.prepare(run.workdir, config_utils.to_dict(run.config), fresh=fresh, is_main=True)
   distributed.barrier('attention_zoo workdir prepared')
-  if not is_main:
-    wd.prepare(workdir, config_utils.to_dict(config), fresh=False, is_main=False)
-  ckpts = Checkpoints(workdir / wd.CHECKPOINTS, tc.keep_checkpoints)
-  start = ckpts.latest_step() or 0
-  if start >= tc.steps and (workdir / wd.RESULTS).exists():
-    ckpts.close()
-    logging.info('%s: finished run (step %d); %s kept', workdir, start, wd.RESULTS)
-    return wd.read_json(workdir / wd.RESULTS)
+  results: dict[int, dict[str, Any]] = {}
+  todo = []
+  for i, run in enumerate(runs):
+    if not is_main:
+      wd.prepare(run.workdir, config_utils.to_dict(run.config), fresh=False, is_main=False)
+    run.ckpts = Checkpoints(run.workdir / wd.CHECKPOINTS, config.train.keep_checkpoints)
+    latest = run.ckpts.latest_step() or 0
+    if latest >= config.train.steps and (run.workdir / wd.RESULTS).exists():
+      run.ckpts.close()
+      logging.info('%s: finished run (step %d); %s kept', run.workdir, latest, wd.RESULTS)
+      results[i] = wd.read_json(run.workdir / wd.RESULTS)
+    else:
+      todo.append(i)
+  try:
+    if todo:
+      done = _train([runs[i] for i in todo], task, seed_map, stop_after_step, t_start)
+      results.update(zip(todo, done))
+  finally:
+    for i in todo:
+      runs[i].ckpts.close()  # waits for the last asynchronous save
+  out = [results.get(i, {}) for i in range(len(runs))]
+  return out if seeds is not None else out[0]
 
+
+def _seeds(config: ml_collections.ConfigDict, workdir, seeds: Sequence[int] | None
+           ) -> list[_Seed]:
+  """The seeds to train, each with its config and workdir."""
+  if seeds is None:
+    return [_Seed(config.seed, config, pathlib.Path(workdir))]
+  seeds = [int(s) for s in seeds]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f'seeds must be distinct and at least one, got {seeds}')
+  if isinstance(workdir, (str, pathlib.Path)):
+    workdirs = [pathlib.Path(workdir) / f'{seeds_lib.SEED}={s}' for s in seeds]
+  else:
+    workdirs = [pathlib.Path(w) for w in workdir]
+  if len(workdirs) != len(seeds):
+    raise ValueError(f'{len(seeds)} seeds for {len(workdirs)} workdirs')
+  return [_Seed(s, config_utils.apply_overrides(config, {seeds_lib.SEED: s}), w)
+          for s, w in zip(seeds, workdirs)]
+
+
+def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
+           stop_after_step: int | None, t_start: float) -> list[dict[str, Any]]:
+  """The program of the unfinished seeds `runs` (their workdirs prepared, checkpoints open)."""
+  config, tc = runs[0].config, runs[0].config.train
+  is_main = jax.process_index() == 0
+  latest = [r.ckpts.latest_step() for r in runs]
+  if any(n is None for n in latest) and any(n is not None for n in latest):
+    raise ValueError('seeds of one program resume together, but only some have checkpoints: '
+                     + ', '.join(f'seed {r.seed} ({r.workdir}) at step {n or "none"}'
+                                 for r, n in zip(runs, latest))
+                     + f'; train them apart (seed map {seeds_lib.PROCESSES!r})')
   task = task if task is not None else build.get_task(config)
   mesh = batching.make_mesh()
-  rep = batching.replicated(mesh)
+  axis = seeds_lib.SeedAxis([r.seed for r in runs], mesh, seed_map)
   tx = optim.make_optimizer(tc, config.model)
-  g_train, g_eval, state = steps.init_state(build.build_model(config, task), tx,
-                                            jax.local_devices()[0])
-  state = batching.replicate(state, mesh)  # every process built the same state
-  if start:
-    start, state = _restore(ckpts, state, rep)  # the newest intact checkpoint
-    logging.info('resumed %s from step %d', workdir, start)
-  state, in_phase = _start_phase(config, g_train, state, rep)
-  writer = MetricWriter(workdir) if is_main else None
-  if writer:
-    # A fresh start redoes step 0's evaluation; a run killed in its final evaluation redoes it.
-    writer.truncate_after(start if start else -1, final=start >= tc.steps)
-  train_batches = batching.train_batches(task, tc, config.seed)  # train.batching
-  seed_key = batching.replicate(jax.random.key(config.seed), mesh)
+  g_train, g_eval, state = axis.init(config, task, tx)
+  start = 0
+  if latest[0] is not None:
+    start, state = _restore(runs, axis, state)
+    logging.info('resumed %s from step %d', ', '.join(str(r.workdir) for r in runs), start)
+  run_hooks = hooks.make_hooks(config, g_train)
+  state = _call_hooks(run_hooks, axis, state, lambda h, s: h.on_start(s))
+  for run in runs:
+    run.writer = MetricWriter(run.workdir) if is_main else None
+    if run.writer:
+      # A fresh start redoes step 0's evaluation; a run killed in its final evaluation redoes it.
+      run.writer.truncate_after(start if start else -1, final=start >= tc.steps)
+    run.batches = batching.train_batches(task, tc, run.seed)  # train.batching
+    run.last_train = wd.logged(run.workdir, start, 'train') if start >= tc.steps else {}
+  seed_key = axis.keys()
   speed = run_info.Throughput()
   t0 = time.perf_counter()
   # The step carries the state's leaves; `state` is rebuilt from them when needed. It is compiled
   # for each shape of the train batches (one when padded, one per bucket).
   programs = []
-  for batch in [batching.to_device(b, mesh) for b in train_batches.shape_batches()]:
+  for shape_batches in zip(*(r.batches.shape_batches() for r in runs)):
+    batch = axis.to_device(shape_batches)
     train_step, leaves, treedef = steps.compile_train_step(
-        g_train, task, tx, optim.learning_rate(tc, config.model), state, batch, seed_key, rep,
-        label_smoothing=tc.label_smoothing)
+        g_train, task, tx, optim.learning_rate(tc, config.model), state, batch, seed_key,
+        batching.replicated(mesh), label_smoothing=tc.label_smoothing, over_seeds=axis.over)
     programs.append((batch, train_step))
   train_step = batching.StepPerShape(programs)
   evaluator = evaluation.make_evaluator(g_eval, task, mesh, config.eval,
                                         batching.full_width(task.splits['train']))
   speed.compile_s = time.perf_counter() - t0
   if start == 0 and tc.eval_every > 0:  # the learning curves' first point: the initial model
-    _evaluate(evaluator, writer, 'validation', 0, state)
+    for run, one in zip(runs, axis.unstack(state)):
+      _evaluate(evaluator, run.writer, 'validation', 0, one)
 
+  live = lambda: [i for i, r in enumerate(runs) if r.stopped is None]
   rows: list[tuple[int, dict]] = []  # train metrics since the last log
-  last_train = wd.logged(workdir, start, 'train') if start >= tc.steps else {}
   last_saved = start
   bar = progress_bar(tc.steps, start, show=is_main)
   t_mark = t_log = time.perf_counter()
   step = start
   try:
     while step < tc.steps:
-      host_batch = train_batches.batch(step)
-      speed.tokens += batching.count_tokens(host_batch, task.input_keys)
-      speed.examples += len(host_batch[task.target_key])
-      leaves, metrics = train_step(leaves, batching.to_device(host_batch, mesh), seed_key)
+      host = [r.batches.batch(step) for r in runs]
+      for run, h in zip(runs, host):
+        run.tokens += batching.count_tokens(h, task.input_keys)
+        run.examples += len(h[task.target_key])
+      leaves, metrics = train_step(leaves, axis.to_device(host), seed_key)
       step += 1
       speed.steps += 1
       rows.append((step, metrics))
-      if in_phase and 0 < tc.start_phase.max_steps <= step:
-        leaves = treedef.flatten_up_to(_end_start_phase(
-            config, g_train, jax.tree.unflatten(treedef, leaves), rep, step))
-        in_phase = False
+      if any(h.active for h in run_hooks):
+        state = jax.tree.unflatten(treedef, leaves)
+        changed = _call_hooks(run_hooks, axis, state, lambda h, s: h.after_step(step, s))
+        if changed is not state:
+          leaves = treedef.flatten_up_to(changed)
       bar.update(1)
       if stop_after_step is not None and step >= stop_after_step:
-        return {}  # simulated kill: nothing more is written
+        return [{} for _ in runs]  # simulated kill: nothing more is written
       done = step == tc.steps
       do_ckpt = done or step % tc.checkpoint_every == 0
       do_eval = done or (tc.eval_every > 0 and step % tc.eval_every == 0)
-      if do_ckpt or do_eval or step % tc.log_every == 0:
-        state = jax.tree.unflatten(treedef, leaves)
-        last_train = _mean_metrics(rows, last_saved)
-        now = time.perf_counter()
-        speed.train_s += now - t_mark
-        last_train['steps_per_s'] = len(rows) / max(now - t_log, 1e-9)
-        rows = []
-        if writer:
-          writer.write(step, 'train', last_train)
-        bar.set_postfix(loss=f'{last_train["loss"]:.4f}')
-        if do_eval and not done:  # before the checkpoint: it may end the start phase
-          validation = _evaluate(evaluator, writer, 'validation', step, state)
-          if in_phase and validation is not None:
-            state, in_phase = _after_validation(config, g_train, state, rep, step,
-                                                validation['loss'])
-            leaves = treedef.flatten_up_to(state)
-        if do_ckpt:
-          if not bool(jax.device_get(steps.all_finite(state.params))):
-            raise NonFiniteError(f'parameters are not finite at step {step}; stopped '
-                                 f'(last checkpoint: step {last_saved or "none"})')
-          ckpts.save(step, state.params, state.opt_state, state.other)
-          last_saved = step
-        t_mark = t_log = time.perf_counter()
+      if not (do_ckpt or do_eval or step % tc.log_every == 0):
+        continue
+      state = jax.tree.unflatten(treedef, leaves)
+      host_rows = jax.device_get(rows)
+      now = time.perf_counter()
+      speed.train_s += now - t_mark
+      steps_per_s = len(rows) / max(now - t_log, 1e-9)
+      rows = []
+      for i in live():
+        run = runs[i]
+        try:
+          run.last_train = _mean_metrics(axis.seed_rows(host_rows, i), last_saved)
+        except NonFiniteError as e:
+          _stop(run, str(e))
+          continue
+        run.last_train['steps_per_s'] = steps_per_s
+        if run.writer:
+          run.writer.write(step, 'train', run.last_train)
+      if live():
+        bar.set_postfix(loss=f'{np.mean([runs[i].last_train["loss"] for i in live()]):.4f}')
+      per_seed = axis.unstack(state) if live() and (do_eval or do_ckpt) else []
+      if do_eval and not done:  # before the checkpoint: a hook may change the state
+        before = state
+        for i in live():
+          validation = _evaluate(evaluator, runs[i].writer, 'validation', step, per_seed[i])
+          if validation is not None:
+            state = _call_hooks(run_hooks, axis, state,
+                                lambda h, s, v=validation: h.after_validation(step, s, v))
+        if state is not before:
+          leaves, per_seed = treedef.flatten_up_to(state), axis.unstack(state)
+      if do_ckpt:
+        finite = axis.finite(state.params)
+        for i in live():
+          if not finite[i]:
+            _stop(runs[i], f'parameters are not finite at step {step}; stopped (last '
+                           f'checkpoint: step {last_saved or "none"})')
+            continue
+          one = per_seed[i]
+          runs[i].ckpts.save(step, one.params, one.opt_state, one.other)
+        last_saved = step
+      if not live():
+        break
+      t_mark = t_log = time.perf_counter()
   finally:
     bar.close()
-    ckpts.close()  # waits for the last asynchronous save
-    if writer:
-      writer.flush()
+    for run in runs:
+      run.ckpts.close()  # waits for the last asynchronous save
+      if run.writer:
+        run.writer.flush()
 
+  out = []
+  per_seed = axis.unstack(jax.tree.unflatten(treedef, leaves))
+  for run, one in zip(runs, per_seed):
+    if run.stopped is None:
+      out.append(_finish(run, one, evaluator, task, step, speed, axis, t_start))
+    elif run.writer:
+      run.writer.close()
+  stopped = [r for r in runs if r.stopped is not None]
+  if stopped:
+    if len(runs) == 1:
+      raise NonFiniteError(stopped[0].stopped)
+    raise NonFiniteError('; '.join(f'seed {r.seed} ({r.workdir}): {r.stopped}' for r in stopped)
+                         + f'. The other seeds ({[r.seed for r in runs if not r.stopped]}) '
+                         'finished.')
+  return out
+
+
+def _finish(run: _Seed, state: steps.TrainState, evaluator: evaluation.Evaluator, task: Task,
+            step: int, speed: run_info.Throughput, axis: seeds_lib.SeedAxis,
+            t_start: float) -> dict[str, Any]:
+  """The final evaluation of one seed and its results.json."""
   t_final = time.perf_counter()
-  final_state, final = _final_state(workdir / wd.CHECKPOINTS, evaluator, state)
-  evals = {split: _evaluate(evaluator, writer, split, step, final_state, final=True)
+  final_state, final = _final_state(run.workdir / wd.CHECKPOINTS, evaluator, state)
+  evals = {split: _evaluate(evaluator, run.writer, split, step, final_state, final=True)
            for split in _final_splits(task)}
   final['seconds'] = time.perf_counter() - t_final
   final.update((k, v) for k, v in task.metadata.items() if k.endswith('_signature'))
-  results = run_info.results(step, last_train, evals, state.params, speed, tc.batch_size)
+  seed_speed = dataclasses.replace(speed, tokens=run.tokens, examples=run.examples)
+  results = run_info.results(step, run.last_train, evals, state.params, seed_speed,
+                             run.config.train.batch_size)
   results['final_evaluation'] = final
   results['wall_s'] = time.perf_counter() - t_start  # this process: build, train, evaluate
-  if writer:
-    wd.write_json(workdir / wd.RESULTS, results)
-    writer.close()
+  if axis.size > 1:  # speed figures are the group's; a run's share of the wall time: / size
+    results.update(seed_group_size=axis.size, seed_map=axis.how)
+  if run.writer:
+    wd.write_json(run.workdir / wd.RESULTS, results)
+    run.writer.close()
   return results
+
+
+def _stop(run: _Seed, why: str) -> None:
+  run.stopped = why
+  logging.error('non-finite guard: seed %d (%s) stopped: %s', run.seed, run.workdir, why)
+
+
+def _call_hooks(run_hooks: list[hooks.Hook], axis: seeds_lib.SeedAxis, state: steps.TrainState,
+                call) -> steps.TrainState:
+  """state after call(hook, state) of every hook (a hook returns None for no change). Hooks act
+  on a single run: seeds.why_not_together keeps acting hooks out of a group."""
+  changed = False
+  for hook in run_hooks:
+    new = call(hook, state if axis.size == 1 else axis.unstack(state)[0])
+    if new is not None:
+      if axis.size > 1:
+        raise ValueError(f'{type(hook).__name__} changes the state of one seed of a group')
+      state, changed = new, True
+  return axis.stack([state]) if changed else state
 
 
 def _final_splits(task: Task) -> tuple[str, ...]:
@@ -191,64 +340,31 @@ def _final_splits(task: Task) -> tuple[str, ...]:
   return usual + tuple(s for s in task.splits if s not in usual + ('train',))
 
 
-def _restore(ckpts: Checkpoints, state: steps.TrainState,
-             rep) -> tuple[int, steps.TrainState]:
-  """-> (step, `state` with params, optimizer state and other model state of checkpoint `step`),
-  the newest checkpoint that reads back intact (Checkpoints.restore_latest)."""
-  step, params, opt_state, other = ckpts.restore_latest(state.params, state.opt_state,
-                                                        state.other)
-  return step, state._replace(step=batching.replicate(jnp.asarray(step, jnp.int32), rep.mesh),
-                              params=params, opt_state=opt_state, other=other)
-
-
-def _start_phase(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState,
-                 rep) -> tuple[steps.TrainState, bool]:
-  """-> (state, whether a start phase is on); see the module docstring. ValueError when the model
-  has a start phase that nothing would end (no train.start_phase)."""
-  model_on = _model_start_phase(graphdef, state)
-  phase = optim.start_phase(state.opt_state)
-  if phase is None:
-    if model_on:
-      raise ValueError('the model has a start phase (e.g. the memory network\'s linear start) '
-                       'but config.train.start_phase is not set: nothing would end it')
-    return state, False
-  cfg = config.train.start_phase
-  if cfg.patience > 0 and config.train.eval_every <= 0:
-    raise ValueError(f'train.start_phase.patience={cfg.patience} needs validations: set '
-                     'train.eval_every > 0')
-  if bool(phase.on) and not model_on:
-    return _end_start_phase(config, graphdef, state, rep, 0), False
-  return state, bool(phase.on)
-
-
-def _model_start_phase(graphdef, state: steps.TrainState) -> bool:
-  model = nnx.merge(graphdef, state.params, state.rngs, state.other, copy=True)
-  return hasattr(model, 'start_phase') and bool(model.start_phase[...])
-
-
-def _end_start_phase(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState, rep,
-                     step: int) -> steps.TrainState:
-  """`state` with the start phase ended in the optimizer (the schedule restarted where
-  train.start_phase.restart_schedule says) and in the model."""
-  model = nnx.merge(graphdef, state.params, state.rngs, state.other, copy=True)
-  if hasattr(model, 'start_phase'):
-    model.start_phase[...] = jnp.zeros_like(model.start_phase[...])
-  logging.info('start phase ended at step %d', step)
-  restart = config.train.start_phase.get('restart_schedule', False)
-  return batching.replicate(state._replace(opt_state=optim.end_start_phase(state.opt_state,
-                                                                           restart),
-                                           other=steps.split_model(model)[3]), rep.mesh)
-
-
-def _after_validation(config: ml_collections.ConfigDict, graphdef, state: steps.TrainState, rep,
-                      step: int, loss: float) -> tuple[steps.TrainState, bool]:
-  """Records the validation loss of `step` in the start phase -> (state, whether still on)."""
-  opt_state, ends = optim.after_validation(state.opt_state, loss,
-                                           config.train.start_phase.patience)
-  state = batching.replicate(state._replace(opt_state=opt_state), rep.mesh)
-  if ends:
-    return _end_start_phase(config, graphdef, state, rep, step), False
-  return state, True
+def _restore(runs: list[_Seed], axis: seeds_lib.SeedAxis,
+             state: steps.TrainState) -> tuple[int, steps.TrainState]:
+  """-> (step, `state` with every seed's checkpoint of that step): each seed's newest intact
+  checkpoint (Checkpoints.restore_latest) when they agree, else the oldest of those, which the
+  seeds ahead (a group killed between two seeds' saves) restore too. ValueError, naming the
+  seed, when one of them has no intact checkpoint of that step."""
+  one_state = axis.unstack(state)
+  got = [r.ckpts.restore_latest(s.params, s.opt_state, s.other)
+         for r, s in zip(runs, one_state)]
+  step = min(g[0] for g in got)
+  restored = []
+  for run, one, (at, *trees) in zip(runs, one_state, got):
+    if at != step:
+      logging.warning('seed %d (%s) is at step %d, the others at step %d: it resumes from step '
+                      '%d too', run.seed, run.workdir, at, step, step)
+      try:
+        trees = run.ckpts.restore(step, one.params, one.opt_state, one.other)
+      except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore: many kinds
+        raise ValueError(f'seed {run.seed} ({run.workdir}) has no intact checkpoint of step '
+                         f'{step}, where the other seeds resume ({type(e).__name__}: {e}); '
+                         f'train them apart (seed map {seeds_lib.PROCESSES!r})') from e
+    params, opt_state, other = trees
+    restored.append(one._replace(step=jnp.asarray(step, jnp.int32), params=params,
+                                 opt_state=opt_state, other=other))
+  return step, axis.stack(restored)
 
 
 def _mean_metrics(rows: list[tuple[int, dict]], last_saved: int) -> dict[str, float]:

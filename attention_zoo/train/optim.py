@@ -22,19 +22,20 @@ Optional fields, read only where a config sets them (absent: the default in brac
                                           phase (the memory network's linear start) during
                                           which the lr is start_phase.lr; the schedule applies
                                           after it, continuing its count, or from count 0 with
-                                          restart_schedule [False]. See `scale_by_phase_lr`;
-                                          the loop ends the phase.
+                                          restart_schedule [False]. The phase is one object,
+                                          attention_zoo.train.start_phase.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from attention_zoo.registry import Registry
+from attention_zoo.train import start_phase
 
 OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry('optimizer')
 # schedule(train config, model config) -> lr(count), count = optimizer updates done so far
@@ -162,96 +163,15 @@ def clip_each_matrix(max_norm: float) -> optax.GradientTransformation:
   return optax.stateless(lambda updates, params=None: jax.tree.map(clip, updates))
 
 
-class StartPhaseState(NamedTuple):
-  """The optimizer's record of a start phase (checkpointed with the optimizer state)."""
-  on: jax.Array  # bool []: in the start phase, whose lr is train.start_phase.lr
-  best: jax.Array  # float32 []: the lowest validation loss seen in it (inf: none yet)
-  stale: jax.Array  # int32 []: validations since that lowest one
-  count: jax.Array  # int32 []: updates done (the schedule's count)
-  lr: jax.Array  # float32 []: the lr of the latest update (0 before any)
-
-
-def scale_by_phase_lr(schedule: optax.Schedule, start_lr: float) -> optax.GradientTransformation:
-  """updates · lr, lr = start_lr while the start phase is on, else schedule(count): the last
-  transformation of an optimizer built with lr 1 (every optax optimizer ends by scaling with
-  -lr, so this equals it run with this lr). The phase starts on; the loop ends it
-  (`end_start_phase`, `after_validation`). The schedule counts every update, those of the phase
-  included: after the phase it continues, unless the phase ends with `restart=True`, which sets
-  the count to 0 (the authors' code of Sukhbaatar et al. 2015 runs its full schedule after LS)."""
-
-  def init(params):
-    del params
-    return StartPhaseState(jnp.asarray(True), jnp.asarray(jnp.inf, jnp.float32),
-                           jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
-                           jnp.asarray(0.0, jnp.float32))
-
-  def update(updates, state, params=None):
-    del params
-    lr = jnp.where(state.on, start_lr, schedule(state.count)).astype(jnp.float32)
-    updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
-    return updates, state._replace(count=state.count + 1, lr=lr)
-
-  return optax.GradientTransformation(init, update)
-
-
-def _is_phase(x) -> bool:
-  return isinstance(x, StartPhaseState)
-
-
-def start_phase(opt_state) -> StartPhaseState | None:
-  """The StartPhaseState inside `opt_state` (None: the optimizer has no start phase)."""
-  found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_phase) if _is_phase(s)]
-  return found[0] if found else None
-
-
-def _replace_phase(opt_state, **fields):
-  return jax.tree.map(lambda s: s._replace(**fields) if _is_phase(s) else s, opt_state,
-                      is_leaf=_is_phase)
-
-
-def end_start_phase(opt_state, restart: bool = False):
-  """`opt_state` with its start phase ended: the lr follows the schedule from the next update,
-  at its count so far, or from count 0 with `restart`."""
-  if restart:
-    return _replace_phase(opt_state, on=jnp.asarray(False), count=jnp.asarray(0, jnp.int32))
-  return _replace_phase(opt_state, on=jnp.asarray(False))
-
-
-def after_validation(opt_state, loss: float, patience: int,
-                     restart: bool = False) -> tuple[Any, bool]:
-  """Records a validation loss in the start phase -> (opt_state, whether the phase ends now).
-
-  The phase ends when `patience` validations in a row (patience > 0) bring no loss below the
-  lowest one seen in it: "when the validation loss stopped decreasing" (Sukhbaatar et al. 2015,
-  sec. 4.2), with patience 1 the first validation that does not decrease it.
-  """
-  phase = start_phase(opt_state)
-  if phase is None or not bool(phase.on):
-    return opt_state, False
-  best, stale = float(phase.best), int(phase.stale)
-  best, stale = (loss, 0) if loss < best else (best, stale + 1)
-  ends = patience > 0 and stale >= patience
-  opt_state = _replace_phase(opt_state, best=jnp.asarray(best, jnp.float32),
-                             stale=jnp.asarray(stale, jnp.int32))
-  return (end_start_phase(opt_state, restart) if ends else opt_state), ends
-
-
-def applied_lr(opt_state, scheduled: jax.Array) -> jax.Array:
-  """The lr of the update that gave `opt_state`: `scheduled` (the schedule's, lr_fn(step)),
-  unless the optimizer has a start phase, which records the lr it applied."""
-  phase = start_phase(opt_state)
-  return scheduled if phase is None else phase.lr
-
-
 def make_optimizer(cfg, model: Mapping[str, Any] | None = None) -> optax.GradientTransformation:
   """optax transform for config.train (optimizer, lr, schedule, warmup_steps, clip_norm, b1, b2,
   eps, ... and the optional fields of the module docstring); `model` is config.model (see
   `learning_rate`). Order: batch-cost scale, clipping, optimizer (with the start phase's lr)."""
   schedule = learning_rate(cfg, model)
   phase = cfg.get('start_phase')
-  if phase:
-    tx = optax.chain(OPTIMIZERS.get(cfg.optimizer)(1.0, cfg), scale_by_phase_lr(schedule,
-                                                                                 phase.lr))
+  if phase:  # the optimizer at lr 1, scaled by the phase's lr, then the schedule's
+    tx = optax.chain(OPTIMIZERS.get(cfg.optimizer)(1.0, cfg),
+                     start_phase.scale_by_phase_lr(schedule, phase.lr))
   else:
     tx = OPTIMIZERS.get(cfg.optimizer)(schedule, cfg)
   if cfg.clip_norm and cfg.clip_norm > 0:

@@ -6,7 +6,7 @@ step from fold_in(seed, step), so never checkpointed) and other (e.g. BatchNorm 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,23 +16,9 @@ from flax import nnx
 from attention_zoo.data.base import Task
 from attention_zoo.registry import choose
 from attention_zoo.specials import PAD
+from attention_zoo.train.state import TrainState, split_model  # noqa: F401  (re-exported)
 
 Metrics = dict[str, jax.Array]
-
-
-class TrainState(NamedTuple):
-  step: jax.Array  # int32 scalar: optimizer steps done
-  params: nnx.State  # nnx.Param
-  opt_state: optax.OptState
-  rngs: nnx.State  # nnx.RngState
-  other: nnx.State  # every other variable (BatchStat, a model's own step counter, ...)
-
-
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
-  """model -> (graphdef, params, rngs, other); sown intermediates are dropped."""
-  graphdef, params, rngs, _, other = nnx.split(
-      model, nnx.Param, nnx.RngState, nnx.Intermediate, ...)
-  return graphdef, params, rngs, other
 
 
 def rng_tags(rngs: nnx.State) -> tuple[str, ...]:
@@ -127,10 +113,10 @@ def per_example_metrics(task: Task, logits: jax.Array, batch: dict) -> Metrics:
 
 
 def applied_lr(opt_state, scheduled: jax.Array) -> jax.Array:
-  """optim.applied_lr, imported here when a train step is built: analysis, which imports this
-  module for the loss, stays free of the optimizer code."""
-  from attention_zoo.train import optim  # pylint: disable=import-outside-toplevel
-  return optim.applied_lr(opt_state, scheduled)
+  """start_phase.applied_lr, imported when a train step is built (start_phase builds on this
+  module's TrainState)."""
+  from attention_zoo.train import start_phase  # pylint: disable=import-outside-toplevel
+  return start_phase.applied_lr(opt_state, scheduled)
 
 
 def make_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransformation,
@@ -183,15 +169,18 @@ def flat_step(train_step: Callable[..., Any], treedef) -> Callable[..., Any]:
 
 def compile_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransformation,
                        lr_fn: Callable[[jax.Array], jax.Array], state: TrainState, batch: dict,
-                       seed_key: jax.Array, sharding, *, label_smoothing: float = 0.0
-                       ) -> tuple[Callable[..., Any], list, Any]:
+                       seed_key: jax.Array, sharding, *, label_smoothing: float = 0.0,
+                       over_seeds: Callable[[Callable[..., Any]], Callable[..., Any]] = (
+                           lambda step: step)) -> tuple[Callable[..., Any], list, Any]:
   """-> (step, the state's leaves, its treedef): step(leaves, batch, seed_key) -> (leaves,
   metrics) is train_step over the leaves (see flat_step), compiled for these shapes, the leaves
-  donated and the new ones placed on `sharding`."""
+  donated and the new ones placed on `sharding`. over_seeds: runs the single run's step over a
+  leading seed axis of the state, batch and key (train.seeds.SeedAxis.over; default: none)."""
   leaves, treedef = jax.tree.flatten(state)
   train_step = make_train_step(graphdef, task, tx, rng_tags(state.rngs), lr_fn,
                                label_smoothing=label_smoothing)
-  step_fn = jax.jit(flat_step(train_step, treedef), donate_argnums=0, out_shardings=sharding)
+  step_fn = jax.jit(flat_step(over_seeds(train_step), treedef), donate_argnums=0,
+                    out_shardings=sharding)
   return step_fn.lower(leaves, batch, seed_key).compile(), leaves, treedef
 
 

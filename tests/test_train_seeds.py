@@ -1,7 +1,8 @@
-"""Seed-parallel training (attention_zoo.train.seed_parallel) equals separate runs, seed by seed.
+"""The loop's seed axis (attention_zoo.train.seeds): S seeds of one config trained as one program
+equal S separate runs, seed by seed, for each seed map.
 
 Tolerance: final params and logged metrics within rtol 1e-5, atol 1e-6 of the separate runs
-(the vmapped program's matmuls may round differently; init is equal bitwise).
+(the program over the seeds may round its matmuls differently; init is equal bitwise).
 """
 
 import json
@@ -20,8 +21,8 @@ from flax import nnx
 from attention_zoo import build, sweeps
 from attention_zoo.analysis import report
 from attention_zoo.models.registry import MODELS
-from attention_zoo.sweeps import claims, seed_groups
-from attention_zoo.train import batching, checkpoints, loop, optim, seed_parallel, steps
+from attention_zoo.sweeps import claims, groups
+from attention_zoo.train import batching, checkpoints, loop, optim, seeds as seeds_lib, steps
 from attention_zoo.train import workdir as wd
 from tests import fixtures
 
@@ -79,7 +80,7 @@ def _assert_same_run(group_dir, separate_dir, config, task):
       assert math.isclose(na[k], nb[k], rel_tol=RTOL, abs_tol=ATOL), (ra['step'], k, na[k], nb[k])
   res_a, res_b = (wd.read_json(pathlib.Path(d) / wd.RESULTS) for d in (group_dir, separate_dir))
   # the same structure, but for the group's size that only a seed-parallel run records
-  assert _keys(res_a) - {'seed_group_size'} == _keys(res_b)
+  assert _keys(res_a) - {'seed_group_size', 'seed_map'} == _keys(res_b)
   for split in ('train', 'validation', 'test'):
     for k, v in _numbers(res_b[split]).items():
       assert math.isclose(res_a[split][k], v, rel_tol=RTOL, abs_tol=ATOL), (split, k)
@@ -89,34 +90,40 @@ def _assert_same_run(group_dir, separate_dir, config, task):
 
 
 @pytest.mark.usefixtures('tiny_models')
-def test_vmapped_seed_step_equals_each_seeds_own_steps():
-  # jax.vmap, the default off CPU (on CPU the other tests run the default, lax.map)
-  how = 'vmap'
-  task, seeds = fixtures.reverse_task(), (0, 3)
+@pytest.mark.parametrize('how', sorted(seeds_lib.SEED_MAPS))
+def test_seed_step_equals_each_seeds_own_steps(how):
+  task, seeds = fixtures.reverse_task(), (0, 3, 5)
   configs = _configs(seeds)
   tc = configs[0].train
   mesh = batching.make_mesh()
   rep = batching.replicated(mesh)
   tx, lr = optim.make_optimizer(tc, configs[0].model), optim.learning_rate(tc, configs[0].model)
   streams = [batching.train_batches(task, tc, s) for s in seeds]
-  keys = jnp.stack([jax.random.key(s) for s in seeds])
-  graphdef, _, state = seed_parallel.init_states(configs[0], task, tx, seeds, rep)
-  first = seed_parallel.stack_to_device([b.batch(0) for b in streams], mesh)
-  step, leaves, treedef = seed_parallel.compile_seed_step(graphdef, task, tx, lr, state, first,
-                                                          keys, rep, how=how)
+  axis = seeds_lib.SeedAxis(seeds, mesh, how)
+  keys = axis.keys()
+  graphdef, _, state = axis.init(configs[0], task, tx)
+  assert jax.tree.leaves(state.params)[0].shape[0] == len(seeds)  # the leading seed axis
+  init = [np.asarray(x) for x in jax.tree.leaves(state.params)]  # before the step donates them
+  first = axis.to_device([b.batch(0) for b in streams])
+  step, leaves, treedef = steps.compile_train_step(graphdef, task, tx, lr, state, first, keys,
+                                                   rep, over_seeds=axis.over)
   for t in range(3):
-    leaves, metrics = step(leaves, seed_parallel.stack_to_device([b.batch(t) for b in streams],
-                                                                 mesh), keys)
+    leaves, metrics = step(leaves, axis.to_device([b.batch(t) for b in streams]), keys)
   grouped = jax.tree.leaves(jax.tree.unflatten(treedef, leaves).params)
   alone_step = None
   for i, (c, stream) in enumerate(zip(configs, streams)):
-    g, _, one = steps.init_state(build.build_model(c, task), tx, rep)
-    batch = batching.to_device(stream.batch(0), mesh)
+    one_axis = seeds_lib.SeedAxis([c.seed], mesh)
+    g, _, one = one_axis.init(c, task, tx)
+    assert jax.tree.leaves(one.params)[0].shape == grouped[0].shape[1:]  # S = 1: no seed axis
+    for a, b in zip(init, jax.tree.leaves(one.params)):
+      np.testing.assert_array_equal(a[i], np.asarray(b))  # init: bitwise
+    batch = one_axis.to_device([stream.batch(0)])
     if alone_step is None:  # one program for every seed: the seed key is an argument
-      alone_step, _, tree = steps.compile_train_step(g, task, tx, lr, one, batch, keys[0], rep)
+      alone_step, _, tree = steps.compile_train_step(g, task, tx, lr, one, batch,
+                                                     one_axis.keys(), rep)
     own = jax.tree.leaves(one)
     for t in range(3):
-      own, own_metrics = alone_step(own, batching.to_device(stream.batch(t), mesh), keys[i])
+      own, own_metrics = alone_step(own, one_axis.to_device([stream.batch(t)]), one_axis.keys())
     for a, b in zip(grouped, jax.tree.leaves(jax.tree.unflatten(tree, own).params)):
       np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=RTOL, atol=ATOL)
     for k, v in own_metrics.items():
@@ -138,16 +145,20 @@ class NormClassifier(nnx.Module):
     return self.l2(self.drop(jax.nn.relu(self.bn(self.l1(inputs)))))
 
 
-def test_group_resumes_from_its_seeds_checkpoints(tmp_path):
-  # BatchNorm statistics and dropout; killed after step 4, the group resumes from each seed's
-  # checkpoint of step 3 and ends where separate runs end.
+@pytest.mark.parametrize('how', sorted(seeds_lib.SEED_MAPS))
+def test_group_resumes_from_its_seeds_checkpoints(tmp_path, how):
+  # BatchNorm statistics and dropout; killed after step 4, the group of 3 seeds resumes from each
+  # seed's checkpoint of step 3 and ends where 3 separate runs end.
   task = fixtures.blobs_task()
-  configs = _configs((1, 2), model_name='_norm_classifier', model={'hidden': 8})
+  configs = _configs((1, 2, 3), model_name='_norm_classifier', model={'hidden': 8})
   group = [tmp_path / f'group{c.seed}' for c in configs]
   with MODELS.override('_norm_classifier', NormClassifier):
-    assert seed_parallel.train_seeds(configs, group, task=task, stop_after_step=4) == [{}, {}]
+    seeds = [c.seed for c in configs]
+    assert loop.train_and_evaluate(configs[0], group, seeds=seeds, seed_map=how, task=task,
+                                   stop_after_step=4) == [{}, {}, {}]
     assert all(not (d / wd.RESULTS).exists() for d in group)
-    seed_parallel.train_seeds(configs, group, task=task)
+    results = loop.train_and_evaluate(configs[0], group, seeds=seeds, seed_map=how, task=task)
+    assert [r['seed_map'] for r in results] == [how] * 3
     for c, d in zip(configs, group):
       assert checkpoints.saved_steps(d / wd.CHECKPOINTS) == [3, 6]
       loop.train_and_evaluate(c, tmp_path / f'alone{c.seed}', task=task)
@@ -175,9 +186,9 @@ def test_nan_guard_stops_only_the_failing_seed(tmp_path):
     bad = next(s for s, g in gains.items() if g < 0)
     configs = _configs((good, bad), model_name='_tiny_fragile', model={'hidden': 8})
     dirs = [tmp_path / f'seed{s}' for s in (good, bad)]
-    with pytest.raises(seed_parallel.SeedsFailedError, match=rf'seed {bad} \(.*seed{bad}\): '
+    with pytest.raises(loop.NonFiniteError, match=rf'seed {bad} \(.*seed{bad}\): '
                        r"train metric 'loss' is nan at step 1"):
-      seed_parallel.train_seeds(configs, dirs, task=task)
+      loop.train_and_evaluate(configs[0], dirs, seeds=[good, bad], task=task)
   good_dir, bad_dir = dirs
   assert wd.read_json(good_dir / wd.RESULTS)['step'] == 6
   assert not (bad_dir / wd.RESULTS).exists()
@@ -187,17 +198,20 @@ def test_nan_guard_stops_only_the_failing_seed(tmp_path):
   assert checkpoints.saved_steps(good_dir / wd.CHECKPOINTS) == [3, 6]
 
 
-def test_bucketed_or_start_phase_configs_do_not_group():
+def test_bucketed_or_start_phase_configs_do_not_train_together(tmp_path):
   c = fixtures.tiny_config(batching='bucketed')
-  assert 'bucket' in seed_parallel.groupable(c)
-  assert seed_parallel.groupable(fixtures.tiny_config()) is None
+  assert 'bucket' in seeds_lib.why_not_together(c)
+  assert seeds_lib.why_not_together(fixtures.tiny_config()) is None
   phase = fixtures.tiny_config(start_phase={'lr': 0.1, 'patience': 1, 'max_steps': 0})
-  assert 'start_phase' in seed_parallel.groupable(phase)
-  a, b = _configs((0, 1))
-  wider = b.copy_and_resolve_references()
-  wider.model.hidden = 32
-  with pytest.raises(ValueError, match=r"differ only in 'seed'.*model.hidden"):
-    seed_parallel.check_group([a, wider])
+  assert 'start_phase' in seeds_lib.why_not_together(phase)
+  with pytest.raises(ValueError, match=r"cannot train as one program: .*start_phase.*"
+                     r"seed map 'processes'"):
+    loop.train_and_evaluate(phase, tmp_path, seeds=[0, 1], task=fixtures.blobs_task())
+  with pytest.raises(ValueError, match=r"seed map 'processes' does not run in one program"):
+    loop.train_and_evaluate(fixtures.tiny_config(), tmp_path, seeds=[0, 1], seed_map='processes')
+  with pytest.raises(ValueError, match='distinct'):
+    loop.train_and_evaluate(fixtures.tiny_config(), tmp_path, seeds=[1, 1])
+  assert not any(tmp_path.iterdir())  # refused before any workdir was made
 
 
 def _sweep_config(path, tfds_dir):
@@ -226,16 +240,16 @@ def _table(sweep_dir):
 
 
 @pytest.mark.usefixtures('tiny_models')
-def test_sweep_seed_parallel_equals_separate_runs(tmp_path):
+def test_sweep_seed_groups_equal_separate_runs(tmp_path):
   # A seq2seq with dropout (an RNG stream per seed), validations with greedy decoding; the
-  # seeds of each variant train in one process (--seed_parallel), each equal to its own run.
+  # seeds of each variant train in one experiments.main (--seeds), each equal to its own run.
   spec = str(_sweep_config(tmp_path / 'sweep_cfg.py', str(tmp_path / 'tfds')))
   group_dir, alone_dir = tmp_path / 'seed_parallel', tmp_path / 'alone'
   out = subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--config={spec}',
-                        f'--workdir={group_dir}', '--parallel=2', '--seed_parallel'], cwd=REPO,
+                        f'--workdir={group_dir}', '--parallel=2'], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  # What --noseed_parallel runs, one run at a time: experiments.main's train_and_evaluate.
+  # What --seed_map=processes runs, one run at a time: experiments.main's train_and_evaluate.
   runs = sweeps.write_plan(spec, alone_dir)
   for run in runs:
     loop.train_and_evaluate(sweeps.run_config(spec, run), alone_dir / wd.RUNS / run.name)
@@ -269,22 +283,46 @@ def test_plan_groups_the_seeds_of_each_variant(tmp_path):
   runs = sweeps.expand(str(config))
   ahead = tmp_path / 's' / wd.RUNS / 'hidden=8,seed=1' / wd.CHECKPOINTS / '2'
   ahead.mkdir(parents=True)  # a seed with a checkpoint the other lacks trains apart
-  units = seed_groups.plan(str(config), runs, tmp_path / 's')
+  units = groups.group_runs(str(config), runs, tmp_path / 's', None)
   assert [u.name for u in units] == ['hidden=16,seed=0 + hidden=16,seed=1',
                                      'hidden=8,seed=0', 'hidden=8,seed=1']
-  assert isinstance(units[0], seed_groups.Group) and units[0].variant == 'hidden=16'
+  assert units[0].variant == 'hidden=16'
+
+
+  alone = groups.group_runs(str(config), runs, tmp_path / 's', 'processes')
+  assert [u.name for u in alone] == [r.name for r in runs]
+  command = groups.command(str(config), tmp_path / 's', units[0].runs, 'vmap')
+  assert command[1:3] == ['-m', 'experiments.main'] and '--seeds=0,1' in command
+  assert [c for c in command if c.startswith('--workdir=')] == [
+      f'--workdir={tmp_path / "s" / wd.RUNS / r.name}' for r in units[0].runs]
+  assert '--seed_map=vmap' in command and not any(c.startswith('--config.seed') for c in command)
 
 
 def test_a_group_runs_under_all_its_claims_or_waits(tmp_path):
   runs = (sweeps.Run('seed=0', {'seed': 0}), sweeps.Run('seed=1', {'seed': 1}))
+  spec = tmp_path / 'cfg.py'
+  spec.write_text('def get_config(arg=None): pass\ndef get_sweep(arg=None): return []\n')
+  runner = sweeps.Runner(str(spec), tmp_path, log=print)
+  runner.old_errors = {r.name: None for r in runs}
   peer = claims.try_claim(tmp_path / wd.RUNS / 'seed=1')  # another process holds seed=1
   with peer:
-    got = seed_groups.attempt(seed_groups.Group(runs), None, spec='unused.py', sweep_dir=tmp_path,
-                              root=None, claim_timeout_s=60, by_peer=lambda run: None,
-                              log=print, finished=lambda *a: None)
-  assert got is None
+    assert runner.attempt(groups.Group(runs), None) is None
   assert not (tmp_path / wd.RUNS / 'seed=0' / claims.CLAIM).exists()  # released
-  done = seed_groups.attempt(seed_groups.Group(runs), None, spec='unused.py', sweep_dir=tmp_path,
-                             root=None, claim_timeout_s=60, by_peer=lambda run: 'elsewhere',
-                             log=print, finished=lambda *a: None)
+  for run in runs:  # another process finished both meanwhile
+    wd.write_json(tmp_path / wd.RUNS / run.name / wd.RESULTS, {})
+  done = runner.attempt(groups.Group(runs), None)
   assert done == {'seed=0': 'elsewhere', 'seed=1': 'elsewhere'}
+
+
+def test_processes_seed_map_runs_one_experiments_main_per_seed(tmp_path):
+  # experiments.main --seeds=... --seed_map=processes: each seed as its own run, bitwise.
+  spec = str(_sweep_config(tmp_path / 'cfg.py', str(tmp_path / 'tfds')))
+  out = subprocess.run([sys.executable, '-m', 'experiments.main', f'--config={spec}',
+                        f'--workdir={tmp_path / "p"}', '--seeds=0,1', '--seed_map=processes',
+                        '--config.train.steps=2'], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  for seed in (0, 1):
+    run = tmp_path / 'p' / f'seed={seed}'
+    assert wd.read_json(run / wd.CONFIG)['seed'] == seed
+    assert 'seed_group_size' not in wd.read_json(run / wd.RESULTS)  # a run of its own
