@@ -11,9 +11,9 @@
 //
 // Layouts (the zoo's): q [B, Lq, N, D], k [B, Lk, N, D], v [B, Lk, N, Dv], out [B, Lq, N, Dv],
 // lse [B, N, Lq], key_valid uint8 [1 | B, Lk]; float32 only. Blocks are packed into aligned
-// buffers padded with zeros, and every product is one register-tiled micro-kernel (GCC vector
-// extensions, so it compiles for AVX-512, AVX2 or plain SSE). Work items run on XLA's intra-op
-// thread pool.
+// buffers padded with zeros, and every product is one register-tiled micro-kernel in GCC vector
+// extensions whose width and tiling follow the target (AVX-512, AVX2, SSE or NEON: see VL below).
+// Work items run on XLA's intra-op thread pool.
 
 #include <algorithm>
 #include <atomic>
@@ -33,19 +33,26 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t VL = 16;  // floats in one vector value
+// Vector width VL (floats) and register blocking per target, chosen by the compiler's -march
+// macros (native.py builds one library per level). The micro-kernel keeps an MR x NR tile of C in
+// MR·NV accumulator registers (NR = NV·VL columns), plus NV vectors of B and a broadcast of A.
+// A vector wider than the target's registers would be passed through memory (GCC -Wpsabi).
+#if defined(__AVX512F__)                         // x86-64-v4: 32 zmm registers
+constexpr int64_t VL = 16, MR = 8, NV = 2;       // 8 x 32 tile: 16 accumulators
+#elif defined(__AVX2__) && defined(__FMA__)      // x86-64-v3: 16 ymm registers
+constexpr int64_t VL = 8, MR = 6, NV = 2;        // 6 x 16 tile: 12 accumulators
+#elif defined(__ARM_NEON)                        // armv8-a (aarch64): 32 q registers
+constexpr int64_t VL = 4, MR = 8, NV = 2;        // 8 x 8 tile: 16 accumulators
+#else                                            // x86-64-v2 (SSE4.2, 16 xmm) or portable
+constexpr int64_t VL = 4, MR = 4, NV = 2;        // 4 x 8 tile: 8 accumulators
+#endif
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
-
-#if defined(__AVX512F__)
-constexpr int64_t MR = 8, NV = 2;  // 8 rows x 32 columns: 16 of 32 zmm registers
-#else
-constexpr int64_t MR = 4, NV = 1;  // 4 rows x 16 columns: 8 of 16 ymm registers
-#endif
 constexpr int64_t NR = NV * VL;
-constexpr int64_t BR = 64, BC = 64;  // query and key block sizes (multiples of MR and NR)
-constexpr int64_t GROUP = 8;        // query blocks per forward work item
-static_assert(BR % MR == 0 && BR % NR == 0 && BC % MR == 0 && BC % NR == 0, "block sizes");
+constexpr int64_t BR = 64, BC = 64;  // query and key block sizes (multiples of NR)
+constexpr int64_t TAIL = BR % MR;    // rows of C in the last, narrower tile of a block
+constexpr int64_t GROUP = 8;         // query blocks per forward work item
+static_assert(BR == BC && BR % NR == 0, "block sizes");
 
 constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
 
@@ -65,30 +72,42 @@ struct Buffer {
 
 inline vf Load(const float* p) { vf x; std::memcpy(&x, p, sizeof(vf)); return x; }
 inline void Store(float* p, vf x) { std::memcpy(p, &x, sizeof(vf)); }
-inline vf Splat(float a) { return vf{} + a; }
+// Every lane a (a - 0 is exactly a, so the compiler emits a bare broadcast; 0 + a is not: -0).
+inline vf Splat(float a) { return a - vf{}; }
 
-// C[M, N] (+)= A[M, K] · B[K, N], row-major with leading dims; M % MR == 0, N % NR == 0.
-template <bool kAccumulate>
-void Gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float* C, int64_t ldc) {
-  for (int64_t i = 0; i < M; i += MR) {
-    for (int64_t j = 0; j < N; j += NR) {
-      vf acc[MR][NV];
-      for (int64_t r = 0; r < MR; ++r)
-        for (int64_t c = 0; c < NV; ++c)
-          acc[r][c] = kAccumulate ? Load(C + (i + r) * ldc + j + c * VL) : vf{};
-      for (int64_t k = 0; k < K; ++k) {
-        vf b[NV];
-        for (int64_t c = 0; c < NV; ++c) b[c] = Load(B + k * ldb + j + c * VL);
-        for (int64_t r = 0; r < MR; ++r) {
-          const vf a = Splat(A[(i + r) * lda + k]);
-          for (int64_t c = 0; c < NV; ++c) acc[r][c] += a * b[c];
-        }
-      }
-      for (int64_t r = 0; r < MR; ++r)
-        for (int64_t c = 0; c < NV; ++c) Store(C + (i + r) * ldc + j + c * VL, acc[r][c]);
+// The micro-kernel: rows [i, i + R) x columns [j, j + NR) of C, in R·NV registers.
+template <int64_t R, bool kAccumulate, bool kTransA>
+inline void Tile(int64_t i, int64_t j, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float* C, int64_t ldc) {
+  vf acc[R][NV];
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < NV; ++c)
+      acc[r][c] = kAccumulate ? Load(C + (i + r) * ldc + j + c * VL) : vf{};
+  for (int64_t k = 0; k < K; ++k) {
+    vf b[NV];
+    for (int64_t c = 0; c < NV; ++c) b[c] = Load(B + k * ldb + j + c * VL);
+    for (int64_t r = 0; r < R; ++r) {
+      const vf a = Splat(kTransA ? A[k * lda + i + r] : A[(i + r) * lda + k]);
+      for (int64_t c = 0; c < NV; ++c) acc[r][c] += a * b[c];
     }
   }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < NV; ++c) Store(C + (i + r) * ldc + j + c * VL, acc[r][c]);
+}
+
+// C[BR, N] (+)= op(A) · B[K, N], row-major with leading dims, for one block of BR (== BC) rows;
+// op(A) = A[BR, K], or with kTransA, A[K, BR]ᵀ (the scalar of A that a row of C takes is
+// broadcast, so either layout reads as fast). MR-row tiles, then one of TAIL rows; N % NR == 0.
+template <bool kAccumulate, bool kTransA = false>
+void Gemm(int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+          float* C, int64_t ldc) {
+  constexpr int64_t full = BR - TAIL;
+  for (int64_t i = 0; i < full; i += MR)
+    for (int64_t j = 0; j < N; j += NR)
+      Tile<MR, kAccumulate, kTransA>(i, j, K, A, lda, B, ldb, C, ldc);
+  if constexpr (TAIL > 0)
+    for (int64_t j = 0; j < N; j += NR)
+      Tile<TAIL, kAccumulate, kTransA>(full, j, K, A, lda, B, ldb, C, ldc);
 }
 
 // e^x for x <= 0 (x = -inf -> 0): 2^n · p(r), r = x - n ln 2 in [-ln2/2, ln2/2], a degree-6
@@ -126,12 +145,6 @@ void PackCols(const float* src, int64_t row_stride, int64_t rows, int64_t d, flo
               int64_t ld) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t c = 0; c < d; ++c) dst[c * ld + i] = src[i * row_stride + c];
-}
-
-// dst [cols, rows] = src [rows, cols]ᵀ.
-void Transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) dst[j * rows + i] = src[i * cols + j];
 }
 
 // Runs f(0..n-1) on the caller and XLA's intra-op pool; returns when every item is done.
@@ -241,7 +254,8 @@ ffi::Error FlashFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
                qs.data, s.dp);
       for (int64_t kb = 0, nkb = KeyBlocks(s, q0); kb < nkb; ++kb) {
         const int64_t k0 = kb * BC;
-        Gemm<false>(BR, BC, s.dp, qs.data, s.dp, kt.data + k0 * s.dp, BC, sc.data, BC);  // q kᵀ
+        // sc [BR, BC] = (scale · q) [BR, D] · kᵀ [D, BC]
+        Gemm<false>(BC, s.dp, qs.data, s.dp, kt.data + k0 * s.dp, BC, sc.data, BC);
         MaskBlock(s, valid, q0, k0, sc.data);
         for (int64_t i = 0; i < BR; ++i) {  // online softmax, row i
           float* row = sc.data + i * BC;
@@ -271,8 +285,8 @@ ffi::Error FlashFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
             for (int64_t c = 0; c < s.dvp; c += VL)
               Store(o.data + i * s.dvp + c, Load(o.data + i * s.dvp + c) * correction);
         }
-        Gemm<true>(BR, s.dvp, BC, sc.data, BC, vb.data + k0 * s.dvp, s.dvp, o.data,
-                   s.dvp);  // o += p v
+        // o [BR, Dv] += p [BR, BC] · v [BC, Dv]
+        Gemm<true>(s.dvp, BC, sc.data, BC, vb.data + k0 * s.dvp, s.dvp, o.data, s.dvp);
       }
       for (int64_t i = 0; i < q_rows; ++i) {
         const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
@@ -317,7 +331,7 @@ ffi::Error FlashBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
       lse_h[i] = lsep[(b * s.n + head) * s.lq + i];
     }
     Buffer kt(s.dp * BC), kb_rows(BC * s.dp), vt(s.dvp * BC), dk(BC * s.dp), dv(BC * s.dvp);
-    Buffer p(BR * BC), pt(BC * BR), dp(BR * BC);
+    Buffer p(BR * BC), dp(BR * BC);
     for (int64_t kb = 0; kb < k_blocks; ++kb) {
       const int64_t k0 = kb * BC, k_rows = std::min(BC, s.lk - k0);
       for (Buffer* buf : {&kt, &kb_rows, &vt, &dk, &dv})
@@ -330,7 +344,8 @@ ffi::Error FlashBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
         const int64_t q0 = qb * BR;
         const float* q_blk = qs.data + q0 * s.dp;
         const float* do_blk = dob.data + q0 * s.dvp;
-        Gemm<false>(BR, BC, s.dp, q_blk, s.dp, kt.data, BC, p.data, BC);  // s = scale · q kᵀ
+        // s [BR, BC] = (scale · q) [BR, D] · kᵀ [D, BC], then masked
+        Gemm<false>(BC, s.dp, q_blk, s.dp, kt.data, BC, p.data, BC);
         MaskBlock(s, valid, q0, k0, p.data);
         for (int64_t i = 0; i < BR; ++i) {  // p = e^{s - lse}; -inf lse (no key): p = 0
           float* row = p.data + i * BC;
@@ -341,9 +356,10 @@ ffi::Error FlashBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
           }
           for (int64_t j = 0; j < BC; j += VL) Store(row + j, Exp(Load(row + j) - lse_i));
         }
-        Transpose(p.data, BR, BC, pt.data);
-        Gemm<true>(BC, s.dvp, BR, pt.data, BR, do_blk, s.dvp, dv.data, s.dvp);  // dv += pᵀ do
-        Gemm<false>(BR, BC, s.dvp, do_blk, s.dvp, vt.data, BC, dp.data, BC);   // dp = do vᵀ
+        // dv [BC, Dv] += pᵀ [BC, BR] · do [BR, Dv]
+        Gemm<true, true>(s.dvp, BR, p.data, BC, do_blk, s.dvp, dv.data, s.dvp);
+        // dp [BR, BC] = do [BR, Dv] · vᵀ [Dv, BC]
+        Gemm<false>(BC, s.dvp, do_blk, s.dvp, vt.data, BC, dp.data, BC);
         for (int64_t i = 0; i < BR; ++i) {  // ds = p ∘ (dp - δ), in place of dp
           const vf d = Splat(delta[q0 + i]);
           for (int64_t j = 0; j < BC; j += VL) {
@@ -351,10 +367,10 @@ ffi::Error FlashBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
             Store(at, Load(p.data + i * BC + j) * (Load(at) - d));
           }
         }
-        Gemm<true>(BR, s.dp, BC, dp.data, BC, kb_rows.data, s.dp, dq.data + q0 * s.dp,
-                   s.dp);  // dq += ds k (times scale below)
-        Transpose(dp.data, BR, BC, pt.data);
-        Gemm<true>(BC, s.dp, BR, pt.data, BR, q_blk, s.dp, dk.data, s.dp);  // dk += dsᵀ (scale q)
+        // dq [BR, D] += ds [BR, BC] · k [BC, D]  (times scale below)
+        Gemm<true>(s.dp, BC, dp.data, BC, kb_rows.data, s.dp, dq.data + q0 * s.dp, s.dp);
+        // dk [BC, D] += dsᵀ [BC, BR] · (scale · q) [BR, D]
+        Gemm<true, true>(s.dp, BR, dp.data, BC, q_blk, s.dp, dk.data, s.dp);
       }
       for (int64_t j = 0; j < k_rows; ++j) {
         float* dk_dst = dkp + ((b * s.lk + k0 + j) * s.n + head) * s.d;
@@ -372,6 +388,14 @@ ffi::Error FlashBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buff
 }
 
 }  // namespace
+
+// The symbols native.py looks up (the library is built with -fvisibility=hidden).
+#define AZ_EXPORT extern "C" __attribute__((visibility("default")))
+AZ_EXPORT XLA_FFI_Error* AzFlashFwd(XLA_FFI_CallFrame* call_frame);
+AZ_EXPORT XLA_FFI_Error* AzFlashBwd(XLA_FFI_CallFrame* call_frame);
+
+// Floats per vector in this build (native.vector_floats).
+AZ_EXPORT int AzFlashVectorFloats() { return static_cast<int>(VL); }
 
 // What both custom calls start with: the thread pool, q, k, v and key_valid.
 static auto BindInputs() {
