@@ -7,8 +7,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+from attention_zoo.attention import native
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-KEYS = {'score', 'kernel', 'length', 'pass', 'ms', 'gflops', 'memory_gib', 'ratio_to_torch'}
+KEYS = {'score', 'kernel', 'implementation', 'length', 'pass', 'ms', 'gflops', 'memory_gib',
+        'ratio_to_torch'}
 
 
 def _bench(*flags):
@@ -25,6 +30,11 @@ def test_json_rows_name_score_kernel_pass_and_the_ratio_to_torch(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.loads(out.read_text())['rows']
   assert all(set(r) == KEYS for r in rows)
+  impl = {(r['score'], r['kernel']): r['implementation'] for r in rows}
+  assert impl[('additive', 'chunked')] == impl[('scaled_dot', 'dense')] == 'xla'
+  assert impl[(None, 'jax.nn.dot_product_attention')] == 'xla'
+  level = native.host_level()
+  assert impl[('scaled_dot', 'chunked')] == (f'native {level}' if native.preferred() else 'xla')
   ours = {(r['score'], r['kernel'], r['pass']): r for r in rows if r['score'] is not None}
   for score in ('dot', 'scaled_dot', 'general', 'additive', 'concat'):
     for kernel in ('dense', 'chunked'):
@@ -60,6 +70,25 @@ def test_scores_and_kernels_pick_our_rows_and_the_references_stay(tmp_path):
       r['kernel'] for r in rows}
 
 
+def test_native_builds_are_rows_side_by_side_naming_their_level(tmp_path):
+  """--native_builds=native,<another level this CPU runs>: one chunked_native row per build, its
+  implementation the level found in the lowered program; the machine's level is printed."""
+  level = native.host_level()
+  others = [lvl for lvl in ('x86-64-v3', 'x86-64-v2') if lvl != level and native.can_run(lvl)]
+  if level is None or not others:
+    pytest.skip('this CPU runs one native level at most')
+  out = tmp_path / 'attention.json'
+  proc = _bench('--scores=scaled_dot,additive', '--kernels=chunked',
+                f'--native_builds=native,{others[0]}', f'--json={out}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'CPU: ' in proc.stdout and f'{level} ({native.LEVELS[level].isa})' in proc.stdout
+  data = json.loads(out.read_text())
+  assert data['level'] == level
+  builds = {r['implementation'] for r in data['rows'] if r['kernel'] == 'chunked_native'}
+  assert builds == {f'native {level}', f'native {others[0]}'}
+  assert all(r['score'] == 'scaled_dot' for r in data['rows'] if r['kernel'] == 'chunked_native')
+
+
 def test_an_unknown_score_or_kernel_is_named_with_the_known_ones():
   proc = _bench('--scores=additive,adtive')
   assert proc.returncode != 0
@@ -67,3 +96,5 @@ def test_an_unknown_score_or_kernel_is_named_with_the_known_ones():
   proc = _bench('--kernels=flash')
   assert proc.returncode != 0 and '--kernels: unknown flash; known: ' in proc.stderr
   assert 'chunked_xla' in proc.stderr
+  proc = _bench('--native_builds=x86-64-v9')
+  assert proc.returncode != 0 and '--native_builds: unknown x86-64-v9; known: native' in proc.stderr

@@ -3,21 +3,29 @@ r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside t
   python -m experiments.bench attention [--lengths=256,1024,4096] [--reps=5] [--json=PATH]
   python -m experiments.bench attention --lengths=1024 --scores=additive --kernels=chunked \
       --max_score_elements=3e9   (one of our rows, beside the references)
+  python -m experiments.bench attention --lengths=1024,4096 --scores=scaled_dot \
+      --kernels=chunked,chunked_xla,dense --native_builds=native,x86-64-v3
+      (the native kernel's AVX-512 and AVX2 builds side by side, on an AVX-512 CPU)
 
 Rows: ours (score x kernel; on CPU, dot-product scores also as `chunked_xla`: the chunked
-kernel kept off its native custom call, attention.native), jax.nn.dot_product_attention, flax
-nnx.dot_product_attention, flax nnx.MultiHeadAttention beside our MultiHeadAttention (same
-weights, F = N·D), PyTorch scaled_dot_product_attention when torch is importable, and this
-process's f32 matmul rate.
+kernel kept off its native custom call, attention.native; with --native_builds, also as
+`chunked_native` once per named build of attention.native: `native` is this CPU's level,
+x86-64-v3 the AVX2 one, ...), jax.nn.dot_product_attention, flax nnx.dot_product_attention,
+flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = N·D), PyTorch
+scaled_dot_product_attention when torch is importable, and this process's f32 matmul rate.
+The first line names the CPU and its instruction-set level; each row names its implementation:
+`native <level>` (the custom call of that level's build, found in the lowered program: the
+`chunked` row says what `auto` chose), `xla`, or `torch <version> (<its CPU capability>)`.
 GFLOP/s counts 4·B·N·L²·D for the forward pass and 3x that for forward+backward (the
 attention matmuls only; the additive score's tanh work is not counted). Memory is XLA's buffer
 assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak; the
 native custom call's own scratch is not in it (the memory targets add its bound).
 Times are medians over --reps runs after one warm-up; compare rows of one run only.
---json writes {"rows": [{"score", "kernel", "length", "pass": "fwd" | "fwd+bwd", "ms", "gflops",
-"memory_gib", "ratio_to_torch"}]}: score and kernel name our rows (score null for the other
-libraries' rows, whose kernel is the row's name); ratio_to_torch = torch SDPA's ms / the row's ms
-at that length and pass, measured in the same run (null without torch).
+--json writes {"cpu", "level", "rows": [{"score", "kernel", "implementation", "length", "pass":
+"fwd" | "fwd+bwd", "ms", "gflops", "memory_gib", "ratio_to_torch"}]}: score and kernel name our
+rows (score null for the other libraries' rows, whose kernel is the row's name); ratio_to_torch
+= torch SDPA's ms / the row's ms at that length and pass, measured in the same run (null
+without torch).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import functools
 import json
 import os
 import pathlib
+import platform
+import re
 import statistics
 import time
 
@@ -50,6 +60,10 @@ flags.DEFINE_float('max_gib', 12.0, 'Skip a row whose compiled memory exceeds th
 flags.DEFINE_float('max_score_elements', 1.1e9,
                    'Skip additive/concat rows whose B·N·L²·A tanh elements exceed this '
                    '(CPU time).')
+flags.DEFINE_list('native_builds', [],
+                  'Also time these builds of attention.native for the dot-product scores, as '
+                  'chunked_native rows: native (this CPU\'s level) or a level '
+                  '(x86-64-v2, x86-64-v3, x86-64-v4, armv8-a) that this CPU runs.')
 flags.DEFINE_bool('memory_targets', True, 'Also print the long-sequence memory targets.')
 flags.DEFINE_string('json', None, 'Also write the rows of every length to this JSON file.')
 FLAGS = flags.FLAGS
@@ -62,10 +76,34 @@ CHUNKS = {'additive': dict(q_block=128, k_block=128), 'concat': dict(q_block=128
 
 
 def _compile(fn, *args):
-  compiled = jax.jit(fn).lower(*args).compile()
+  """-> (compiled, its memory in bytes, its implementation: see `_implementation`)."""
+  lowered = jax.jit(fn).lower(*args)
+  compiled = lowered.compile()
   mem = compiled.memory_analysis()
   total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-  return compiled, total
+  return compiled, total, _implementation(lowered.as_text())
+
+
+def _implementation(program: str) -> str:
+  """'native <level>' where a lowered program calls a build of attention.native, else 'xla'."""
+  found = re.search(r'az_flash_fwd_\w+', program)
+  if not found:
+    return 'xla'
+  return next(f'native {lvl}' for lvl in native.LEVELS
+              if native.target_names(lvl)[0] == found.group(0))
+
+
+def _machine() -> str:
+  """The CPU's name and instruction-set level, e.g. 'AMD EPYC, x86-64-v4 (AVX-512)'."""
+  name = platform.processor() or platform.machine()
+  try:
+    name = next(line.partition(':')[2].strip()
+                for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines()
+                if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  level = native.host_level()
+  return f'{name}, {level} ({native.LEVELS[level].isa})' if level else name
 
 
 def _median_seconds(compiled, args, reps):
@@ -92,7 +130,7 @@ def _row(name, apply, params, x, flop_fwd, reps):
   fwd, both = _fwd_and_grad(apply, params, x)
   out = {'name': name}
   for tag, fn, flop in (('fwd', fwd, flop_fwd), ('fwd+bwd', both, 3 * flop_fwd)):
-    compiled, mem = _compile(fn, params, *x)
+    compiled, mem, out['impl'] = _compile(fn, params, *x)
     if mem > FLAGS.max_gib * GIB:
       out[tag] = f'skipped: needs {mem / GIB:.1f} GiB'
       continue
@@ -110,10 +148,11 @@ def _fmt(cell):
 
 def _print(rows, header):
   print(f'\n{header}')
-  print(f'| {"row":<36} | {"fwd":>36} | {"fwd+bwd":>36} |')
-  print(f'|{"-" * 38}|{"-" * 38}|{"-" * 38}|')
+  print(f'| {"row":<36} | {"implementation":<26} | {"fwd":>36} | {"fwd+bwd":>36} |')
+  print(f'|{"-" * 38}|{"-" * 28}|{"-" * 38}|{"-" * 38}|')
   for r in rows:
-    print(f'| {r["name"]:<36} | {_fmt(r["fwd"])} | {_fmt(r["fwd+bwd"])} |', flush=True)
+    print(f'| {r["name"]:<36} | {r["impl"]:<26} | {_fmt(r["fwd"])} | {_fmt(r["fwd+bwd"])} |',
+          flush=True)
 
 
 def _ours(score_name, kernel_name, d, score_dim=None):
@@ -129,7 +168,36 @@ def _ours(score_name, kernel_name, d, score_dim=None):
   return apply, state
 
 
-def attention_table(length, reps):
+def _native_build(score_name, d, level):
+  """-> (apply, params) of a dot-product score through one build of attention.native (what the
+  chunked kernel calls; no mask)."""
+  score = scores.make_score(score_name, d, d, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(score)
+
+  def apply(p, q, k, v):
+    valid = native.key_valid(None, q.shape[0], k.shape[1])  # [1, K]: every key
+    return native.attention(q, k, v, valid, nnx.merge(graphdef, p).fused_scale, False, level)
+
+  return apply, state
+
+
+def native_builds(names) -> list[str]:
+  """The levels of --native_builds (native: this CPU's), built and registered before any trace;
+  raises app.UsageError for an unknown level, or one this CPU cannot run or build."""
+  known = ('native', *native.LEVELS)
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise app.UsageError(f'--native_builds: unknown {", ".join(unknown)}; known: '
+                         f'{", ".join(known)}')
+  levels = list(dict.fromkeys(native.host_level() if n == 'native' else n for n in names))
+  for level in levels:
+    if level is None or not native.can_run(level) or not native.available(level):
+      raise app.UsageError(f'--native_builds: this CPU ({_machine()}) cannot run or build '
+                           f'{level or "a native level"}')
+  return levels
+
+
+def attention_table(length, reps, builds=()):
   b, h, d = FLAGS.batch, FLAGS.heads, FLAGS.head_dim
   keys = jax.random.split(jax.random.key(0), 3)
   q, k, v = (jax.random.normal(key, (b, length, h, d), jnp.float32) for key in keys)
@@ -145,10 +213,14 @@ def attention_table(length, reps):
       name = f'{score_name} / {kernel_name}'
       too_slow = b * h * length ** 2 * d > FLAGS.max_score_elements
       if score_name in ('additive', 'concat') and too_slow:
-        rows.append({'name': name, 'fwd': 'skipped: too slow on CPU', 'fwd+bwd': 'skipped'})
+        rows.append({'name': name, 'impl': '-', 'fwd': 'skipped: too slow on CPU',
+                     'fwd+bwd': 'skipped'})
         continue
       apply, state = _ours(score_name, kernel_name, d)
       rows.append(_row(name, apply, state, (q, k, v), flop, reps))
+    for level in builds if score_name in ('dot', 'scaled_dot') and both_paths else ():
+      apply, state = _native_build(score_name, d, level)
+      rows.append(_row(f'{score_name} / chunked_native', apply, state, (q, k, v), flop, reps))
   scale = 1.0 / np.sqrt(d)
   rows.append(_row('jax.nn.dot_product_attention',
                    lambda p, q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale),
@@ -187,7 +259,8 @@ def json_rows(rows, length):
       if isinstance(r[tag], str):  # skipped
         continue
       ms, gflops, gib = r[tag]
-      out.append({'score': score, 'kernel': kernel, 'length': length, 'pass': tag,
+      out.append({'score': score, 'kernel': kernel, 'implementation': r['impl'],
+                  'length': length, 'pass': tag,
                   'ms': ms, 'gflops': gflops,
                   'memory_gib': None if np.isnan(gib) else gib,
                   'ratio_to_torch': torch_ms[tag] / ms if tag in torch_ms else None})
@@ -211,7 +284,8 @@ def _torch_rows(b, h, d, length, flop, reps):
   def both():
     (sdpa(q, k, v) ** 2).sum().backward()
 
-  out = {'name': f'torch SDPA {torch.__version__}'}
+  out = {'name': f'torch SDPA {torch.__version__}',
+         'impl': f'torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})'}
   for tag, fn, f in (('fwd', fwd, flop), ('fwd+bwd', both, 3 * flop)):
     fn()
     times = []
@@ -227,7 +301,7 @@ def _torch_rows(b, h, d, length, flop, reps):
 def matmul_rate(reps):
   n = 2048
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  compiled, _ = _compile(lambda a: a @ a, a)
+  compiled, _, _ = _compile(lambda a: a @ a, a)
   sec = _median_seconds(compiled, (a,), reps)
   an = np.asarray(a)
   times = []
@@ -256,7 +330,7 @@ def memory_targets():
     else:
       apply, state = _ours(score_name, kernel_name, d, score_dim=a)
     _, both = _fwd_and_grad(apply, state, (x, x, x))
-    _, mem = _compile(both, state, x, x, x)
+    _, mem, _ = _compile(both, state, x, x, x)
     scratch = ''
     if (kernel_name == 'chunked' and score_name in ('dot', 'scaled_dot') and native.available()
         and jax.default_backend() == 'cpu'):
@@ -277,11 +351,20 @@ def main(argv):
     unknown = [name for name in FLAGS[flag].value if name not in known]
     if unknown:
       raise app.UsageError(f'--{flag}: unknown {", ".join(unknown)}; known: {", ".join(known)}')
-  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s))')
+  builds = native_builds(FLAGS.native_builds)
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s)); '
+        f'CPU: {_machine()}; load average {os.getloadavg()[0]:.1f}')
+  for level in builds:
+    print(f'  native build {level}: {native.LEVELS[level].isa}, '
+          f'{native.vector_floats(level)} floats per vector')
+  print(f'  auto: {native.preferred().reason}')
   matmul_rate(FLAGS.reps)
-  rows = [r for length in FLAGS.lengths for r in attention_table(int(length), FLAGS.reps)]
+  rows = [r for length in FLAGS.lengths
+          for r in attention_table(int(length), FLAGS.reps, builds)]
+  print(f'\nload average at the end: {os.getloadavg()[0]:.1f}')
   if FLAGS.json:
-    pathlib.Path(FLAGS.json).write_text(json.dumps({'rows': rows}, indent=1) + '\n')
+    pathlib.Path(FLAGS.json).write_text(json.dumps(
+        {'cpu': _machine(), 'level': native.host_level(), 'rows': rows}, indent=1) + '\n')
     print(f'\nwrote {FLAGS.json}: {len(rows)} rows')
   if FLAGS.memory_targets:
     memory_targets()
