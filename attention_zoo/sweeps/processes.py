@@ -1,8 +1,8 @@
 """One run of a sweep as a child process: its command line, its environment, its CPUs.
 
 With N > 1 runs at a time, each worker has its own share of the CPUs (one each on a 2-core
-machine, with XLA single-threaded): two runs on two pinned cores trained 15-40% faster than two
-runs sharing both cores. Every run reads and writes one persistent compilation cache.
+machine, with XLA single-threaded), so that parallel runs do not preempt each other's XLA
+threads. Every run reads and writes one persistent compilation cache.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def cpu_lanes(parallel: int) -> list[set[int]] | None:
 
 def run_env(cpus: set[int] | None, root: str | os.PathLike | None = None) -> dict[str, str]:
   """The environment of a run: a persistent compilation cache shared by the sweep's runs, which
-  keeps every program (even the eager ops of a model's initialization: 4-5 s of compiles per
-  process on one core, under 1 s from the cache); XLA single-threaded on a one-CPU lane; `root`
+  keeps every program (even the eager ops of a model's initialization, which each process would
+  otherwise compile again); XLA single-threaded on a one-CPU lane; `root`
   (the folder that holds experiments/ and configs/) first on PYTHONPATH, so that a run starts
   from any working directory."""
   env = dict(os.environ)

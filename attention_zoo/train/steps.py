@@ -155,9 +155,9 @@ def make_train_step(graphdef: nnx.GraphDef, task: Task, tx: optax.GradientTransf
 def flat_step(train_step: Callable[..., Any], treedef) -> Callable[..., Any]:
   """train_step over the TrainState's leaves: (leaves, batch, seed_key) -> (leaves, metrics).
 
-  A compiled call flattens its arguments in Python; a TrainState is ~300 nnx.Variable nodes for
-  the demo's Transformer, whose steps took 52-64 ms on one CPU core (where that dispatch and the
-  compute share the core) against 46-48 ms with a flat list of arrays.
+  A compiled call flattens its arguments in Python; a TrainState is hundreds of nnx.Variable
+  nodes (for the demo's Transformer), a cost paid on the core that also computes the step where
+  XLA runs single-threaded; a flat list of arrays avoids it.
   """
 
   def step(leaves, batch, seed_key):

@@ -5,6 +5,7 @@ r"""Benchmarks, printed as tables (never timed tests).
   python -m experiments.bench batching [--models=transformer,seq2seq] [--steps=20]
   python -m experiments.bench decode [--json=PATH] [--quick]
   python -m experiments.bench train [--json=PATH] [--threads=1,2] [--steps=N] [--quick]
+  python -m experiments.bench seeds [--seeds=3] [--models=seq2seq,transformer] [--quick]
   python -m experiments.bench alignment [--steps=300] [--out=runs/alignment]
 
 Each section lives in its own module of this package (experiments/bench/<section>.py) with its
@@ -18,7 +19,7 @@ import sys
 
 from absl import app
 
-SECTIONS = ('attention', 'data', 'batching', 'decode', 'train', 'alignment')
+SECTIONS = ('attention', 'data', 'batching', 'decode', 'train', 'seeds', 'alignment')
 
 
 def main(argv: list[str]) -> None:
