@@ -119,6 +119,9 @@ class MultiHeadAttention(nnx.Module):
     causal=True adds the causal mask in-kernel -> [B, Q, out_features]; or, for source-target
     attention read by many calls, projected_context = project_context(context) instead of context.
   Decoding: init_cache(B, max_len) then decode_step(x_t [B, 1, F], cache) per step.
+  Head ablation: set `layer.head_mask` to a tuple of N multipliers (1 keeps a head, 0 masks it)
+  to scale each head's output before the output projection (the mask ξ_h of Michel et al. 2019);
+  None (the default) leaves the layer as it is.
   """
 
   def __init__(self, num_heads: int, in_features: int, *, qkv_features: int | None = None,
@@ -155,6 +158,7 @@ class MultiHeadAttention(nnx.Module):
     self.rngs = rngs['dropout'].fork() if dropout_rate > 0 else None
     self.rotary = rotary
     self.capture_weights = capture_weights
+    self.head_mask: tuple[float, ...] | None = None  # see the class docstring: head ablation
 
   def _attend(self, q, k, v, mask, causal, score=None):
     dropout_rng = None
@@ -166,6 +170,8 @@ class MultiHeadAttention(nnx.Module):
                                dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
     if self.capture_weights:
       self.sow(nnx.Intermediate, 'attention_weights', weights)  # [B, N, Q, K]
+    if self.head_mask is not None:  # [N] multipliers of the heads' outputs
+      out = out * jnp.asarray(self.head_mask, out.dtype)[:, None]  # [B, Q, N, D]
     return self.out(out)  # [B, Q, N, D] -> [B, Q, F_out]
 
   def _check(self, x, width, name):
