@@ -20,7 +20,9 @@ GFLOP/s counts 4·B·N·L²·D for the forward pass and 3x that for forward+back
 attention matmuls only; the additive score's tanh work is not counted). Memory is XLA's buffer
 assignment of the compiled function (arguments + outputs + temporaries), i.e. its peak; the
 native custom call's own scratch is not in it (the memory targets add its bound).
-Times are medians over --reps runs after one warm-up; compare rows of one run only.
+Times are medians over --reps runs after one warm-up, taken in rounds over all the rows of a
+length (so that a change in the machine's load falls on every row alike); compare rows of one
+run only.
 --json writes {"cpu", "level", "rows": [{"score", "kernel", "implementation", "length", "pass":
 "fwd" | "fwd+bwd", "ms", "gflops", "memory_gib", "ratio_to_torch"}]}: score and kernel name our
 rows (score null for the other libraries' rows, whose kernel is the row's name); ratio_to_torch
@@ -30,6 +32,7 @@ without torch).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -38,6 +41,7 @@ import platform
 import re
 import statistics
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -126,7 +130,18 @@ def _fwd_and_grad(apply, params, x):
   return fwd, bwd
 
 
-def _row(name, apply, params, x, flop_fwd, reps):
+@dataclasses.dataclass
+class _Timing:
+  """A cell waiting for `_time_rows`: one blocking call of the row's pass, its FLOPs and memory."""
+  run: Callable[[], object]
+  flop: float
+  gib: float
+  reps: int = 0
+  seconds: list[float] = dataclasses.field(default_factory=list)
+
+
+def _row(name, apply, params, x, flop_fwd):
+  """A row of compiled passes (timed later, with the others, by `_time_rows`)."""
   fwd, both = _fwd_and_grad(apply, params, x)
   out = {'name': name}
   for tag, fn, flop in (('fwd', fwd, flop_fwd), ('fwd+bwd', both, 3 * flop_fwd)):
@@ -134,9 +149,28 @@ def _row(name, apply, params, x, flop_fwd, reps):
     if mem > FLAGS.max_gib * GIB:
       out[tag] = f'skipped: needs {mem / GIB:.1f} GiB'
       continue
-    sec = _median_seconds(compiled, (params, *x), reps)
-    out[tag] = (sec * 1e3, flop / sec / 1e9, mem / GIB)
+    out[tag] = _Timing(lambda c=compiled: jax.block_until_ready(c(params, *x)), flop, mem / GIB)
   return out
+
+
+def _time_rows(rows, reps):
+  """Times every pending cell: a warm-up each, then --reps rounds over all the cells in turn, so
+  that a change in the machine's load falls on every row alike; each cell -> (median ms,
+  GFLOP/s, GiB). A cell whose warm-up took over ~1/reps of 20 s gets fewer rounds."""
+  cells = [(r, tag) for r in rows for tag in ('fwd', 'fwd+bwd') if isinstance(r[tag], _Timing)]
+  for r, tag in cells:
+    start = time.perf_counter()
+    r[tag].run()
+    r[tag].reps = max(1, min(reps, int(20 / max(time.perf_counter() - start, 1e-9))))
+  for i in range(reps):
+    for r, tag in cells:
+      if i < r[tag].reps:
+        start = time.perf_counter()
+        r[tag].run()
+        r[tag].seconds.append(time.perf_counter() - start)
+  for r, tag in cells:
+    sec = statistics.median(r[tag].seconds)
+    r[tag] = (sec * 1e3, r[tag].flop / sec / 1e9, r[tag].gib)
 
 
 def _fmt(cell):
@@ -217,17 +251,16 @@ def attention_table(length, reps, builds=()):
                      'fwd+bwd': 'skipped'})
         continue
       apply, state = _ours(score_name, kernel_name, d)
-      rows.append(_row(name, apply, state, (q, k, v), flop, reps))
+      rows.append(_row(name, apply, state, (q, k, v), flop))
     for level in builds if score_name in ('dot', 'scaled_dot') and both_paths else ():
       apply, state = _native_build(score_name, d, level)
-      rows.append(_row(f'{score_name} / chunked_native', apply, state, (q, k, v), flop, reps))
+      rows.append(_row(f'{score_name} / chunked_native', apply, state, (q, k, v), flop))
   scale = 1.0 / np.sqrt(d)
   rows.append(_row('jax.nn.dot_product_attention',
                    lambda p, q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale),
-                   (), (q, k, v), flop, reps))
+                   (), (q, k, v), flop))
   rows.append(_row('flax nnx.dot_product_attention',
-                   lambda p, q, k, v: nnx.dot_product_attention(q, k, v), (), (q, k, v), flop,
-                   reps))
+                   lambda p, q, k, v: nnx.dot_product_attention(q, k, v), (), (q, k, v), flop))
   # Whole layers (projections included): ours vs flax, same weights layout, F = N·D.
   x = jax.random.normal(keys[0], (b, length, h * d), jnp.float32)
   theirs = nnx.MultiHeadAttention(h, h * d, decode=False, deterministic=True, rngs=nnx.Rngs(0))
@@ -238,9 +271,9 @@ def attention_table(length, reps, builds=()):
                                                                       rngs=nnx.Rngs(0)))
         for kn in ('dense', 'chunked', 'fused'))):
     graphdef, state = nnx.split(module)
-    rows.append(_row(label, lambda p, x, g=graphdef: nnx.merge(g, p)(x), state, (x,), layer_flop,
-                     reps))
-  rows.extend(_torch_rows(b, h, d, length, flop, reps))
+    rows.append(_row(label, lambda p, x, g=graphdef: nnx.merge(g, p)(x), state, (x,), layer_flop))
+  rows.extend(_torch_rows(b, h, d, length, flop))
+  _time_rows(rows, reps)
   _print(rows, f'B={b} N={h} D={d} L={length} (GFLOP/s: 4BNL²D fwd, 3x fwd+bwd; layers add '
                f'the 4 projections)')
   return json_rows(rows, length)
@@ -267,7 +300,7 @@ def json_rows(rows, length):
   return out
 
 
-def _torch_rows(b, h, d, length, flop, reps):
+def _torch_rows(b, h, d, length, flop):
   try:
     import torch  # optional: only a comparison
   except ImportError:
@@ -287,14 +320,7 @@ def _torch_rows(b, h, d, length, flop, reps):
   out = {'name': f'torch SDPA {torch.__version__}',
          'impl': f'torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})'}
   for tag, fn, f in (('fwd', fwd, flop), ('fwd+bwd', both, 3 * flop)):
-    fn()
-    times = []
-    for _ in range(reps):
-      start = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - start)
-    sec = statistics.median(times)
-    out[tag] = (sec * 1e3, f / sec / 1e9, float('nan'))
+    out[tag] = _Timing(fn, f, float('nan'))
   return [out]
 
 
