@@ -19,19 +19,24 @@ vocabulary from the 20 train files; train, validation and test are the unions of
 splits (each task's validation drawn as above), in task order; and 20 more splits,
 test_task1 .. test_task20, each one task's test questions (views of `test`), so that one run
 reports the test error per task (the loop's final evaluation covers every split but train).
+
+Gold alignment (kind 'qa', Task.gold_alignment): the memory slots that hold a question's
+supporting facts (`supporting_slots`), where the memory network's hops should land
+(Sukhbaatar et al. 2015, fig. 2).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from absl import logging
 import numpy as np
 
 from attention_zoo.data import metrics
-from attention_zoo.data.base import Task
+from attention_zoo.data.base import Alignment, Task
 from attention_zoo.specials import BOS
 from attention_zoo.data.builder import ArrayBuilder, build, resolve_data_dir
 from attention_zoo.data.registry import register_task
@@ -43,6 +48,8 @@ class Question(NamedTuple):
   query: tuple[str, ...]
   answer: str
   supporting: tuple[int, ...]        # line ids of the supporting facts
+  story_ids: tuple[int, ...] = ()    # line id of each story sentence (question lines are not in
+                                     # the story, so ids and story positions differ)
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -51,7 +58,7 @@ def _words(text: str) -> tuple[str, ...]:
 
 def parse_file(path: str) -> list[Question]:
   """All questions of one bAbI file; a malformed line raises ValueError with file:line."""
-  questions, story = [], []
+  questions, story, ids = [], [], []
   with open(path, encoding='utf-8') as f:
     for lineno, line in enumerate(f, 1):
       line = line.rstrip('\n')
@@ -61,7 +68,7 @@ def parse_file(path: str) -> list[Question]:
       if not num.isdigit():
         raise ValueError(f'{path}:{lineno}: expected "<line id> <text>", got {line!r}')
       if int(num) == 1:
-        story = []
+        story, ids = [], []
       if '\t' in text:
         parts = text.split('\t')
         if (len(parts) != 3 or not parts[1].strip()
@@ -70,9 +77,10 @@ def parse_file(path: str) -> list[Question]:
                            f'supporting line ids (numbers)", got {line!r}')
         q, a, sup = parts
         questions.append(Question(tuple(story), _words(q), a.strip().lower(),
-                                  tuple(int(s) for s in sup.split())))
+                                  tuple(int(s) for s in sup.split()), tuple(ids)))
       else:
         story.append(_words(text))
+        ids.append(int(num))
   return questions
 
 
@@ -86,6 +94,18 @@ def task_file(data_dir: str, task_id: int, split: str) -> str:
 
 def load_questions(data_dir: str, task_id: int) -> dict[str, list[Question]]:
   return {s: parse_file(task_file(data_dir, task_id, s)) for s in ('train', 'test')}
+
+
+def supporting_slots(q: Question, memory_size: int) -> frozenset[int]:
+  """The memory slots (story rows of the 'qa' form) holding q's supporting facts.
+
+  The memory holds the last `memory_size` story sentences, the most recent in slot 0: of the n
+  sentences kept, the j-th oldest (j = 0, 1, ...) sits in slot n - 1 - j, and a supporting fact
+  older than the memory holds is in no slot. Line ids count the question lines too, so a fact is
+  found by its line id (q.story_ids), not by its position in the story.
+  """
+  kept = q.story_ids[-memory_size:] if memory_size > 0 else ()
+  return frozenset(len(kept) - 1 - j for j, line in enumerate(kept) if line in q.supporting)
 
 
 TASK_IDS = tuple(range(1, 21))
@@ -118,6 +138,21 @@ class Rows(Sequence):
 
   def read_batch(self, indices):
     return self.source.read_batch(np.asarray(indices, np.int64) + self.start)
+
+
+def split_questions(tasks: Mapping[int, Mapping[str, list[Question]]], num_validation: int,
+                    split_seed: int) -> dict[str, list[Question]]:
+  """The questions of each split, in the order the dataset stores them (see the module
+  docstring): per task, in task order, validation = num_validation train questions drawn with
+  split_seed, train = the rest, test = the test file."""
+  splits: dict[str, list[Question]] = {'train': [], 'validation': [], 'test': []}
+  for qs in tasks.values():
+    order = np.random.default_rng(split_seed).permutation(len(qs['train']))
+    val = set(order[:num_validation].tolist())
+    splits['train'] += [q for i, q in enumerate(qs['train']) if i not in val]
+    splits['validation'] += [q for i, q in enumerate(qs['train']) if i in val]
+    splits['test'] += qs['test']
+  return splits
 
 
 def _texts(q: Question, memory_size: int):
@@ -156,13 +191,7 @@ class AzBabi(ArrayBuilder):
       logging.warning('bAbI task %d: %d test tokens not in the train vocabulary -> <unk>',
                       o['task_id'], unknown)
     unk = o['unknown_words'] == 'unk'
-    splits = {'train': [], 'validation': [], 'test': []}
-    for qs in tasks.values():
-      order = np.random.default_rng(o['split_seed']).permutation(len(qs['train']))
-      val = set(order[:o['num_validation']].tolist())
-      splits['train'] += [q for i, q in enumerate(qs['train']) if i not in val]
-      splits['validation'] += [q for i, q in enumerate(qs['train']) if i in val]
-      splits['test'] += qs['test']
+    splits = split_questions(tasks, o['num_validation'], o['split_seed'])
     M, W = o['memory_size'], o['sentence_len']
 
     def row(words, width, what):
@@ -227,14 +256,34 @@ def babi(task_id: int = 1, memory_size: int = 50, sentence_len: int | None = Non
                                  unknown_words=unknown_words)
   splits, meta = build(AzBabi, options, tfds_dir=tfds_dir, manual_dir=data_dir)
   vocab = Vocab.from_json(meta['vocab'])
+  test_views = {}  # per-task test split -> its first row in `test`
   if task_id == JOINT:
     ends = np.cumsum(meta['test_sizes']).tolist()
     for t, start, stop in zip(TASK_IDS, [0] + ends[:-1], ends):
       splits[per_task_split(t)] = Rows(splits['test'], start, stop)
+      test_views[per_task_split(t)] = start
   dims = {'vocab_size': len(vocab), 'num_classes': len(vocab)}
   if flat:
     return Task(name='babi', kind='classify', splits=splits, model_dims=dims, vocab=vocab,
                 metrics_fn=metrics.classify_metrics)
   dims.update(memory_size=memory_size, sentence_len=sentence_len)
+  questions = functools.cache(lambda: split_questions(
+      {t: load_questions(data_dir, t) for t in task_ids(task_id)}, num_validation, split_seed))
   return Task(name='babi', kind='qa', splits=splits, model_dims=dims, vocab=vocab,
-              metrics_fn=metrics.classify_metrics)
+              metrics_fn=metrics.classify_metrics,
+              gold_alignment_fn=functools.partial(_gold_alignment, questions, memory_size,
+                                                  test_views))
+
+
+def _gold_alignment(questions, memory_size: int, test_views: Mapping[str, int], split: str,
+                    indices: Sequence[int]) -> list[Alignment]:
+  """Task.gold_alignment of the 'qa' form: one step (the question) per example, whose possible
+  links are the slots of its supporting facts (`supporting_slots`; no sure links: with two or
+  three supporting facts no one slot is the answer's source). The questions are parsed again
+  from the raw files (`questions()`, split_questions: the stored order); a per-task test split
+  of joint training reads its rows of `test`."""
+  if split in test_views:
+    split, indices = 'test', [test_views[split] + int(i) for i in indices]
+  rows = questions()[split]
+  return [Alignment(sure=(frozenset(),), possible=(supporting_slots(rows[int(i)], memory_size),))
+          for i in indices]

@@ -21,11 +21,28 @@ see attention_zoo.specials):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from attention_zoo.data.vocab import Vocab
+
+
+class Alignment(NamedTuple):
+  """Where one example's output steps should attend (its gold alignment), in the positions the
+  model reads: source positions as stored (after any reversal), or memory slots of a 'qa' task.
+
+  Per output step q (target_out position q of a seq2seq task; a 'qa' task has one step, the
+  question, which every hop of a memory network is measured against):
+    possible[q]: the positions the output of step q comes from (its gold span; empty: a step
+      without gold, e.g. a separator or EOS). Och & Ney (2003)'s P links.
+    sure[q]: the subset of possible[q] linked to the output one-to-one (Och & Ney's S links,
+      S ⊆ P); empty where no single position is the source (e.g. a month name -> its number).
+  """
+
+  sure: tuple[frozenset[int], ...]      # [Q]
+  possible: tuple[frozenset[int], ...]  # [Q]
+
 
 # The batch keys that are fed to the model, in call order, per task kind.
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
@@ -58,6 +75,8 @@ class Task:
     generation_metrics_fn: (predicted ids [B, T], batch) -> dict of metrics (numpy; seq2seq only).
     metadata: facts about the built data to report with results, JSON-serializable (e.g. the
       <unk> counts per split, the sacrebleu signatures of gen_bleu / gen_chrf).
+    gold_alignment_fn: (split, indices) -> [Alignment per example], for tasks that know where
+      each output should attend (see `gold_alignment`); None for the others.
   """
 
   name: str
@@ -70,6 +89,7 @@ class Task:
   metrics_fn: Callable[..., dict[str, Any]] | None = None
   generation_metrics_fn: Callable[..., dict[str, Any]] | None = None
   metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+  gold_alignment_fn: Callable[[str, Sequence[int]], list[Alignment]] | None = None
 
   def __post_init__(self):
     if self.kind not in INPUT_KEYS:
@@ -96,6 +116,16 @@ class Task:
   def model_inputs(self, batch: Mapping[str, Any]) -> tuple[Any, ...]:
     """The positional arguments of model(...) for this task's kind."""
     return tuple(batch[k] for k in self.input_keys)
+
+  def gold_alignment(self, split: str, indices: Sequence[int]) -> list[Alignment] | None:
+    """The gold alignment of examples `indices` of `split`, one Alignment each (in that order),
+    or None: the task knows no gold alignment (only dates, addition and bAbI's memory form do).
+    """
+    if self.gold_alignment_fn is None:
+      return None
+    if split not in self.splits:
+      raise ValueError(f'task {self.name!r} has no split {split!r}; splits: {sorted(self.splits)}')
+    return self.gold_alignment_fn(split, indices)
 
   def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool = True,
               num_epochs: int | None = None, drop_remainder: bool = True) -> Iterator[dict]:

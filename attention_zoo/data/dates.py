@@ -7,16 +7,19 @@ Dates are uniform over [min_year-01-01, max_year-12-31]; each example picks one 
 uniformly. Day-first and year-first numeric orders are used, never month-first numeric, so every
 source has exactly one reading. Vocabularies are fixed: source = ASCII letters, digits and " ,./-";
 target = digits and "-". Names are English and locale-independent.
+The gold alignment (`dates_gold`, Task.gold_alignment) links each target digit to the source
+characters of its field: the year digits, the month name or number, the day.
 """
 
 from __future__ import annotations
 
 import datetime
 import string
+from typing import Sequence
 
 from attention_zoo.data.base import Task
 from attention_zoo.data.registry import register_task
-from attention_zoo.data.synthetic import GENERATORS, Generator, synthetic_task
+from attention_zoo.data.synthetic import GENERATORS, Generator, Links, synthetic_task
 from attention_zoo.data.vocab import Vocab
 
 MONTHS = ('january', 'february', 'march', 'april', 'may', 'june', 'july', 'august', 'september',
@@ -62,9 +65,61 @@ def _draw(rng, o) -> tuple[tuple[str, ...], tuple[str, ...]]:
   return tuple(format_date(x, fmt)), tuple(x.isoformat())
 
 
+# Which target characters of "YYYY-MM-DD" each format field feeds, by field name.
+_TARGET_OF_FIELD = {**dict.fromkeys(('Y',), range(0, 4)),
+                    **dict.fromkeys(('B', 'Bc', 'BU', 'b', 'bc', 'bU', 'm', 'mn'), range(5, 7)),
+                    **dict.fromkeys(('d', 'dn', 'do'), range(8, 10))}
+
+
+def _fields(x: datetime.date, fmt: str) -> list[tuple[str, int, str]]:
+  """(field name, start in the formatted source, field text) of each field of `fmt`."""
+  out, at = [], 0
+  for literal, name, _, _ in string.Formatter().parse(fmt):
+    at += len(literal)
+    if name is not None:
+      text = _names(x)[name]
+      out.append((name, at, text))
+      at += len(text)
+  return out
+
+
+def dates_gold(source: Sequence[str], target: Sequence[str]) -> list[Links]:
+  """Which source characters each character of the ISO target comes from.
+
+  The source is matched against FORMATS to find its fields. A target digit's possible links are
+  its field in the source: the 4 year digits, the month name (letters only) or number, the day's
+  digits (an ordinal's suffix left out); its sure link is the source digit it copies when the
+  field is a number, right-aligned ("5" -> "05": '5' is sure, the '0' has only the possible
+  link). A month name has no sure link. The '-' separators have no gold.
+  Example: "Sep 7, 1994" -> "1994-09-07": '1' sure {7}, possible {7, 8, 9, 10}; each month digit
+  possible {0, 1, 2}; the day's '0' possible {4}, its '7' sure and possible {4}.
+  """
+  source, target = ''.join(source), ''.join(target)
+  x = datetime.date.fromisoformat(target)
+  fmt = next((f for f in FORMATS if format_date(x, f) == source), None)
+  if fmt is None:
+    raise ValueError(f'dates: {source!r} -> {target!r} matches no format of FORMATS')
+  out: list[Links] = [(frozenset(), frozenset())] * len(target)
+  for name, start, text in _fields(x, fmt):
+    if name not in _TARGET_OF_FIELD:
+      continue  # the weekday
+    targets = list(_TARGET_OF_FIELD[name])
+    if text[0].isdigit():
+      digits = [start + j for j, c in enumerate(text) if c.isdigit()]
+      shift = len(targets) - len(digits)  # right-aligned: "5" -> "05"
+      for j, t in enumerate(targets):
+        sure = frozenset([digits[j - shift]]) if j >= shift else frozenset()
+        out[t] = (sure, frozenset(digits))
+    else:
+      letters = frozenset(start + j for j, c in enumerate(text) if c.isalpha())
+      for t in targets:
+        out[t] = (frozenset(), letters)
+  return out
+
+
 GENERATORS.register('dates')(Generator(
     vocabs=lambda o: (Vocab(SOURCE_CHARS), Vocab(TARGET_CHARS)),
-    lengths=lambda o: (o['max_source_len'], 11), draw=_draw))
+    lengths=lambda o: (o['max_source_len'], 11), draw=_draw, gold=dates_gold))
 
 
 @register_task('dates')

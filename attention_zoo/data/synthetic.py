@@ -5,25 +5,31 @@
   recall    "a1b7c3?b" -> "7"                   associative recall (Ba et al. 2016)
 A generator draws one (source, target) pair; `unique_draws` deals distinct pairs into the splits,
 so no test example is in train by construction. Vocabularies are fixed by the options (identical
-across splits and seeds).
+across splits and seeds). A generator that knows which source tokens each target token comes from
+(`Generator.gold`: dates, addition) gives its task a gold alignment (Task.gold_alignment).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import string
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from attention_zoo.data import pairs
-from attention_zoo.data.base import Task
+from attention_zoo.data.base import Alignment, Task
 from attention_zoo.data.builder import build
 from attention_zoo.data.registry import register_task
 from attention_zoo.data.vocab import Vocab
 from attention_zoo.registry import Registry
+from attention_zoo.specials import EOS, PAD
 
 SYMBOLS = string.digits + string.ascii_lowercase  # copy / reverse / sort alphabet, in sort order
+
+
+Links = tuple[frozenset[int], frozenset[int]]  # (sure, possible) source positions of one step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,9 @@ class Generator:
   vocabs: Callable[[Mapping[str, Any]], tuple[Vocab, Vocab]]   # (source, target)
   lengths: Callable[[Mapping[str, Any]], tuple[int, int]]       # (max_source_len, max_target_len)
   draw: Callable[[np.random.Generator, Mapping[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]]
+  # (source tokens, target tokens) as drawn -> per target token (sure, possible) source positions
+  # (see data.base.Alignment); None: the family knows no gold alignment.
+  gold: Callable[[Sequence[str], Sequence[str]], list[Links]] | None = None
 
 
 GENERATORS: Registry[Generator] = Registry('synthetic generator')
@@ -65,7 +74,30 @@ def synthetic_task(name: str, *, tfds_dir: str | None, **options) -> Task:
       raise ValueError(f'task {name!r}: {k} must be >= 1, got {options[k]}')
   splits, _ = build(AzSynthetic, options, tfds_dir=tfds_dir)
   src_vocab, tgt_vocab = gen.vocabs(options)
-  return pairs.seq2seq_task(name, splits, src_vocab, tgt_vocab, t)
+  task = pairs.seq2seq_task(name, splits, src_vocab, tgt_vocab, t)
+  if gen.gold is not None:
+    task.gold_alignment_fn = functools.partial(
+        _gold_alignment, gen.gold, task.splits, src_vocab, tgt_vocab, options['reverse_source'])
+  return task
+
+
+def _gold_alignment(gold, splits, src_vocab: Vocab, tgt_vocab: Vocab, reverse_source: bool,
+                    split: str, indices: Sequence[int]) -> list[Alignment]:
+  """Task.gold_alignment of a generator with `gold`: each stored example is read back as tokens
+  (the source un-reversed), `gold` links its target tokens to source positions, and positions
+  are mapped to the stored (reversed) source; the EOS step has no gold."""
+  out = []
+  for i in indices:
+    row = splits[split][int(i)]
+    source = [src_vocab[t] for t in np.asarray(row['source']) if t != PAD]
+    target = [tgt_vocab[t] for t in np.asarray(row['target_out']) if t not in (PAD, EOS)]
+    if reverse_source:
+      source = source[::-1]
+    at = (lambda p: len(source) - 1 - p) if reverse_source else (lambda p: p)
+    links = gold(source, target) + [(frozenset(), frozenset())]  # + the EOS step
+    out.append(Alignment(sure=tuple(frozenset(map(at, s)) for s, _ in links),
+                         possible=tuple(frozenset(map(at, p)) for _, p in links)))
+  return out
 
 
 # ----- addition -------------------------------------------------------------------------------
@@ -75,10 +107,30 @@ def _addition_draw(rng, o):
   return tuple(f'{a}+{b}'), tuple(str(a + b))
 
 
+def addition_gold(source: Sequence[str], target: Sequence[str]) -> list[Links]:
+  """Which operand digits each answer digit of "a+b" -> str(a + b) depends on.
+
+  The answer digit at place k (10**k) is (a_k + b_k + carry_k) mod 10, and the carry into place
+  k depends on every operand digit below it. So: sure = the operand digits at place k (one or
+  two, none for a final carry digit); possible = every operand digit at places <= k.
+  Example: "95+7" -> "102": '2' (place 0): sure {1, 3}, possible {1, 3}; '0' (place 1): sure
+  {0}, possible {0, 1, 3}; '1' (the carry, place 2): sure {}, possible {0, 1, 3}.
+  """
+  plus = list(source).index('+')
+  operands = ((0, plus), (plus + 1, len(source)))  # [start, stop) of a and of b
+  def at_place(k: int) -> set[int]:  # the operand digits at place k
+    return {stop - 1 - k for start, stop in operands if k < stop - start}
+  out = []
+  for t in range(len(target)):
+    k = len(target) - 1 - t
+    out.append((frozenset(at_place(k)), frozenset(p for j in range(k + 1) for p in at_place(j))))
+  return out
+
+
 GENERATORS.register('addition')(Generator(
     vocabs=lambda o: (Vocab(string.digits + '+'), Vocab(string.digits)),
     lengths=lambda o: (2 * o['num_digits'] + 1, o['num_digits'] + 2),
-    draw=_addition_draw))
+    draw=_addition_draw, gold=addition_gold))
 
 
 @register_task('addition')
