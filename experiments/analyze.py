@@ -3,12 +3,15 @@ r"""Look inside a run: attention maps, SE channel weights, learning curves, a te
   python -m experiments.analyze --examples=2 \
     --workdir=runs/demo/runs/family=seq2seq,score=additive,size=demo,seed=0
 
-Writes PNGs and summary.txt into WORKDIR/analysis[_step<N>]/.
+Writes PNGs, summary.txt, measures.json (the attention measures: alignment against gold,
+entropy, distance, head ablation, rollout, SE selectivity) and attention.html (the attention maps
+to explore in a browser) into WORKDIR/analysis[_step<N>]/.
 """
 
 from absl import app, flags
 
 from attention_zoo.analysis import analyze_run
+from attention_zoo.analysis.measure_run import write_measures
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'the workdir of one run')
 _STEP = flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)')
@@ -21,6 +24,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   analyze_run(_WORKDIR.value, _STEP.value, _EXAMPLES.value, _SPLIT.value)
+  write_measures(_WORKDIR.value, _STEP.value, _EXAMPLES.value, _SPLIT.value)
 
 
 if __name__ == '__main__':
