@@ -11,18 +11,33 @@ import contextlib
 import difflib
 import importlib
 import pkgutil
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 T = TypeVar('T')
+
+
+def _nearest(name: Any, names: Iterable[str]) -> str:
+  """' (did you mean 'x'?)' for the nearest of `names` (difflib), or ''."""
+  close = difflib.get_close_matches(str(name), list(names), n=1)
+  return f' (did you mean {close[0]!r}?)' if close else ''
 
 
 def choose(table: Mapping[str, T], name: Any, kind: str) -> T:
   """table[name], or ValueError naming the `kind`, the nearest name and every valid one."""
   if name not in table:
-    close = difflib.get_close_matches(str(name), list(table), n=1)
-    hint = f' (did you mean {close[0]!r}?)' if close else ''
-    raise ValueError(f'unknown {kind} {name!r}{hint}; known: {", ".join(sorted(table))}')
+    raise ValueError(f'unknown {kind} {name!r}{_nearest(name, table)}; known: '
+                     f'{", ".join(sorted(table))}')
   return table[name]
+
+
+def check_options(given: Iterable[str], valid: Iterable[str], what: str) -> None:
+  """ValueError unless every option name `given` is `valid`: it names `what` takes them (a model,
+  say), each unknown one with its nearest valid name, and every valid one."""
+  valid = sorted(valid)
+  unknown = sorted(set(given) - set(valid))
+  if unknown:
+    named = ', '.join(f'{name!r}{_nearest(name, valid)}' for name in unknown)
+    raise ValueError(f'{what}: unknown option(s) {named}; valid options: {valid}')
 
 
 def import_submodules(package: str) -> None:
@@ -71,6 +86,11 @@ class Registry(Generic[T]):
 
   def get(self, name: str) -> T:
     return choose(self._table, name, self.kind)
+
+  def resolve(self, entry: str | T) -> T:
+    """get(entry) for a name; an entry that was looked up before (e.g. once, by an options
+    dataclass, for every layer it builds) is returned as it is."""
+    return self.get(entry) if isinstance(entry, str) else entry
 
   def names(self) -> list[str]:
     return sorted(self._table)

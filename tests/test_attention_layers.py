@@ -83,7 +83,7 @@ def test_capture_weights_only_when_asked():
   assert 'attention_weights' not in inter
 
 
-@pytest.mark.parametrize('score', ['dot', 'general', 'additive', 'concat', 'scaled_dot'])
+@pytest.mark.parametrize('score', list(attn.SCORES))
 def test_seq2seq_attention_layer_matches_numpy(score):
   layer = attn.Attention(6, 6, score=score, score_dim=5, capture_weights=True, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(1)
@@ -92,20 +92,20 @@ def test_seq2seq_attention_layer_matches_numpy(score):
   valid = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], bool)
   ctx, inter = nnx.capture(layer, nnx.Intermediate)(jnp.asarray(h, jnp.float32),
                                                     jnp.asarray(enc, jnp.float32), mask=valid)
-  params = {n: np.asarray(getattr(layer.score, n).kernel[...], np.float64)
-            for n in ('w', 'w_q', 'w_k', 'v') if hasattr(layer.score, n)}
   want, want_w = ref.attention(score, h[:, None, None], enc[:, :, None], enc[:, :, None],
-                               valid[:, None, None, :], params)
+                               valid[:, None, None, :], ref.params_of(layer.score))
   assert ctx.shape == (3, 6)
   np.testing.assert_allclose(ctx, want[:, 0, 0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(inter['attention_weights'].get_value()[0], want_w, rtol=1e-5,
                              atol=1e-6)
   assert np.all(np.asarray(inter['attention_weights'].get_value()[0])[2, 0, 0, 1:] == 0)
-  # Keys projected once (as a seq2seq decoder does) give the same context, in both kernels.
+  # Keys projected once (as a seq2seq decoder does) give the same context, in every kernel.
   projected = layer.project_keys(jnp.asarray(enc, jnp.float32))
   if score in ('additive', 'concat'):
     assert projected.shape == (3, 4, 5)  # [B, K, A]
-  for kernel in ('dense', 'chunked'):
+  for kernel in attn.KERNELS:
+    if kernel == 'fused' and layer.score.fused_scale is None:
+      continue  # the fused kernel takes dot-product scores only
     layer.kernel = attn.get_kernel(kernel)
     again = layer(jnp.asarray(h, jnp.float32), jnp.asarray(enc, jnp.float32), mask=valid,
                   projected_keys=projected)
@@ -194,16 +194,26 @@ def test_residual_adds_the_branch():
   np.testing.assert_allclose(attn.make_combine('residual', 2, rngs=nnx.Rngs(0))(x, fx), [1.5, 1.0])
 
 
-def test_gate_matches_numpy():
-  """y = x + σ([x; f] W_g + b_g) ⊙ f, with the module's weights (a nonzero bias, to see it read)."""
+@pytest.mark.parametrize('name', sorted(attn.COMBINES.names()))
+def test_every_combine_matches_its_numpy_reference(name):
+  """Evaluation mode, with every parameter of the combine set to random values (a bias of 0
+  would hide a reference that forgets it); the reference must read every one."""
+  combine = attn.make_combine(name, 4, rngs=nnx.Rngs(0))
+  combine.eval()
+  rng = np.random.default_rng(0)
+  params = nnx.state(combine, nnx.Param)
+  nnx.update(combine, jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype),
+                                   params))
+  x, fx = (rng.normal(size=(2, 3, 4)).astype(np.float32) for _ in range(2))  # [B, L, F]
+  expected = ref.combine(name, x, fx, ref.params_of(combine))
+  np.testing.assert_allclose(combine(jnp.asarray(x), jnp.asarray(fx)), expected, rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_gate_starts_centred():
+  """W_g [2F, F] at flax's default initialization, b_g = 0: g starts around σ(0) = 0.5."""
   gate = attn.make_combine('gate', 4, rngs=nnx.Rngs(0))
   assert gate.w_g.kernel.shape == (8, 4) and np.all(np.asarray(gate.w_g.bias[...]) == 0)
-  rng = np.random.default_rng(0)
-  gate.w_g.bias[...] = jnp.asarray(rng.normal(size=4), jnp.float32)
-  x, fx = (rng.normal(size=(2, 3, 4)).astype(np.float32) for _ in range(2))  # [B, L, F]
-  w, b = np.asarray(gate.w_g.kernel[...]), np.asarray(gate.w_g.bias[...])
-  expected = x + _sigmoid(np.concatenate([x, fx], -1) @ w + b) * fx
-  np.testing.assert_allclose(gate(jnp.asarray(x), jnp.asarray(fx)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gate_dropout_acts_after_the_gate():

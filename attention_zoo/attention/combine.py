@@ -20,11 +20,15 @@ after the gate, so a dropped unit adds exactly 0 (y = x there). Dropout on f bef
 reads f would change the gate of the kept units too. The rate is the block's `dropout_rate`; the
 mode (train / eval) is the module's, as for nnx.Dropout.
 
-Every combine is a module `combine(x, fx) -> y`, x, fx, y [..., F] (F the stream's width);
-make_combine(name, dim, dropout_rate=..., rngs=...) builds one.
+Every combine is a module `combine(x, fx) -> y`, x, fx, y [..., F] (F the stream's width), built
+as cls(dim, *, dropout_rate, rngs) and registered by name (@COMBINES.register('name'));
+make_combine(name, dim, dropout_rate=..., rngs=...) builds one. A new combine is one class here
+and its numpy reference in tests/numpy_reference.py (COMBINE_REFERENCES).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -75,8 +79,9 @@ class Gate(nnx.Module):
     return x + self.dropout(g * fx)
 
 
-def make_combine(name: str, dim: int, *, dropout_rate: float = 0.0,
-                 rngs: nnx.Rngs) -> nnx.Module:
-  """The combine registered as `name` for a stream of width `dim` whose branch is dropped at
-  `dropout_rate` in train mode (ValueError if the name is unknown)."""
-  return COMBINES.get(name)(dim, dropout_rate=dropout_rate, rngs=rngs)
+def make_combine(combine: str | Callable[..., nnx.Module], dim: int, *,
+                 dropout_rate: float = 0.0, rngs: nnx.Rngs) -> nnx.Module:
+  """The combine registered as `combine` (or the class it names, when looked up once before)
+  for a stream of width `dim` whose branch is dropped at `dropout_rate` in train mode
+  (ValueError naming the nearest and the known names if the name is unknown)."""
+  return COMBINES.resolve(combine)(dim, dropout_rate=dropout_rate, rngs=rngs)

@@ -25,6 +25,10 @@ One signature for every kernel:
            FFI custom call (`native=False` keeps them on attention.flash).
   fused:   jax.nn.dot_product_attention (cuDNN flash attention on GPU where eligible, XLA
            elsewhere); dot and scaled_dot scores only.
+
+A new kernel is one function of this signature registered here (@KERNELS.register('name')): the
+tests run every registered kernel against the one numpy reference of attention
+(tests/numpy_reference.py), for every registered score it takes.
 """
 
 from __future__ import annotations
@@ -199,6 +203,7 @@ def _any_key(mask, causal, b, n, q_len, k_len):
   return jnp.swapaxes(has, 1, 2)[..., None]
 
 
-def get_kernel(name: str) -> Callable:
-  """The kernel registered as `name` (ValueError listing the known names otherwise)."""
-  return KERNELS.get(name)
+def get_kernel(kernel: str | Callable) -> Callable:
+  """The kernel registered as `kernel` (ValueError naming the nearest and the known names
+  otherwise); a kernel already looked up is returned as it is."""
+  return KERNELS.resolve(kernel)

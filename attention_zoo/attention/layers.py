@@ -13,6 +13,8 @@ Masks are bool, True = may attend, broadcastable to [B, N, Q, K].
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -45,8 +47,9 @@ class Attention(nnx.Module):
 
   Args:
     query_dim, key_dim: feature dims of the decoder state and of the encoder states.
-    score: a name in SCORES ('additive' = Bahdanau, 'dot' / 'general' / 'concat' = Luong, ...).
-    kernel: a name in KERNELS ('dense', 'chunked', 'fused').
+    score: a name in SCORES ('additive' = Bahdanau, 'dot' / 'general' / 'concat' = Luong, ...),
+      or the class it names (make_score).
+    kernel: a name in KERNELS ('dense', 'chunked', 'fused'), or the kernel it names.
     score_dim: hidden size A of the additive / concat scores (default key_dim).
     capture_weights: sow the weights [B, 1, Q, K] as nnx.Intermediate 'attention_weights'.
 
@@ -57,12 +60,11 @@ class Attention(nnx.Module):
     where sowing is not possible.
   """
 
-  def __init__(self, query_dim: int, key_dim: int, *, score: str = 'general',
-               kernel: str = 'dense', score_dim: int | None = None,
+  def __init__(self, query_dim: int, key_dim: int, *, score: str | Callable = 'general',
+               kernel: str | Callable = 'dense', score_dim: int | None = None,
                capture_weights: bool = False, rngs: nnx.Rngs):
     self.query_dim, self.key_dim = query_dim, key_dim
     self.score = scores_lib.make_score(score, query_dim, key_dim, score_dim=score_dim, rngs=rngs)
-    self.kernel_name = kernel
     self.kernel = kernels_lib.get_kernel(kernel)
     self.capture_weights = capture_weights
 
@@ -88,7 +90,9 @@ class Attention(nnx.Module):
     mask = _key_mask(mask, keys.shape[0], keys.shape[1])
     score, k = self.score, keys[:, :, None]  # [B, K, 1, Dk]
     if projected_keys is not None:
-      score, k = scores_lib.OnProjected(self.score), projected_keys[:, :, None]  # [B, K, 1, A]
+      k = projected_keys[:, :, None]  # [B, K, 1, A]; the keys themselves for a dot-product score
+      if _projects_keys(self.score):
+        score = scores_lib.OnProjected(self.score)  # (a dot-product score stays fusable)
     out, weights = self.kernel(score, q[:, :, None], k, values[:, :, None], mask,
                                return_weights=self.capture_weights or return_weights)
     if self.capture_weights:
@@ -110,7 +114,8 @@ class MultiHeadAttention(nnx.Module):
     qkv_features: N · D (default in_features); must be divisible by num_heads.
     out_features: output width (default in_features).
     num_kv_heads: G key/value heads (default N); N must be a multiple of G (grouped-query).
-    score / kernel: names in SCORES / KERNELS; each head uses the same score on its D features.
+    score / kernel: names in SCORES / KERNELS, or what they name (make_score, get_kernel); the
+      score is built for N heads of D features (scores.ScoreDims).
     dropout_rate: dropout on the attention weights in training (`model.train()`).
     rotary: rotate queries and keys by position (RoPE) in self-attention.
     capture_weights: sow the weights [B, N, Q, K] as nnx.Intermediate 'attention_weights'.
@@ -126,10 +131,10 @@ class MultiHeadAttention(nnx.Module):
 
   def __init__(self, num_heads: int, in_features: int, *, qkv_features: int | None = None,
                out_features: int | None = None, kv_features: int | None = None,
-               num_kv_heads: int | None = None, score: str = 'scaled_dot',
-               kernel: str = 'dense', score_dim: int | None = None, dropout_rate: float = 0.0,
-               use_bias: bool = True, rotary: bool = False, capture_weights: bool = False,
-               deterministic: bool = True, rngs: nnx.Rngs):
+               num_kv_heads: int | None = None, score: str | Callable = 'scaled_dot',
+               kernel: str | Callable = 'dense', score_dim: int | None = None,
+               dropout_rate: float = 0.0, use_bias: bool = True, rotary: bool = False,
+               capture_weights: bool = False, deterministic: bool = True, rngs: nnx.Rngs):
     qkv_features = in_features if qkv_features is None else qkv_features
     out_features = in_features if out_features is None else out_features
     kv_features = in_features if kv_features is None else kv_features
@@ -150,8 +155,8 @@ class MultiHeadAttention(nnx.Module):
     self.value = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
     self.out = nnx.LinearGeneral((num_heads, head_dim), out_features, axis=(-2, -1),
                                  use_bias=use_bias, rngs=rngs)  # [N, D] -> [F_out]
-    self.score = scores_lib.make_score(score, head_dim, head_dim, score_dim=score_dim, rngs=rngs)
-    self.kernel_name = kernel
+    self.score = scores_lib.make_score(score, head_dim, head_dim, num_heads=num_heads,
+                                       score_dim=score_dim, rngs=rngs)
     self.kernel = kernels_lib.get_kernel(kernel)
     self.dropout_rate = dropout_rate
     self.deterministic = deterministic

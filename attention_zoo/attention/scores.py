@@ -1,9 +1,21 @@
 """Attention scores: how a query and a key become a logit.
 
-Every score has one signature, `score(q, k) -> logits`, on blocks:
-  q [B, Q, N, Dq], k [B, K, N, Dk] -> logits [B, N, Q, K]
-so that a kernel may call it on the whole sequence (dense) or on blocks of queries and keys
-(chunked). Parameters are shared across heads and act on the last (feature) axis.
+The interface every score keeps (Score), so that each kernel, layer and model takes it:
+  built:  cls(dims: ScoreDims, *, rngs) where ScoreDims holds all a score may need (Dq, Dk, the
+          heads N it is called on, A), and registered by name: @SCORES.register('name').
+  called: score(q, k) -> logits, on blocks,
+            q [B, Q, N, Dq], k [B, K, N, Dk] -> logits [B, N, Q, K],
+          so that a kernel may call it on the whole sequence (dense) or on blocks of queries and
+          keys (chunked). A score acts on each head's features; its parameters act on the
+          feature axis, shared across heads, or hold one value per head ([N, ...], e.g. a
+          temperature per head).
+  finite: logits, and their gradients with respect to q, k and every parameter, are finite for
+          every input, zero vectors included. The chunked kernel pads queries and keys with zeros
+          to whole blocks and masks the padded logits afterwards: a NaN there (0 / 0 in a norm,
+          say) is masked in the forward pass but not in the backward pass, where it reaches
+          every gradient. tests/test_attention_kernels.py checks it for every registered score.
+A new score is one class registered here (or anywhere imported before use) and its numpy
+reference in tests/numpy_reference.py (README.md, "Adding a score").
 
 Shapes: B batch, Q query positions, K key positions, N heads, Dq / Dk query / key features,
 A score dim.
@@ -23,7 +35,9 @@ have equal variance). What differs between Bahdanau and Luong is which decoder s
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -91,15 +105,26 @@ def _dot(q: jax.Array, k: jax.Array) -> jax.Array:
   return jnp.matmul(jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2).swapaxes(-1, -2))
 
 
-def _same_dims(name: str, query_dim: int, key_dim: int):
-  if query_dim != key_dim:
-    raise ValueError(f'score {name!r} needs query_dim == key_dim, got query_dim={query_dim}, '
-                     f'key_dim={key_dim}; use score="general", "additive" or "concat"')
+def _same_dims(name: str, dims: ScoreDims):
+  if dims.query_dim != dims.key_dim:
+    raise ValueError(f'score {name!r} needs query_dim == key_dim, got query_dim={dims.query_dim}, '
+                     f'key_dim={dims.key_dim}; use score="general", "additive" or "concat"')
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreDims:
+  """What a score is built for; every score's constructor takes one, so that a score needing
+  something new reads a new field here and no other score's signature changes."""
+
+  query_dim: int  # Dq
+  key_dim: int  # Dk
+  num_heads: int = 1  # N, the heads the score is called on (one-head seq2seq attention: 1)
+  score_dim: int | None = None  # A of a score with a hidden layer (None: the score's default)
 
 
 class Score(nnx.Module):
-  """Base class. `fused_scale` is the logit scale when the score is a plain scaled dot product
-  (so the fused kernel may compute it), None otherwise."""
+  """Base class of the interface in the module doc. `fused_scale` is the logit scale when the
+  score is a plain scaled dot product (so the fused kernel may compute it), None otherwise."""
 
   fused_scale: float | None = None
 
@@ -130,9 +155,9 @@ class OnProjected(Score):
 class DotScore(Score):
   """Luong dot score: s(q, k) = qᵀ k."""
 
-  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
-               rngs: nnx.Rngs | None = None):
-    _same_dims('dot', query_dim, key_dim)
+  def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
+    del rngs  # no parameters
+    _same_dims('dot', dims)
     self.fused_scale = 1.0
 
   def __call__(self, q, k):
@@ -143,10 +168,10 @@ class DotScore(Score):
 class ScaledDotScore(Score):
   """Vaswani scaled dot product: s(q, k) = qᵀ k / √D."""
 
-  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
-               rngs: nnx.Rngs | None = None):
-    _same_dims('scaled_dot', query_dim, key_dim)
-    self.fused_scale = 1.0 / math.sqrt(query_dim)
+  def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
+    del rngs  # no parameters
+    _same_dims('scaled_dot', dims)
+    self.fused_scale = 1.0 / math.sqrt(dims.query_dim)
 
   def __call__(self, q, k):
     return _dot(q * jnp.asarray(self.fused_scale, q.dtype), k)  # [B, N, Q, K]
@@ -156,9 +181,8 @@ class ScaledDotScore(Score):
 class GeneralScore(Score):
   """Luong general score: s(q, k) = qᵀ W k, W [Dq, Dk]."""
 
-  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
-               rngs: nnx.Rngs):
-    self.w = nnx.Linear(query_dim, key_dim, use_bias=False, rngs=rngs)
+  def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
+    self.w = nnx.Linear(dims.query_dim, dims.key_dim, use_bias=False, rngs=rngs)
 
   def __call__(self, q, k):
     return _dot(self.w(q), k)  # (q W) [B, Q, N, Dk] . k -> [B, N, Q, K]
@@ -169,11 +193,10 @@ class AdditiveScore(Score):
   """Bahdanau score: s(q, k) = vᵀ tanh(W_q q + W_k k). The same function class as `concat` (see
   the module doc): W_q, W_k are concat's W split into its query and key rows."""
 
-  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
-               rngs: nnx.Rngs):
-    score_dim = score_dim or key_dim
-    self.w_q = nnx.Linear(query_dim, score_dim, use_bias=False, rngs=rngs)
-    self.w_k = nnx.Linear(key_dim, score_dim, use_bias=False, rngs=rngs)
+  def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
+    score_dim = dims.score_dim or dims.key_dim
+    self.w_q = nnx.Linear(dims.query_dim, score_dim, use_bias=False, rngs=rngs)
+    self.w_k = nnx.Linear(dims.key_dim, score_dim, use_bias=False, rngs=rngs)
     self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
 
   def project_keys(self, k):
@@ -195,11 +218,10 @@ class ConcatScore(Score):
   [B, Q, K, N, Dq + Dk] concatenation.
   """
 
-  def __init__(self, query_dim: int, key_dim: int, *, score_dim: int | None = None,
-               rngs: nnx.Rngs):
-    score_dim = score_dim or key_dim
-    self.query_dim = query_dim
-    self.w = nnx.Linear(query_dim + key_dim, score_dim, use_bias=False, rngs=rngs)
+  def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
+    score_dim = dims.score_dim or dims.key_dim
+    self.query_dim = dims.query_dim
+    self.w = nnx.Linear(dims.query_dim + dims.key_dim, score_dim, use_bias=False, rngs=rngs)
     self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
 
   def project_keys(self, k):
@@ -213,7 +235,13 @@ class ConcatScore(Score):
     return self.from_projected(q, self.project_keys(k))
 
 
-def make_score(name: str, query_dim: int, key_dim: int, *, score_dim: int | None = None,
-               rngs: nnx.Rngs) -> Score:
-  """Builds the score registered as `name` (ValueError listing the known names otherwise)."""
-  return SCORES.get(name)(query_dim, key_dim, score_dim=score_dim, rngs=rngs)
+def make_score(score: str | Callable[..., Score], query_dim: int, key_dim: int, *,
+               num_heads: int = 1, score_dim: int | None = None, rngs: nnx.Rngs) -> Score:
+  """Builds a score for queries of Dq = query_dim and keys of Dk = key_dim features, called on
+  num_heads heads (A = score_dim where it has a hidden layer).
+
+  `score` is a name in SCORES (ValueError naming the nearest and the known ones otherwise) or
+  the class a name stands for, looked up once before (e.g. by models.transformer_blocks'
+  BlockOptions, for every layer it builds).
+  """
+  return SCORES.resolve(score)(ScoreDims(query_dim, key_dim, num_heads, score_dim), rngs=rngs)

@@ -189,6 +189,12 @@ def _print(rows, header):
           flush=True)
 
 
+def _dot_product(score_name):
+  """Is the registered score a scaled dot product (it has a fused_scale)? Those are the scores
+  the fused kernel and attention.native take."""
+  return scores.make_score(score_name, 8, 8, rngs=nnx.Rngs(0)).fused_scale is not None
+
+
 def _ours(score_name, kernel_name, d, score_dim=None):
   """-> (apply(params, q, k, v) -> out, params) of a score (score dim A = score_dim or d) through
   a kernel, with the bench's tiles for the chunked one (`chunked_xla`: native=False)."""
@@ -240,19 +246,19 @@ def attention_table(length, reps, builds=()):
   both_paths = native.available() and jax.default_backend() == 'cpu'
   for score_name in FLAGS.scores:
     for kernel_name in FLAGS.kernels:
-      dot = score_name in ('dot', 'scaled_dot')
+      dot = _dot_product(score_name)
       if (kernel_name == 'fused' and not dot) or (kernel_name == 'chunked_xla'
                                                   and not (dot and both_paths)):
         continue
       name = f'{score_name} / {kernel_name}'
       too_slow = b * h * length ** 2 * d > FLAGS.max_score_elements
-      if score_name in ('additive', 'concat') and too_slow:
+      if score_name in CHUNKS and too_slow:  # the tanh scores, with their own tiles
         rows.append({'name': name, 'impl': '-', 'fwd': 'skipped: too slow on CPU',
                      'fwd+bwd': 'skipped'})
         continue
       apply, state = _ours(score_name, kernel_name, d)
       rows.append(_row(name, apply, state, (q, k, v), flop))
-    for level in builds if score_name in ('dot', 'scaled_dot') and both_paths else ():
+    for level in builds if _dot_product(score_name) and both_paths else ():
       apply, state = _native_build(score_name, d, level)
       rows.append(_row(f'{score_name} / chunked_native', apply, state, (q, k, v), flop))
   scale = 1.0 / np.sqrt(d)
@@ -358,7 +364,7 @@ def memory_targets():
     _, both = _fwd_and_grad(apply, state, (x, x, x))
     _, mem, _ = _compile(both, state, x, x, x)
     scratch = ''
-    if (kernel_name == 'chunked' and score_name in ('dot', 'scaled_dot') and native.available()
+    if (kernel_name == 'chunked' and _dot_product(score_name) and native.available()
         and jax.default_backend() == 'cpu'):
       extra = native.scratch_bytes(length, length, d, d, threads=os.cpu_count() or 1)
       mem += extra
