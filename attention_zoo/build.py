@@ -22,11 +22,10 @@ def get_task(config: ml_collections.ConfigDict) -> Task:
 
 
 def model_dims(model_name: str, task: Task) -> dict[str, Any]:
-  """The task sizes (task.model_dims) that the model's constructor names as parameters; a task
-  may offer more (e.g. image_shape, which a ResNet does not take)."""
+  """The task sizes (task.model_dims) that the model takes: those it was registered with
+  (models.registry.register_model's task_dims), or all of them."""
   from attention_zoo.models import registry  # pylint: disable=import-outside-toplevel
-  params = registry.constructor_params(model_name)
-  return {k: v for k, v in task.model_dims.items() if k in params}
+  return registry.task_dims(model_name, task.model_dims)
 
 
 def build_model(config: ml_collections.ConfigDict, task: Task,

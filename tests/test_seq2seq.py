@@ -175,7 +175,7 @@ def test_dropout_follows_train_and_eval_modes():
 
 @pytest.mark.parametrize('option, value, valid', [
     ('cell', 'rnn', 'gru, lstm'),
-    ('score', 'cosine', 'additive, concat, dot, general, scaled_dot'),
+    ('score', 'no_such_score', ', '.join(SCORES)),
     ('style', 'vaswani', 'bahdanau, luong'),
     ('readout', 'softmax', 'linear, maxout, state'),
     ('init_state', 'zeros', 'backward, final'),
@@ -200,6 +200,26 @@ def test_inconsistent_options_raise_value_error(options, message):
 def test_unknown_option_raises_value_error_listing_options():
   with pytest.raises(ValueError, match="unknown option.*'bogus'.*valid options: .*'peeky'"):
     build(bogus=1)
+  with pytest.raises(ValueError, match=r"seq2seq: unknown option\(s\) 'peaky' \(did you mean "
+                                       r"'peeky'\?\); valid options: \["):
+    build(peaky=True)
+  with pytest.raises(ValueError, match=r"unknown score 'adittive' \(did you mean 'additive'\?\)"):
+    build(score='adittive')
+
+
+def test_options_hold_the_defaults_and_the_style_wiring():
+  """Seq2SeqOptions holds every default (the model's constructor has none of its own) and the
+  style's paper wiring of the options left None, resolved once."""
+  opts = seq2seq.Seq2SeqOptions()
+  assert (opts.embed_dim, opts.hidden, opts.score, opts.style) == (32, 128, 'none', 'luong')
+  assert opts.wiring.step is None and opts.wiring.score is None  # no attention
+  bahdanau = seq2seq.Seq2SeqOptions(score='additive', style='bahdanau', hidden=16)
+  w = bahdanau.wiring
+  assert (w.step, w.cell, w.bidirectional, w.init_state, w.key_dim) == (
+      seq2seq.BahdanauStep, seq2seq.CELLS['gru'], True, 'backward', 32)
+  assert w.score is SCORES.get('additive') and w.reads_embedding
+  model = build(score='additive', style='bahdanau')
+  assert type(model.decoder_step.attention.score) is SCORES.get('additive')
 
 
 def test_generate_inside_jax_jit_of_a_split_model():

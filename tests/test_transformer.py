@@ -10,7 +10,7 @@ from flax import nnx
 from attention_zoo.attention import COMBINES, captured
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.specials import BOS, EOS, PAD
-from attention_zoo.models import decoding, get_model, registry, transformer
+from attention_zoo.models import decoding, get_model, transformer
 from attention_zoo.models import transformer_blocks as blocks
 
 SMALL = dict(d_model=16, num_heads=2, num_layers=2, ffn_dim=32, dropout_rate=0.0)
@@ -104,8 +104,8 @@ def _layer_norm(x):
 @pytest.mark.parametrize('norm', ['post', 'pre'])
 @pytest.mark.parametrize('combine', ['residual', 'gate'])
 def test_sublayer_wiring(norm, combine):
-  sub = blocks.Sublayer(blocks.BlockOptions(d_model=8, num_heads=2, norm=norm, combine=combine,
-                                            dropout_rate=0.0), rngs=nnx.Rngs(0))
+  sub = blocks.Sublayer(blocks.BlockOptions(max_len=8, d_model=8, num_heads=2, norm=norm,
+                                            combine=combine, dropout_rate=0.0), rngs=nnx.Rngs(0))
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 8)))
   f = lambda h: (2.0 * h + 1.0, None)
   y, _ = sub(jnp.asarray(x), f)
@@ -312,28 +312,50 @@ def test_classifier_fits_random_labels():
     (dict(num_heads=3), 'num_heads'),
     (dict(positional='absolute'), 'positional encoding'),
     (dict(norm='sandwich'), 'norm placement'),
-    (dict(score='cosine'), 'score'),
+    (dict(score='no_such_score'), f"unknown score 'no_such_score'; known: {', '.join(SCORES)}"),
+    (dict(score='scaled_dto'), "unknown score 'scaled_dto' \\(did you mean 'scaled_dot'\\?\\)"),
     (dict(combine='add'), 'combine'),
     (dict(kernel='flash'), 'kernel'),
     (dict(dropout_rate=1.5), 'dropout_rate'),
     (dict(share_embeddings=True), 'share_embeddings'),
-    (dict(scroe='additive'), r"unknown option.*'scroe'.*valid options: .*'score'"),
+    (dict(num_layers=0), 'num_layers must be >= 1'),
+    (dict(scroe='additive'),
+     r"Transformer: unknown option\(s\) 'scroe' \(did you mean 'score'\?\); "
+     r"valid options: .*'score'"),
 ], ids=str)
 def test_bad_configuration_raises(kw, match):
   with pytest.raises(ValueError, match=match):
     enc_dec(**kw)
 
 
-def test_block_options_are_taken_once_and_listed_by_name():
-  with pytest.raises(ValueError, match=r"unknown Transformer block option.*'scroe'.*'score'"):
-    transformer.EncoderDecoder(12, 11, scroe='dot', rngs=nnx.Rngs(0))
-  # The registry lists BlockOptions' fields as options (the loop passes task sizes by name, the
-  # analysis asks for capture_weights).
-  params = registry.constructor_params('transformer_lm')
-  assert {'vocab_size', 'num_layers', 'max_len', 'd_model', 'score', 'capture_weights'} <= set(
-      params)
-  assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
-  assert params['max_len'].default == 256  # the model's own default, not BlockOptions'
+def test_block_options_are_checked_once_by_block_options():
+  """Every Transformer takes its layers' options as **block: BlockOptions holds their defaults
+  and checks them, before any layer is built (an unknown one names the nearest and the valid
+  ones); the layers receive what the names stand for, looked up once."""
+  for model in (lambda **kw: transformer.EncoderDecoder(12, 11, rngs=nnx.Rngs(0), **kw),
+                lambda **kw: transformer.TransformerLM(12, rngs=nnx.Rngs(0), **kw),
+                lambda **kw: transformer.TransformerClassifier(12, 3, rngs=nnx.Rngs(0), **kw)):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'scroe' \(did you mean 'score'"):
+      model(scroe='dot')
+    with pytest.raises(ValueError, match=r"num_layer' \(did you mean 'num_layers'"):
+      model(num_layer=1)
+  opts = blocks.BlockOptions(max_len=32, score='additive', kernel='chunked', combine='gate')
+  assert (opts.parts.score, opts.parts.kernel, opts.parts.combine) == (
+      SCORES.get('additive'), blocks.KERNELS.get('chunked'), COMBINES.get('gate'))
+  lm = get_model('transformer_lm', rngs=nnx.Rngs(0), vocab_size=13, score='additive', **SMALL)
+  layer = lm.decoder.layers[0]
+  assert type(layer.self_attn.score) is SCORES.get('additive')
+  assert type(layer.self_sub.combine) is COMBINES.get('residual')
+  assert len(lm.decoder.layers) == SMALL['num_layers']
+
+
+def test_models_keep_their_own_max_len():
+  """max_len is each model's own default (the positions it covers), passed to BlockOptions."""
+  assert enc_dec().max_len == 256
+  assert get_model('transformer_lm', rngs=nnx.Rngs(0), vocab_size=13, **SMALL).max_len == 256
+  classifier = get_model('transformer_classifier', rngs=nnx.Rngs(0), vocab_size=13,
+                         num_classes=3, **SMALL)
+  assert classifier.encoder.max_len == 512
 
 
 def test_bad_pooling_and_lengths_raise():

@@ -1,51 +1,73 @@
-"""Models by name. Each model module registers its constructors with @register_model(name)."""
+"""Models by name. Each model module registers its constructors with @register_model(name).
+
+A model checks its own options: a family's options dataclass (transformer_blocks.BlockOptions,
+seq2seq.Seq2SeqOptions) or, for a constructor that names its options in its signature, Python's
+call itself; `get_model` only words the latter's error like the former's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from attention_zoo.registry import Registry, import_submodules
+from attention_zoo.registry import Registry, check_options, import_submodules
+
+T = TypeVar('T')
 
 MODELS: Registry = Registry('model')
-register_model = MODELS.register
+# name -> the task sizes (Task.model_dims keys) the model takes, for a model registered with
+# task_dims; the others take every size their task offers.
+TASK_DIMS: dict[str, tuple[str, ...]] = {}
+
+
+def register_model(name: str, *, task_dims: Iterable[str] | None = None
+                   ) -> Callable[[T], T]:
+  """Registers a model constructor as `name`. task_dims: the task sizes it takes, for a model
+  that takes only some of what its tasks offer (a ResNet takes num_classes and in_channels, not
+  image_shape); None: every size its task offers."""
+  def add(ctor: T) -> T:
+    MODELS.register(name)(ctor)
+    if task_dims is not None:
+      TASK_DIMS[name] = tuple(task_dims)
+    return ctor
+  return add
+
+
+def options_from(cls: type[T], options: Mapping[str, Any], what: str) -> T:
+  """cls(**options) for a model family's options dataclass (`what` names the family in errors);
+  an unknown option raises ValueError naming the nearest and the valid ones."""
+  check_options(options, [f.name for f in dataclasses.fields(cls) if f.init], what)
+  return cls(**options)
 
 
 def _load_all() -> None:
   import_submodules('attention_zoo.models')  # every module registers its entries on import
 
 
-def constructor_params(name: str) -> dict[str, inspect.Parameter]:
-  """The keyword parameters of the model registered as `name` (self excluded).
-
-  nnx's metaclass hides a Module class's __init__ signature from inspect.signature(cls), so a
-  class is inspected through its __init__. A constructor whose **kwargs fill a dataclass of
-  options names it in `kwargs_dataclass` (the Transformers' **block -> BlockOptions): its fields
-  are listed in place of **kwargs, so that every option is known by name.
-  """
+def task_dims(name: str, offered: Mapping[str, Any]) -> dict[str, Any]:
+  """The sizes of `offered` (a task's model_dims) that the model registered as `name` takes."""
   _load_all()
-  ctor = MODELS.get(name)
-  params = inspect.signature(ctor.__init__ if inspect.isclass(ctor) else ctor).parameters
-  out = {k: p for k, p in params.items() if k != 'self'}
-  options = getattr(ctor, 'kwargs_dataclass', None)
-  if options is not None:
-    out = {k: p for k, p in out.items() if p.kind is not p.VAR_KEYWORD}
-    for field in dataclasses.fields(options):
-      out.setdefault(field.name, inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
-                                                   default=field.default))
-  return out
+  MODELS.get(name)  # ValueError naming the known models
+  taken = TASK_DIMS.get(name)
+  return {k: v for k, v in offered.items() if taken is None or k in taken}
 
 
 def get_model(name: str, **kwargs: Any):
   """Builds the model registered as `name` with `**kwargs` (config.model plus task sizes and rngs).
 
-  An unknown name, or an option the model does not take, raises ValueError listing the valid ones.
+  An unknown name, or an option the model does not take, raises ValueError naming the nearest
+  and the valid ones.
   """
-  params = constructor_params(name)
-  if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-      valid = sorted(k for k in params if k != 'rngs')
-      raise ValueError(f'model {name!r}: unknown option(s) {unknown}; valid options: {valid}')
-  return MODELS.get(name)(**kwargs)
+  _load_all()
+  ctor = MODELS.get(name)
+  try:
+    return ctor(**kwargs)
+  except TypeError as err:
+    if 'unexpected keyword argument' not in str(err):
+      raise
+    # A constructor that names its options in its signature: Python refused one of them.
+    params = inspect.signature(ctor.__init__ if inspect.isclass(ctor) else ctor).parameters
+    check_options(set(kwargs) - {'rngs'}, [k for k in params if k not in ('self', 'rngs')],
+                  f'model {name!r}')
+    raise  # the call's own keywords were valid: the error comes from inside the model

@@ -130,8 +130,9 @@ def _register(name: str, blocks: int, widths: tuple[int, ...]) -> None:
 
   resnet.__doc__ = f'{name}: ResNet with {blocks} blocks per stage, widths {widths}.'
   se_resnet.__doc__ = f'se_{name}: {name} with an SE block (reduction r) on each residual branch.'
-  register_model(name)(resnet)
-  register_model(f'se_{name}')(se_resnet)
+  # The task sizes a ResNet takes (an image task also offers image_shape).
+  register_model(name, task_dims=('num_classes', 'in_channels'))(resnet)
+  register_model(f'se_{name}', task_dims=('num_classes', 'in_channels'))(se_resnet)
 
 
 for _name, (_blocks, _widths) in _SIZES.items():

@@ -75,9 +75,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_zoo.attention import Attention, padding_mask
+from attention_zoo.attention.kernels import KERNELS
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.models import decoding
-from attention_zoo.models.registry import register_model
+from attention_zoo.models.registry import options_from, register_model
 from attention_zoo.registry import choose
 from attention_zoo.specials import BOS, EOS, PAD
 
@@ -164,7 +165,7 @@ class AttentionStep(nnx.Module):
   """What both attention styles share: the attention core (a decoder state of `hidden` reads
   encoder states of `key_dim`), and the keys it projects once per source."""
 
-  def __init__(self, hidden: int, key_dim: int, *, score: str, kernel: str,
+  def __init__(self, hidden: int, key_dim: int, *, score: Callable, kernel: Callable,
                score_dim: int | None, rngs: nnx.Rngs):
     self.attention = Attention(hidden, key_dim, score=score, kernel=kernel, score_dim=score_dim,
                                rngs=rngs)
@@ -264,6 +265,86 @@ READOUTS = {
 INIT_STATES = {'final': False, 'backward': True}
 
 
+@dataclasses.dataclass(frozen=True)
+class Wiring:
+  """Seq2SeqOptions resolved: the style's defaults filled in, names looked up once."""
+
+  step: Callable[..., nnx.Module] | None  # a class of STYLES; None without attention
+  cell: CellSpec  # CELLS[cell]
+  bidirectional: bool
+  encoder_hidden: int  # G
+  key_dim: int  # K = G · directions
+  init_state: str  # a name in INIT_STATES
+  reads_embedding: bool  # READOUTS[readout][0]
+  make_readout: Callable[..., nnx.Module]  # READOUTS[readout][1]
+  input_feeding: bool
+  score: Callable[..., nnx.Module] | None  # a class of attention.scores.SCORES; None: 'none'
+  kernel: Callable  # a function of attention.kernels.KERNELS
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqOptions:
+  """The options of Seq2Seq (its docstring says what each means) and their defaults: the one
+  place that checks them. An option left None takes the style's paper default (STYLE_DEFAULTS);
+  `wiring` holds the options so resolved and what their names stand for."""
+
+  embed_dim: int = 32  # E
+  hidden: int = 128  # F, the decoder state size
+  cell: str | None = None  # a name in CELLS
+  bidirectional: bool | None = None
+  encoder_hidden: int | None = None  # G
+  init_state: str | None = None  # a name in INIT_STATES
+  readout: str | None = None  # a name in READOUTS
+  readout_dim: int | None = None  # L (None: F / 2)
+  input_feeding: bool | None = None
+  peeky: bool = False
+  score: str = 'none'  # 'none' or a name in attention.scores.SCORES
+  style: str = 'luong'  # a name in STYLES
+  kernel: str = 'dense'  # a name in attention.kernels.KERNELS
+  score_dim: int | None = None  # A of the additive / concat score (None: K)
+  dropout_rate: float = 0.0
+  capture_weights: bool = False
+  wiring: Wiring = dataclasses.field(init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    step = choose(STYLES, self.style, 'attention style')
+    given = dict(cell=self.cell, bidirectional=self.bidirectional,
+                 encoder_hidden=self.encoder_hidden, init_state=self.init_state,
+                 readout=self.readout, input_feeding=self.input_feeding)
+    o = {k: STYLE_DEFAULTS[self.style][k] if v is None else v for k, v in given.items()}
+    hidden, directions = self.hidden, 2 if o['bidirectional'] else 1
+    if self.encoder_hidden is None:
+      if o['bidirectional'] and hidden % 2 and o['init_state'] == 'final':
+        raise ValueError(f'seq2seq: bidirectional=True needs an even hidden size, got {hidden}')
+      o['encoder_hidden'] = o['encoder_hidden'](hidden, directions)
+    cell = choose(CELLS, o['cell'], 'cell')  # ValueError listing the names
+    reads_embedding, make_readout = choose(READOUTS, o['readout'], 'readout')
+    if choose(INIT_STATES, o['init_state'], 'init_state') and not o['bidirectional']:
+      raise ValueError("seq2seq: init_state='backward' (s_0 = tanh(W_s h<-_1)) needs "
+                       'bidirectional=True')
+    key_dim = o['encoder_hidden'] * directions  # K
+    if o['init_state'] == 'final' and key_dim != hidden:
+      raise ValueError(f"seq2seq: init_state='final' needs encoder_hidden x directions = hidden, "
+                       f"got {o['encoder_hidden']} x {directions} != {hidden}; use "
+                       "init_state='backward' or change encoder_hidden")
+    score = None
+    if self.score in (None, 'none'):
+      if self.input_feeding:
+        raise ValueError("seq2seq: input_feeding=True needs attention (score='none' given)")
+      step = None
+    else:
+      score = SCORES.get(self.score)  # ValueError naming the nearest and the known scores
+      if self.input_feeding and self.style != 'luong':
+        raise ValueError(f'seq2seq: input_feeding=True is an option of style luong, got style '
+                         f'{self.style!r}')
+    wiring = Wiring(step=step, cell=cell, bidirectional=o['bidirectional'],
+                    encoder_hidden=o['encoder_hidden'], key_dim=key_dim,
+                    init_state=o['init_state'], reads_embedding=reads_embedding,
+                    make_readout=make_readout, input_feeding=o['input_feeding'], score=score,
+                    kernel=KERNELS.get(self.kernel))
+    object.__setattr__(self, 'wiring', wiring)  # frozen: set once, here
+
+
 @register_model('seq2seq')
 class Seq2Seq(nnx.Module):
   """RNN encoder-decoder (see the module docstring for the equations of each variant).
@@ -272,6 +353,8 @@ class Seq2Seq(nnx.Module):
 
   Args:
     src_vocab_size, tgt_vocab_size: vocabularies (PAD = 0, BOS = 1, EOS = 2).
+    **options: Seq2SeqOptions' fields, which hold the defaults and are checked there (an unknown
+      one: ValueError naming the nearest and the valid ones):
     embed_dim: E. hidden: F, the decoder state size.
     cell: a name in CELLS ('lstm', 'lstm_unfused', 'gru'); bahdanau: 'gru', luong: 'lstm'.
     bidirectional: bidirectional encoder (outputs of both directions concatenated);
@@ -295,63 +378,35 @@ class Seq2Seq(nnx.Module):
       'attention_weights' on this module (read it with nnx.capture(model, nnx.Intermediate)).
   """
 
-  def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, embed_dim: int = 32,
-               hidden: int = 128, cell: str | None = None, bidirectional: bool | None = None,
-               encoder_hidden: int | None = None, init_state: str | None = None,
-               readout: str | None = None, readout_dim: int | None = None,
-               input_feeding: bool | None = None, peeky: bool = False, score: str = 'none',
-               style: str = 'luong', kernel: str = 'dense', score_dim: int | None = None,
-               dropout_rate: float = 0.0, capture_weights: bool = False, rngs: nnx.Rngs):
-    step_class = choose(STYLES, style, 'attention style')
-    given = dict(cell=cell, bidirectional=bidirectional, encoder_hidden=encoder_hidden,
-                 init_state=init_state, readout=readout, input_feeding=input_feeding)
-    o = {k: STYLE_DEFAULTS[style][k] if v is None else v for k, v in given.items()}
-    directions = 2 if o['bidirectional'] else 1
-    if encoder_hidden is None:
-      if o['bidirectional'] and hidden % 2 and o['init_state'] == 'final':
-        raise ValueError(f'seq2seq: bidirectional=True needs an even hidden size, got {hidden}')
-      o['encoder_hidden'] = o['encoder_hidden'](hidden, directions)
-    spec = choose(CELLS, o['cell'], 'cell')  # ValueError listing the names
-    reads_embedding, make_readout = choose(READOUTS, o['readout'], 'readout')
-    if choose(INIT_STATES, o['init_state'], 'init_state') and not o['bidirectional']:
-      raise ValueError("seq2seq: init_state='backward' (s_0 = tanh(W_s h<-_1)) needs "
-                       'bidirectional=True')
-    key_dim = o['encoder_hidden'] * directions  # K
-    if o['init_state'] == 'final' and key_dim != hidden:
-      raise ValueError(f"seq2seq: init_state='final' needs encoder_hidden x directions = hidden, "
-                       f"got {o['encoder_hidden']} x {directions} != {hidden}; use "
-                       "init_state='backward' or change encoder_hidden")
-    self.score_name = None if score in (None, 'none') else score
-    if self.score_name is None:
-      if input_feeding:
-        raise ValueError("seq2seq: input_feeding=True needs attention (score='none' given)")
+  def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, rngs: nnx.Rngs,
+               **options: Any):
+    opts = options_from(Seq2SeqOptions, options, 'seq2seq')
+    w, hidden, embed_dim = opts.wiring, opts.hidden, opts.embed_dim
+    self.score_name = None if w.score is None else opts.score
+    if w.step is None:
       self.decoder_step = NoAttention(hidden)
     else:
-      SCORES.get(self.score_name)  # ValueError listing the scores
-      if input_feeding and style != 'luong':
-        raise ValueError(f'seq2seq: input_feeding=True is an option of style luong, got style '
-                         f'{style!r}')
-      self.decoder_step = step_class(hidden, key_dim, score=self.score_name, kernel=kernel,
-                                     score_dim=score_dim, input_feeding=o['input_feeding'],
-                                     rngs=rngs)
-    self.spec, self.hidden, self.peeky = spec, hidden, peeky
-    self.bidirectional, self.capture_weights = o['bidirectional'], capture_weights
-    self.encoder_hidden, self.init_state = o['encoder_hidden'], o['init_state']
-    self.reads_embedding = reads_embedding
+      self.decoder_step = w.step(hidden, w.key_dim, score=w.score, kernel=w.kernel,
+                                 score_dim=opts.score_dim, input_feeding=w.input_feeding,
+                                 rngs=rngs)
+    self.spec, self.hidden, self.peeky = w.cell, hidden, opts.peeky
+    self.bidirectional, self.capture_weights = w.bidirectional, opts.capture_weights
+    self.encoder_hidden, self.init_state = w.encoder_hidden, w.init_state
+    self.reads_embedding = w.reads_embedding
     self.tgt_vocab_size = tgt_vocab_size
     self.src_embed = nnx.Embed(src_vocab_size, embed_dim, rngs=rngs)
     self.tgt_embed = nnx.Embed(tgt_vocab_size, embed_dim, rngs=rngs)
-    self.encoder = spec.make(embed_dim, self.encoder_hidden, rngs=rngs)
-    self.encoder_bwd = (spec.make(embed_dim, self.encoder_hidden, rngs=rngs)
+    self.encoder = w.cell.make(embed_dim, self.encoder_hidden, rngs=rngs)
+    self.encoder_bwd = (w.cell.make(embed_dim, self.encoder_hidden, rngs=rngs)
                         if self.bidirectional else None)
     self.init_proj = (nnx.Linear(self.encoder_hidden, hidden, rngs=rngs)
-                      if o['init_state'] == 'backward' else None)  # W_s, b_s
-    peek = key_dim if peeky else 0
-    self.decoder = spec.make(embed_dim + peek + self.decoder_step.cell_extra, hidden, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
-    readout_in = self.decoder_step.feature_dim + peek + (embed_dim if reads_embedding else 0)
-    units = readout_dim or hidden // 2
-    self.readout = make_readout(readout_in, units, tgt_vocab_size, rngs)
+                      if w.init_state == 'backward' else None)  # W_s, b_s
+    peek = w.key_dim if opts.peeky else 0
+    self.decoder = w.cell.make(embed_dim + peek + self.decoder_step.cell_extra, hidden, rngs=rngs)
+    self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
+    readout_in = self.decoder_step.feature_dim + peek + (embed_dim if w.reads_embedding else 0)
+    units = opts.readout_dim or hidden // 2
+    self.readout = w.make_readout(readout_in, units, tgt_vocab_size, rngs)
 
   def encode(self, source: jax.Array, *, deterministic: bool | None = None
              ) -> dict[str, jax.Array]:

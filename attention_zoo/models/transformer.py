@@ -3,7 +3,8 @@
 Vaswani et al. (2017), "Attention Is All You Need". The blocks (norm placement, layers, stacks)
 live in transformer_blocks.py; attention itself is attention_zoo.attention.MultiHeadAttention, so
 score ('scaled_dot', 'additive', ...), kernel and combine ('residual', 'gate') are options.
-Every constructor takes the options of its layers once, as `**block` -> BlockOptions.
+Every constructor takes the options of its layers once, as `**block` -> BlockOptions, which
+checks them and holds their defaults.
 
 Shapes: B batch, S source length, T target length, L length, P prompt length, F features
 (`d_model`, the paper's name for the stream's width), V vocabulary, N heads.
@@ -22,7 +23,7 @@ from flax import nnx
 from attention_zoo.attention.capture import captured
 from attention_zoo.attention.masks import padding_mask
 from attention_zoo.models import decoding
-from attention_zoo.models.registry import register_model
+from attention_zoo.models.registry import options_from, register_model
 from attention_zoo.models.transformer_blocks import (BlockOptions, DecoderStack, Embedder,
                                                      EncoderStack)
 from attention_zoo.registry import choose
@@ -34,20 +35,17 @@ class EncoderDecoder(nnx.Module):
 
   Args:
     src_vocab_size, tgt_vocab_size: the vocabularies of source and target.
-    num_layers: encoder layers, and as many decoder layers.
     share_embeddings: tie source, target and output embeddings (sec. 3.4; needs equal
       vocabularies). tie_output: tie only the target embedding and the output projection.
     max_len: the longest source / target the positions cover (and `generate`'s limit).
-    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, ffn_dim,
-      dropout_rate, norm, positional, score, kernel, combine, ...); unknown ones: ValueError.
+    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, num_layers,
+      ffn_dim, dropout_rate, norm, positional, score, kernel, combine, ...), checked there.
   """
 
-  kwargs_dataclass = BlockOptions  # what **block fills (models.registry lists its fields)
-
-  def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, num_layers: int = 2,
+  def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *,
                share_embeddings: bool = False, tie_output: bool = False, max_len: int = 256,
                rngs: nnx.Rngs, **block: Any):
-    opts = BlockOptions.from_kwargs(max_len=max_len, **block)
+    opts = options_from(BlockOptions, dict(block, max_len=max_len), 'Transformer')
     if share_embeddings and src_vocab_size != tgt_vocab_size:
       raise ValueError(f'share_embeddings=True needs src_vocab_size == tgt_vocab_size, got '
                        f'{src_vocab_size} and {tgt_vocab_size}; use tie_output=True to share '
@@ -55,8 +53,8 @@ class EncoderDecoder(nnx.Module):
     self.tgt_embed = Embedder(tgt_vocab_size, opts.d_model, rngs=rngs)
     self.src_embed = (self.tgt_embed if share_embeddings
                       else Embedder(src_vocab_size, opts.d_model, rngs=rngs))
-    self.encoder = EncoderStack(opts, num_layers, rngs=rngs)
-    self.decoder = DecoderStack(opts, num_layers, cross=True, rngs=rngs)
+    self.encoder = EncoderStack(opts, rngs=rngs)
+    self.decoder = DecoderStack(opts, cross=True, rngs=rngs)
     tied = share_embeddings or tie_output
     self.out = None if tied else nnx.Linear(opts.d_model, tgt_vocab_size, rngs=rngs)
     self.max_len = max_len
@@ -175,19 +173,17 @@ class TransformerLM(nnx.Module):
   """Decoder-only language model: model(inputs [B, L]) -> logits [B, L, V] (causal).
 
   Args:
-    vocab_size: V. num_layers: decoder layers. tie_output: tie the embedding and the output.
+    vocab_size: V. tie_output: tie the embedding and the output.
     max_len: the longest context the positions cover (prompt and generated tokens together).
-    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, ffn_dim,
-      dropout_rate, norm, positional, score, kernel, combine, ...); unknown ones: ValueError.
+    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, num_layers,
+      ffn_dim, dropout_rate, norm, positional, score, kernel, combine, ...), checked there.
   """
 
-  kwargs_dataclass = BlockOptions  # what **block fills (models.registry lists its fields)
-
-  def __init__(self, vocab_size: int, *, num_layers: int = 2, tie_output: bool = False,
-               max_len: int = 256, rngs: nnx.Rngs, **block: Any):
-    opts = BlockOptions.from_kwargs(max_len=max_len, **block)
+  def __init__(self, vocab_size: int, *, tie_output: bool = False, max_len: int = 256,
+               rngs: nnx.Rngs, **block: Any):
+    opts = options_from(BlockOptions, dict(block, max_len=max_len), 'Transformer')
     self.embed = Embedder(vocab_size, opts.d_model, rngs=rngs)
-    self.decoder = DecoderStack(opts, num_layers, cross=False, rngs=rngs)
+    self.decoder = DecoderStack(opts, cross=False, rngs=rngs)
     self.out = None if tie_output else nnx.Linear(opts.d_model, vocab_size, rngs=rngs)
     self.max_len = max_len
 
@@ -271,19 +267,17 @@ class TransformerClassifier(nnx.Module):
 
   Args:
     vocab_size: V. num_classes: classes. pooling: a name in POOLINGS ('cls', 'mean').
-    num_layers: encoder layers. max_len: the longest input the positions cover ([CLS] included).
-    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, ffn_dim,
-      dropout_rate, norm, positional, score, kernel, combine, ...); unknown ones: ValueError.
+    max_len: the longest input the positions cover ([CLS] included).
+    **block: the layers' options, BlockOptions' fields (d_model F, num_heads N, num_layers,
+      ffn_dim, dropout_rate, norm, positional, score, kernel, combine, ...), checked there.
   """
 
-  kwargs_dataclass = BlockOptions  # what **block fills (models.registry lists its fields)
-
   def __init__(self, vocab_size: int, num_classes: int, *, pooling: str = 'cls',
-               num_layers: int = 2, max_len: int = 512, rngs: nnx.Rngs, **block: Any):
-    opts = BlockOptions.from_kwargs(max_len=max_len, **block)
+               max_len: int = 512, rngs: nnx.Rngs, **block: Any):
+    opts = options_from(BlockOptions, dict(block, max_len=max_len), 'Transformer')
     self.embed = Embedder(vocab_size, opts.d_model, rngs=rngs)
     self.pooling = choose(POOLINGS, pooling, 'pooling')(opts.d_model, rngs=rngs)
-    self.encoder = EncoderStack(opts, num_layers, rngs=rngs)
+    self.encoder = EncoderStack(opts, rngs=rngs)
     self.head = nnx.Linear(opts.d_model, num_classes, rngs=rngs)
 
   def __call__(self, inputs: jax.Array) -> jax.Array:

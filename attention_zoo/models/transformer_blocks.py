@@ -35,37 +35,44 @@ PRE_NORM = {'post': False, 'pre': True}  # norm -> is the LayerNorm before the s
 
 
 @dataclasses.dataclass(frozen=True)
-class BlockOptions:
-  """The options every Transformer layer shares; validated once, with clear errors."""
+class Parts:
+  """What BlockOptions' names stand for, looked up once (BlockOptions.parts)."""
 
+  score: Callable[..., nnx.Module]  # a class of attention.scores.SCORES
+  kernel: Callable  # a function of attention.kernels.KERNELS
+  combine: Callable[..., nnx.Module]  # a class of attention.combine.COMBINES
+  positions: Callable[..., nnx.Module]  # a class of attention.positional.POSITIONS
+  pre_norm: bool  # PRE_NORM[norm]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """The options every Transformer layer shares, and their defaults: the one place that checks
+  them. An unknown option (models.registry.options_from), a bad value or an unknown name (score,
+  kernel, ...) fails here, before any layer is built; the layers then take `parts`, what the
+  names stand for."""
+
+  max_len: int  # the longest sequence the positions cover: each model passes its own default
   d_model: int = 128
   num_heads: int = 4
+  num_layers: int = 2  # layers per stack (an encoder-decoder: encoder layers, as many decoder)
   ffn_dim: int = 256
   dropout_rate: float = 0.1  # on embeddings, and on each sublayer's branch inside its combine
   attention_dropout_rate: float = 0.0
   norm: str = 'post'  # 'post' | 'pre': where the LayerNorm sits (PRE_NORM)
   positional: str = 'sinusoidal'  # a name in attention.positional.POSITIONS
-  score: str = 'scaled_dot'
-  kernel: str = 'dense'
+  score: str = 'scaled_dot'  # a name in attention.scores.SCORES
+  kernel: str = 'dense'  # a name in attention.kernels.KERNELS
   combine: str = 'residual'  # 'residual' | 'gate': a name in attention.combine.COMBINES
-  max_len: int = 512
   capture_weights: bool = False
   score_dim: int | None = None  # A of the additive / concat score per head (None: head dim)
-
-  @classmethod
-  def from_kwargs(cls, **options: Any) -> BlockOptions:
-    """BlockOptions(**options), with a ValueError naming the valid options for an unknown key."""
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-      raise ValueError(f'unknown Transformer block option(s) {unknown}; valid options: '
-                       f'{sorted(valid)}')
-    return cls(**options)
+  parts: Parts = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
     if self.num_heads < 1 or self.d_model % self.num_heads:
       raise ValueError(f'num_heads ({self.num_heads}) must divide d_model ({self.d_model})')
-    sizes = (('d_model', self.d_model), ('ffn_dim', self.ffn_dim), ('max_len', self.max_len),
+    sizes = (('d_model', self.d_model), ('num_layers', self.num_layers),
+             ('ffn_dim', self.ffn_dim), ('max_len', self.max_len),
              ('score_dim', 1 if self.score_dim is None else self.score_dim))
     for name, value in sizes:
       if value < 1:
@@ -73,24 +80,20 @@ class BlockOptions:
     for name in ('dropout_rate', 'attention_dropout_rate'):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f'{name} must be in [0, 1), got {getattr(self, name)}')
-    choose(PRE_NORM, self.norm, 'norm placement')
-    choose(POSITIONS, self.positional, 'positional encoding')
-    SCORES.get(self.score)
-    KERNELS.get(self.kernel)
-    COMBINES.get(self.combine)
-
-  @property
-  def pre_norm(self) -> bool:
-    return PRE_NORM[self.norm]
+    parts = Parts(score=SCORES.get(self.score), kernel=KERNELS.get(self.kernel),
+                  combine=COMBINES.get(self.combine),
+                  positions=choose(POSITIONS, self.positional, 'positional encoding'),
+                  pre_norm=choose(PRE_NORM, self.norm, 'norm placement'))
+    object.__setattr__(self, 'parts', parts)  # frozen: set once, here
 
   @property
   def rotary(self) -> bool:
-    return POSITIONS[self.positional].rotary
+    return self.parts.positions.rotary
 
 
 def make_attention(opts: BlockOptions, *, rngs: nnx.Rngs) -> MultiHeadAttention:
-  return MultiHeadAttention(opts.num_heads, opts.d_model, score=opts.score, kernel=opts.kernel,
-                            score_dim=opts.score_dim,
+  return MultiHeadAttention(opts.num_heads, opts.d_model, score=opts.parts.score,
+                            kernel=opts.parts.kernel, score_dim=opts.score_dim,
                             dropout_rate=opts.attention_dropout_rate, rotary=opts.rotary,
                             capture_weights=opts.capture_weights, rngs=rngs)
 
@@ -111,9 +114,9 @@ class Sublayer(nnx.Module):
   """One sublayer's wiring: norm placement and combine, which drops out its branch (module doc)."""
 
   def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
-    self.pre = opts.pre_norm
+    self.pre = opts.parts.pre_norm
     self.norm = nnx.LayerNorm(opts.d_model, rngs=rngs)
-    self.combine = make_combine(opts.combine, opts.d_model, dropout_rate=opts.dropout_rate,
+    self.combine = make_combine(opts.parts.combine, opts.d_model, dropout_rate=opts.dropout_rate,
                                 rngs=rngs)
 
   def __call__(self, x: jax.Array, fn) -> tuple[jax.Array, Any]:
@@ -197,18 +200,16 @@ class Embedder(nnx.Module):
 
 
 class _Stack(nnx.Module):
-  """What both stacks share: positions and dropout on the (already embedded) inputs, num_layers
-  layers, and the final LayerNorm of a pre-norm stack."""
+  """What both stacks share: positions and dropout on the (already embedded) inputs,
+  opts.num_layers layers, and the final LayerNorm of a pre-norm stack."""
 
-  def __init__(self, opts: BlockOptions, num_layers: int, make_layer: Callable[[], nnx.Module],
-               *, rngs: nnx.Rngs):
-    if num_layers < 1:
-      raise ValueError(f'num_layers must be >= 1, got {num_layers}')
-    self.positions = POSITIONS[opts.positional](opts.max_len, opts.d_model, rngs=rngs)
+  def __init__(self, opts: BlockOptions, make_layer: Callable[[], nnx.Module], *,
+               rngs: nnx.Rngs):
+    self.positions = opts.parts.positions(opts.max_len, opts.d_model, rngs=rngs)
     self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
     self.max_len = opts.max_len
-    self.layers = nnx.List([make_layer() for _ in range(num_layers)])
-    self.final_norm = nnx.LayerNorm(opts.d_model, rngs=rngs) if opts.pre_norm else None
+    self.layers = nnx.List([make_layer() for _ in range(opts.num_layers)])
+    self.final_norm = nnx.LayerNorm(opts.d_model, rngs=rngs) if opts.parts.pre_norm else None
 
   def _inputs(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     return self.dropout(self.positions(x, positions))  # [B, L, F]
@@ -223,10 +224,10 @@ class _Stack(nnx.Module):
 
 
 class EncoderStack(_Stack):
-  """num_layers EncoderLayers: x [B, S, F] embedded source, mask [B, 1, 1, S] -> [B, S, F]."""
+  """opts.num_layers EncoderLayers: x [B, S, F] embedded source, mask [B, 1, 1, S] -> [B, S, F]."""
 
-  def __init__(self, opts: BlockOptions, num_layers: int, *, rngs: nnx.Rngs):
-    super().__init__(opts, num_layers, lambda: EncoderLayer(opts, rngs=rngs), rngs=rngs)
+  def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
+    super().__init__(opts, lambda: EncoderLayer(opts, rngs=rngs), rngs=rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = self._all_inputs(x)  # [B, S, F]
@@ -236,16 +237,15 @@ class EncoderStack(_Stack):
 
 
 class DecoderStack(_Stack):
-  """num_layers DecoderLayers (causal self-attention; source-target attention if `cross`).
+  """opts.num_layers DecoderLayers (causal self-attention; source-target attention if `cross`).
 
   Call: x [B, T, F] embedded targets, memory [B, S, F], memory_mask [B, 1, 1, S] -> [B, T, F];
   cross=False (a decoder-only LM) takes no memory. Decoding: init_cache (and project_memory,
   once per source), then decode_step.
   """
 
-  def __init__(self, opts: BlockOptions, num_layers: int, *, cross: bool, rngs: nnx.Rngs):
-    super().__init__(opts, num_layers, lambda: DecoderLayer(opts, cross=cross, rngs=rngs),
-                     rngs=rngs)
+  def __init__(self, opts: BlockOptions, *, cross: bool, rngs: nnx.Rngs):
+    super().__init__(opts, lambda: DecoderLayer(opts, cross=cross, rngs=rngs), rngs=rngs)
 
   def __call__(self, x: jax.Array, memory: jax.Array | None = None,
                memory_mask: jax.Array | None = None) -> jax.Array:
