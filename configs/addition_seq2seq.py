@@ -29,20 +29,24 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, score='none', reverse=False, peeky=False, size='small')
+def config(score: str = 'none', reverse: bool = False, peeky: bool = False,
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
   c.task = common.generated_task(
       'addition',  # "a+b" -> str(a + b)
       num_digits=3,  # a, b < 10**num_digits
-      reverse_source=arg.reverse,  # feed the source reversed
+      reverse_source=reverse,  # feed the source reversed
   )
   c.model_name = 'seq2seq'
   # The pre-paper wiring (not Luong's: no input feeding; see common.PRE_PAPER_SEQ2SEQ) keeps
   # this config's numbers.
-  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ, peeky=arg.peeky, score=arg.score)
-  return common.finish(c, SIZES, arg.size,
+  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ, peeky=peeky, score=score)
+  return common.finish(c, SIZES, size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 LADDER = ('reverse=false,peeky=false,score=none',  # Saito 7.3: the plain seq2seq

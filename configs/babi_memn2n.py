@@ -74,16 +74,15 @@ def epoch_steps(task_id: int) -> int:
   return tasks * (QUESTIONS - HELD_OUT) // BATCH
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, task_id=1, encoding='position_matlab', tying='adjacent',
-                         size='small')
-  ls_epochs, epochs, decay_epochs, embed_dim = RECIPES['joint' if arg.task_id == 0 else
+def config(task_id: int = 1, encoding: str = 'position_matlab', tying: str = 'adjacent',
+           size: str = 'small') -> ml_collections.ConfigDict:
+  ls_epochs, epochs, decay_epochs, embed_dim = RECIPES['joint' if task_id == 0 else
                                                        'independent']
-  epoch = epoch_steps(arg.task_id)
+  epoch = epoch_steps(task_id)
   c = common.base_config()
   c.task = dict(
       name='babi',  # bAbI QA: story + question -> one answer word
-      task_id=arg.task_id,  # 1..20; 0: the 20 tasks at once, with per-task test splits
+      task_id=task_id,  # 1..20; 0: the 20 tasks at once, with per-task test splits
       memory_size=50,  # M, the most recent sentences kept (sec. 4.2)
       num_validation=HELD_OUT,  # train questions per task held out for validation (10%)
       unknown_words='unk',  # test words missing from train -> UNK (task 8 needs it)
@@ -94,8 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = dict(
       embed_dim=embed_dim,  # E, the paper's d: 20 independent, 50 joint
       hops=3,  # memory hops (K = 3 in the paper's bAbI models)
-      tying=arg.tying,  # adjacent | layerwise weight tying (sec. 2.2)
-      encoding=arg.encoding,  # position | bow sentence encoding (sec. 4.1)
+      tying=tying,  # adjacent | layerwise weight tying (sec. 2.2)
+      encoding=encoding,  # position | bow sentence encoding (sec. 4.1)
       temporal=True,  # learned temporal encodings T_A, T_C (sec. 4.1)
       random_noise=0.1,  # RN's rate in training (sec. 4.1: 10%)
       noise='time_shift',  # RN as the authors' code does it (models/memory.py)
@@ -103,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       linear_start=True,  # LS: no memory softmax until train.start_phase ends (sec. 4.2)
   )
   return common.finish(
-      c, SIZES, arg.size,
+      c, SIZES, size,
       optimizer='sgd',  # sec. 4.2: no momentum or weight decay
       momentum=0.0,  # plain SGD
       lr=0.005,  # sec. 4.2: "In LS training, the initial learning rate is set to 0.005"
@@ -125,6 +124,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       log_every=epoch,  # train metrics once an epoch
       checkpoint_every=10 * epoch,  # every 10 epochs
   )
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -20,12 +20,12 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, task_id=1, score='scaled_dot', size='small')
+def config(task_id: int = 1, score: str = 'scaled_dot',
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
   c.task = dict(
       name='babi',  # bAbI QA as token classification
-      task_id=arg.task_id,  # 1..20
+      task_id=task_id,  # 1..20
       memory_size=50,  # the most recent sentences kept
       flat=True,  # one token sequence per question (kind 'classify')
       unknown_words='unk',  # test words missing from train -> UNK
@@ -34,13 +34,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.model_name = 'transformer_classifier'
   c.model = common.transformer_model(
+      d_model=64,  # half the default width: bAbI 1k has 900 training questions a task
+      ffn_dim=128,  # 2 x d_model, the default's ratio
       pooling='cls',  # cls | mean: the summary the classifier reads
-      score=arg.score, positional='learned',
+      score=score, positional='learned',
       max_len=1024,  # longest flattened story the positions cover
   )
-  return common.finish(c, SIZES, arg.size,
+  return common.finish(c, SIZES, size,
                        optimizer='adamw', lr=1e-3, weight_decay=0.01, clip_norm=1.0,
                        schedule='cosine', warmup_steps=200)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -1,16 +1,29 @@
-"""What every config shares: `parse_arg` for "key=value,..." args; `base_config`, the loop's fields.
+"""What every config shares: `call_with_arg` (a config function called with a "key=value,..."
+arg), `base_config` (the loop's fields), the model helpers (each model family's defaults, read
+from its options dataclass) and the sweep axes (read from the registries).
 
-A task x model config starts from `base_config()` and sets task, model_name, model and a few
-train fields; every field the loop reads is defined (and commented) here, once.
+A task x model config is a function `config(**fields)` that starts from `base_config()` and sets
+task, model_name, model and a few train fields; every field the loop reads is defined (and
+commented) here, once; a model's fields and their defaults are its options dataclass's.
+`get_config(arg)` only parses the arg and calls `config`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import types
-from typing import Any
+import typing
+from typing import Any, Callable, TypeVar
 
 import ml_collections
 from ml_collections import config_dict
+
+from attention_zoo.models.seq2seq import Seq2SeqOptions
+from attention_zoo.models.transformer_blocks import BlockOptions
+from attention_zoo.registry import Registry
+
+T = TypeVar('T')
 
 
 def _cast(key: str, value: str, default: Any) -> Any:
@@ -39,6 +52,17 @@ def parse_arg(arg: str | None, **defaults: Any) -> types.SimpleNamespace:
       raise ValueError(f'unknown config arg {key!r}; valid keys: {sorted(defaults)}')
     values[key] = _cast(key, value.strip(), defaults[key])
   return types.SimpleNamespace(**values)
+
+
+def call_with_arg(fn: Callable[..., T], arg: str | None) -> T:
+  """fn(**fields) with the fields of `arg` ('k1=v1,k2=v2', parsed once by parse_arg against fn's
+  keyword defaults, each value cast to its default's type); the other fields keep their defaults.
+
+  Example: get_config('score=dot') of a config is call_with_arg(config, 'score=dot'), that is
+  config(score='dot').
+  """
+  defaults = {name: p.default for name, p in inspect.signature(fn).parameters.items()}
+  return fn(**vars(parse_arg(arg, **defaults)))
 
 
 def pick(name: str, value: str, table: dict[str, Any]) -> Any:
@@ -146,28 +170,32 @@ def dates_task() -> dict[str, Any]:
   )
 
 
+def model_fields(options: type, *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+  """The fields of a model family's options dataclass with the model's defaults (what each means:
+  the comment of the dataclass field); a None default becomes a placeholder of the field's type,
+  so that it can be set from the command line. A field without a default is left to the config.
+  """
+  types_ = typing.get_type_hints(options)
+  fields = {}
+  for field in dataclasses.fields(options):
+    if not field.init or field.name in leave_out or field.default is dataclasses.MISSING:
+      continue
+    kind = next(t for t in typing.get_args(types_[field.name]) or (types_[field.name],)
+                if t is not type(None))
+    fields[field.name] = optional(kind) if field.default is None else field.default
+  return fields
+
+
 def seq2seq_model(**options: Any) -> dict[str, Any]:
-  """The fields of attention_zoo.models.seq2seq.Seq2Seq; `options` override them. A None field
-  takes the style's paper default (models/seq2seq.py STYLE_DEFAULTS: bahdanau = bi-GRU, s_0 from the
-  backward encoder, maxout read-out; luong = LSTM with input feeding)."""
-  return dict(
-      embed_dim=16,  # E, token embedding size
-      hidden=128,  # F, decoder state size (Bahdanau's "hidden units")
-      cell=optional(str),  # lstm | lstm_unfused | gru; None: the style's (bahdanau gru, luong lstm)
-      bidirectional=optional(bool),  # bidirectional encoder; None: the style's (bahdanau only)
-      encoder_hidden=optional(int),  # encoder size per direction; None: the style's
-      init_state=optional(str),  # final | backward (tanh(W_s h<-_1)); None: the style's
-      readout=optional(str),  # state | linear | maxout; None: the style's (bahdanau maxout)
-      readout_dim=optional(int),  # maxout units L; None: hidden / 2
-      input_feeding=optional(bool),  # luong: h~_{t-1} joins the next input; None: on for luong
-      peeky=False,  # feed the encoder summary to every decoder step
-      score='additive',  # attention score, or 'none' for the plain encoder-decoder
-      style='luong',  # luong | bahdanau: where the attention sits in the decoder step
-      kernel='dense',  # dense | chunked | fused
-      dropout_rate=0.0,  # dropout on embeddings and read-out
-  ) | _known(options, 'seq2seq_model', (
-      'embed_dim', 'hidden', 'cell', 'bidirectional', 'encoder_hidden', 'init_state', 'readout',
-      'readout_dim', 'input_feeding', 'peeky', 'score', 'style', 'kernel', 'dropout_rate'))
+  """The fields of attention_zoo.models.seq2seq.Seq2Seq with its defaults (Seq2SeqOptions);
+  `options` override them. A None field takes the style's paper default (models/seq2seq.py
+  STYLE_DEFAULTS: bahdanau = bi-GRU, s_0 from the backward encoder, maxout read-out; luong = LSTM
+  with input feeding)."""
+  fields = model_fields(Seq2SeqOptions, leave_out=(
+      'score_dim',  # A defaults to K; left out of the seq2seq configs since they were written
+      'capture_weights',  # set by the analysis (analysis.load_run), not by a run's config
+  ))
+  return fields | _known(options, 'seq2seq_model', tuple(fields))
 
 
 # The seq2seq wiring that the dates, addition and sequence configs were measured with (the
@@ -178,24 +206,13 @@ PRE_PAPER_SEQ2SEQ = dict(cell='lstm', bidirectional=False, init_state='final', r
                          input_feeding=False)
 
 
-def transformer_model(**options: Any) -> dict[str, Any]:
-  """The fields every Transformer takes (attention_zoo.models.transformer_blocks.BlockOptions,
-  num_layers, max_len); `options` override them or add a model's own (pooling, tie_output)."""
-  return dict(
-      d_model=64,  # F, model width
-      num_heads=4,  # N, attention heads
-      num_layers=2,  # layers per stack (encoder and decoder each)
-      ffn_dim=128,  # feed-forward hidden size
-      dropout_rate=0.1,  # on the embeddings, and on each sublayer's branch (after a gate)
-      attention_dropout_rate=0.0,  # dropout on the attention weights
-      norm='post',  # post | pre: where the LayerNorm sits
-      positional='sinusoidal',  # sinusoidal | learned | rotary
-      score='scaled_dot',  # attention score
-      score_dim=optional(int),  # A of the additive / concat score per head (None: head dim)
-      kernel='dense',  # dense | chunked | fused
-      combine='residual',  # residual (x + f) | gate (x + σ(W_g[x; f]) ⊙ f)
-      max_len=256,  # longest sequence the positions cover
-  ) | options
+def transformer_model(max_len: int, **options: Any) -> dict[str, Any]:
+  """The fields every Transformer takes with their defaults (models.transformer_blocks.
+  BlockOptions) and max_len, the longest sequence the positions cover (each config sets its
+  own); `options` override them or add a model's own (pooling, tie_output, share_embeddings)."""
+  return model_fields(BlockOptions, leave_out=(
+      'capture_weights',  # set by the analysis (analysis.load_run), not by a run's config
+  )) | dict(max_len=max_len) | options
 
 
 def _known(options: dict[str, Any], what: str, valid: tuple[str, ...]) -> dict[str, Any]:
@@ -203,6 +220,19 @@ def _known(options: dict[str, Any], what: str, valid: tuple[str, ...]) -> dict[s
   if unknown:
     raise ValueError(f'{what}: unknown field(s) {unknown}; valid: {sorted(valid)}')
   return options
+
+
+def axis(registry: Registry, first: str | None = None, **left_out: str) -> list[str]:
+  """A sweep axis: every name of `registry` (attention_zoo.attention.SCORES, COMBINES, ...) but
+  those left out, each named with the reason why, in the registry's order; `first` (e.g. the
+  sweep report's baseline, to which it compares the other rows) first. A newly registered name
+  joins every such axis."""
+  named = set(left_out) | ({first} if first else set())
+  unknown = sorted(named - set(registry))
+  if unknown:
+    raise ValueError(f'axis: {unknown} are not registered; known: {registry.names()}')
+  rest = [name for name in registry if name != first and name not in left_out]
+  return [first] + rest if first else rest
 
 
 def multi30k_task(source_language: str, target_language: str, **options: Any) -> dict[str, Any]:
@@ -221,6 +251,6 @@ def multi30k_task(source_language: str, target_language: str, **options: Any) ->
   ) | options
 
 
-# Translation trains on length buckets: measured 2.67x the tokens/s of padding every batch to the
-# longest sentence on Multi30k (experiments.bench batching).
+# Translation trains on length buckets: far fewer padded positions than padding every batch to
+# the longest sentence (`experiments.bench batching` measures the tokens/s of both on Multi30k).
 BUCKETED = dict(batching='bucketed', num_buckets=8)

@@ -20,18 +20,21 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, score='additive', style='luong', cell='lstm', peeky=False,
-                         size='small')
+def config(score: str = 'additive', style: str = 'luong', cell: str = 'lstm', peeky: bool = False,
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
   c.task = common.dates_task()
   c.model_name = 'seq2seq'
   # The pre-paper wiring (not Bahdanau's or Luong's; see common.PRE_PAPER_SEQ2SEQ) keeps this
   # config's and the demo's numbers.
-  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ | dict(cell=arg.cell), peeky=arg.peeky,
-                                 score=arg.score, style=arg.style)
-  return common.finish(c, SIZES, arg.size,
+  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ | dict(cell=cell), peeky=peeky,
+                                 score=score, style=style)
+  return common.finish(c, SIZES, size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

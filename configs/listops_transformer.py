@@ -23,8 +23,8 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, score='scaled_dot', kernel='dense', pooling='cls', size='small')
+def config(score: str = 'scaled_dot', kernel: str = 'dense', pooling: str = 'cls',
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
   c.task = common.generated_task(
       'listops',  # ListOps, 10 classes
@@ -34,13 +34,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.model_name = 'transformer_classifier'
   c.model = common.transformer_model(
-      pooling=arg.pooling,  # cls | mean: the summary the classifier reads
-      score=arg.score, kernel=arg.kernel,
+      pooling=pooling,  # cls | mean: the summary the classifier reads
+      score=score, kernel=kernel,
       max_len=256,  # longest input the positions cover (+1 for [CLS])
   )
-  return common.finish(c, SIZES, arg.size,
+  return common.finish(c, SIZES, size,
                        lr=1e-3, clip_norm=1.0, schedule='cosine', warmup_steps=200,
                        optimizer='adamw', weight_decay=0.01)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -48,14 +48,18 @@ DATA = {  # data arg -> the task section
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, model='se_resnet_small', size='small', data='mnist')
+def config(model: str = 'se_resnet_small', size: str = 'small',
+           data: str = 'mnist') -> ml_collections.ConfigDict:
   c = common.base_config()
-  c.task = common.pick('data', arg.data, DATA)
-  c.model_name = arg.model  # resnet_small | se_resnet_small | resnet20 | se_resnet20 | ...
+  c.task = common.pick('data', data, DATA)
+  c.model_name = model  # resnet_small | se_resnet_small | resnet20 | se_resnet20 | ...
   c.model = ml_collections.ConfigDict()  # the resnet constructors take only sizes from the task
-  return common.finish(c, SIZES, arg.size,
+  return common.finish(c, SIZES, size,
                        optimizer='sgd', lr=0.05, momentum=0.9, schedule='cosine', warmup_steps=100)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -39,20 +39,24 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, style='bahdanau', source='de', target='en', size='small')
+def config(style: str = 'bahdanau', source: str = 'de', target: str = 'en',
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
-  plain = arg.style == 'plain'
+  plain = style == 'plain'
   c.task = common.multi30k_task(
-      arg.source, arg.target,
+      source, target,
       reverse_source=plain,  # the plain encoder-decoder reads the source reversed (Sutskever)
   )
   c.model_name = 'seq2seq'
-  c.model = common.seq2seq_model(dropout_rate=0.2, **common.pick('style', arg.style, STYLES))
+  c.model = common.seq2seq_model(dropout_rate=0.2, **common.pick('style', style, STYLES))
   c.eval.update(beam_size=4, length_penalty=0.6)  # the final test evaluation
-  return common.finish(c, SIZES, arg.size,
+  return common.finish(c, SIZES, size,
                        lr=1e-3, clip_norm=5.0, schedule='cosine', warmup_steps=200,
                        eval_every=500, **common.BUCKETED)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -24,16 +24,20 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, task='reverse', score='additive', size='small')
+def config(task: str = 'reverse', score: str = 'additive',
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
-  c.task = common.generated_task(**common.pick('task', arg.task, TASKS))  # name, own sizes
+  c.task = common.generated_task(**common.pick('task', task, TASKS))  # name, own sizes
   c.model_name = 'seq2seq'
   # The pre-paper wiring (not Luong's: no input feeding; see common.PRE_PAPER_SEQ2SEQ) keeps
   # this config's numbers.
-  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ, embed_dim=32, score=arg.score)
-  return common.finish(c, SIZES, arg.size,
+  c.model = common.seq2seq_model(**common.PRE_PAPER_SEQ2SEQ, embed_dim=32, score=score)
+  return common.finish(c, SIZES, size,
                        lr=3e-3, clip_norm=5.0, schedule='cosine', warmup_steps=100)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

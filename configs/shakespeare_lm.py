@@ -21,9 +21,8 @@ SIZES = {  # size -> overrides of the sections below
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, score='scaled_dot', kernel='dense', positional='sinusoidal',
-                         size='small')
+def config(score: str = 'scaled_dot', kernel: str = 'dense', positional: str = 'sinusoidal',
+           size: str = 'small') -> ml_collections.ConfigDict:
   c = common.base_config()
   c.task = dict(
       name='tiny_shakespeare',  # next-character prediction
@@ -34,13 +33,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   c.model_name = 'transformer_lm'
   c.model = common.transformer_model(
-      d_model=128, num_layers=4, ffn_dim=512, norm='pre', positional=arg.positional,
-      score=arg.score, kernel=arg.kernel,
+      num_layers=4,  # twice the default: the LM's one stack holds all its layers
+      ffn_dim=512,  # 4 x d_model, Vaswani et al.'s ratio (the default's: 2 x)
+      norm='pre',  # the LayerNorm before each sublayer (GPT-2's): steadier in a deeper stack
+      positional=positional, score=score, kernel=kernel,
       max_len=128,  # longest context the positions cover
   )
-  return common.finish(c, SIZES, arg.size,
+  return common.finish(c, SIZES, size,
                        optimizer='adamw', lr=1e-3, weight_decay=0.1, clip_norm=1.0,
                        schedule='cosine', warmup_steps=200)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return common.call_with_arg(config, arg)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -1,15 +1,20 @@
 """Every config: loads (each size), takes every sweep entry, builds its task and model."""
 
 import ast
+import dataclasses
 import functools
 import json
 
 import jax
 import pytest
 from flax import nnx
+from ml_collections import config_dict
 
 from attention_zoo import data
 from attention_zoo import sweeps
+from attention_zoo.attention import COMBINES, SCORES
+from attention_zoo.models.seq2seq import Seq2SeqOptions
+from attention_zoo.models.transformer_blocks import BlockOptions
 from attention_zoo.build import build_model
 from attention_zoo.train import config_utils
 from configs import common
@@ -109,3 +114,52 @@ def test_mnist_resnet_offers_cifar10_with_he_et_al_steps():
       'cifar10', 'se_resnet20', 64_000, 128, 0.1)
   with pytest.raises(ValueError, match="valid values: .*'mnist'"):
     load('mnist_resnet').get_config('data=imagenet')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_get_config_parses_the_arg_once_and_calls_config(name):
+  """A config's fields are the arguments of its `config` function; get_config(arg) is
+  config(**the arg's fields) and nothing more."""
+  module = load(name)
+  assert module.get_config().to_dict() == module.config().to_dict()
+  assert module.get_config('size=tiny').to_dict() == module.config(size='tiny').to_dict()
+
+
+def test_demo_calls_the_family_configs_with_its_fields():
+  demo, transformer = load('dates_demo'), load('dates_transformer')
+  c = demo.config(family='transformer', score='additive', size='tiny')
+  want = transformer.config(score='additive', size='small')
+  assert c.model.score == 'additive' and c.task.name == want.task.name
+  assert demo.get_config('family=transformer,score=additive,size=tiny').to_dict() == c.to_dict()
+
+
+def test_model_helpers_take_the_models_defaults():
+  """configs.common's model fields are the options dataclasses' defaults (None: a placeholder
+  that the command line can set), not a second set of numbers."""
+  fields = common.transformer_model(max_len=8)
+  defaults = BlockOptions(max_len=8)
+  for key, value in fields.items():
+    assert getattr(defaults, key) == (None if isinstance(value, config_dict.FieldReference)
+                                      else value), key
+  assert set(fields) == {f.name for f in dataclasses.fields(BlockOptions) if f.init} - {
+      'capture_weights'}
+  fields = common.seq2seq_model()
+  defaults = Seq2SeqOptions()
+  for key, value in fields.items():
+    assert getattr(defaults, key) == (None if isinstance(value, config_dict.FieldReference)
+                                      else value), key
+  assert (fields['embed_dim'], fields['score']) == (32, 'none')
+  with pytest.raises(ValueError, match=r"seq2seq_model: unknown field\(s\) \['hiden'\]"):
+    common.seq2seq_model(hiden=3)
+
+
+def test_sweep_axes_come_from_the_registries():
+  """Every registered score is on the date Transformer's score axis but the one left out with
+  its reason; every combine on its combine axis; the paper's pair first (the baseline)."""
+  axes = load('dates_transformer').axes()
+  assert [s for s, _ in axes['score']] == ['scaled_dot'] + [
+      s for s in SCORES if s not in ('scaled_dot', 'concat')]
+  assert [c for _, c in axes['combine']] == ['residual'] + [c for c in COMBINES if c != 'residual']
+  assert len(axes['both']) == len(axes['score']) * len(COMBINES.names())
+  with pytest.raises(ValueError, match=r"\['cosine'\] are not registered"):
+    common.axis(SCORES, cosine='not a score here')
