@@ -15,7 +15,7 @@ from attention_zoo.build import build_model
 from attention_zoo.train import config_utils
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import load_params
-from attention_zoo.train.loop import NonFiniteError, train_and_evaluate
+from attention_zoo.train.loop import MAX_LOSS, DivergedError, NonFiniteError, train_and_evaluate
 from attention_zoo.train.steps import all_finite
 from tests import fixtures as h
 
@@ -70,3 +70,25 @@ def test_main_rejects_typo_override(tmp_path):
   assert proc.returncode != 0
   assert 'stepz' in proc.stderr and 'Did you mean "steps"' in proc.stderr
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('model_name,make_task', [('_tiny_classifier', h.blobs_task),
+                                                  ('_tiny_seq2seq', h.reverse_task)])
+def test_divergence_stops_a_huge_learning_rate_and_not_a_normal_run(tmp_path, model_name,
+                                                                    make_task):
+  # Adam at lr = 1e12: finite, but the loss jumps to ~1e12 - 1e24 from the first window on.
+  model = {'hidden': 8} if model_name == '_tiny_classifier' else None
+  train = dict(steps=20, log_every=5, eval_every=0, checkpoint_every=5)
+  huge = h.tiny_config(model_name, model=model, lr=1e12, clip_norm=0.0, **train)
+  with pytest.raises(DivergedError, match=r"train metric 'loss' diverged at step 5: its mean "
+                     r'over steps 1-5 is \S+ > 1000 nats per target') as err:
+    train_and_evaluate(huge, tmp_path / 'huge', task=make_task())
+  assert isinstance(err.value, NonFiniteError)
+  assert float(re.search(r'is (\S+) >', str(err.value)).group(1)) > 1e10
+  assert not wd.has_checkpoint(tmp_path / 'huge')  # the diverged state is never saved
+  assert not (tmp_path / 'huge' / wd.RESULTS).exists()
+  normal = h.tiny_config(model_name, model=model, **train)  # lr 3e-3
+  assert train_and_evaluate(normal, tmp_path / 'normal', task=make_task())['step'] == 20
+  losses = [r['loss'] for r in wd.read_jsonl(tmp_path / 'normal' / wd.METRICS)
+            if r['split'] == 'train']
+  assert len(losses) == 4 and max(losses) < 3 < MAX_LOSS / 100  # near log V; far below the bound

@@ -256,18 +256,32 @@ def test_fingerprint_changes_with_any_one_bit(dtype):
 BAD_VALUES = {'train.steps': -5, 'train.batch_size': 0, 'train.lr': -1e-3,
               'train.warmup_steps': -1, 'train.log_every': 0, 'train.eval_every': -1,
               'train.checkpoint_every': 0, 'train.keep_checkpoints': 0, 'eval.batch_size': 0,
-              'eval.max_examples': -1}
+              'eval.max_examples': -1, 'train.label_smoothing': 1.0, 'train.clip_norm': -1.0,
+              'train.weight_decay': -0.1, 'eval.beam_size': 0,
+              'model.hidden': -4, 'model.d_model': 0, 'model.num_heads': 3,  # 3 does not divide 16
+              'model.num_layers': 0, 'model.ffn_dim': -1, 'model.embed_dim': 0,
+              'model.encoder_hidden': -1, 'model.readout_dim': 0, 'model.score_dim': 0,
+              'model.max_len': 0, 'model.hops': 0, 'model.dropout_rate': 1.0,
+              'model.attention_dropout_rate': -0.1, 'model.random_noise': 1.5}
+# Every model key of CHECKS at a good value: the checks run before the model is built, so the
+# tiny classifier never sees these options.
+GOOD_MODEL = dict(hidden=8, d_model=16, num_heads=2, num_layers=1, ffn_dim=32, embed_dim=8,
+                  encoder_hidden=8, readout_dim=4, score_dim=4, max_len=16, hops=1,
+                  dropout_rate=0.1, attention_dropout_rate=0.0, random_noise=0.1)
 
 
 def test_every_checked_key_has_a_bad_value_here():
   assert {key for key, _, _ in config_utils.CHECKS} == set(BAD_VALUES)
+  assert {f'model.{k}' for k in GOOD_MODEL} == {k for k in BAD_VALUES if k.startswith('model.')}
 
 
 @pytest.mark.parametrize('key,value', sorted(BAD_VALUES.items()))
 def test_bad_value_fails_naming_the_key_before_the_workdir(tmp_path, key, value):
-  config = config_utils.apply_overrides(_config(), {key: value})
+  config = h.tiny_config('_tiny_classifier', model=GOOD_MODEL, **_TRAIN)
+  config_utils.check_values(config, 1)  # the good values pass
+  config = config_utils.apply_overrides(config, {key: value})
   workdir = tmp_path / 'run'
-  with pytest.raises(ValueError, match=re.escape(f'{key}={value!r} must be')):
+  with pytest.raises(ValueError, match=re.escape(f'{key}={value!r} must ')):
     train_and_evaluate(config, workdir, task=h.blobs_task())
   assert not workdir.exists()
 

@@ -14,14 +14,28 @@ events). It knows no model family and no phase.
 Each seed keeps its own workdir, with the files of a single run; its checkpoints hold that seed's
 state without the seed axis, so they resume as a single run too. Per seed: resume from its
 newest intact checkpoint (seeds of a group resume at one step, the oldest of theirs), the
-non-finite guard (a seed whose metrics or params become NaN / Inf stops at once, its last
-checkpoint kept; the others go on; then NonFiniteError names every stopped seed).
+non-finite guard (a seed whose metrics or params become NaN / Inf, or whose loss diverges, stops
+at once, its last checkpoint kept; the others go on; then NonFiniteError names every stopped seed).
+
+The divergence rule: a seed stops when the mean train loss of a log window (train.log_every steps,
+or fewer up to a checkpoint or evaluation) exceeds MAX_LOSS = 1e3. The loss is the plain
+cross-entropy per target, in nats, whatever the task; a model starts near log V (V output
+classes: log 2 = 0.69 to log 32,000 = 10.4), so the bound is two orders of magnitude above any
+start, and a cross-entropy that large means the right class's logit trails by about 1e3. An
+absolute bound, not a multiple of the run's first logged loss: with a learning rate that blows up
+the first update, the first window's mean is already huge (Adam at lr = 1e12: ~1e12 and more from
+the first log on), and an absolute bound resumes exactly as it runs uninterrupted.
+
+A failed start leaves nothing behind: the task is built before any workdir is written, and a
+workdir this call created is removed when the start fails before the first train step (a workdir
+that existed before is never removed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import shutil
 import time
 from typing import Any, Sequence
 
@@ -44,6 +58,13 @@ class NonFiniteError(FloatingPointError):
   """A metric or the parameters became NaN / Inf; the run stopped without saving them."""
 
 
+class DivergedError(NonFiniteError):
+  """The train loss of a log window exceeded MAX_LOSS (the divergence rule, module docstring)."""
+
+
+MAX_LOSS = 1e3  # nats per target: a log window whose mean train loss exceeds it stops the run
+
+
 @dataclasses.dataclass
 class _Seed:
   """What the loop keeps per seed."""
@@ -57,6 +78,8 @@ class _Seed:
   examples: int = 0
   last_train: dict[str, float] = dataclasses.field(default_factory=dict)
   stopped: str | None = None  # why the non-finite guard stopped it
+  error: type[NonFiniteError] = NonFiniteError  # what it stopped with
+  started: bool = False  # has its first train step begun (a failed start before: nothing kept)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -80,9 +103,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns:
     results.json of the run; with `seeds`, the list of each seed's (finished seeds included).
   Raises:
-    ConfigMismatchError: a workdir has a checkpoint of a different config.
+    ConfigMismatchError: a workdir holds results of a different config (workdir.check),
+      before the task is built.
     NonFiniteError: a train metric or the parameters became NaN / Inf (after the other seeds
-      finished).
+      finished); DivergedError (a NonFiniteError): the train loss exceeded MAX_LOSS.
     ValueError: a config value out of range (config_utils.CHECKS), or seeds that cannot train
       as one program, before any workdir is touched.
     CorruptCheckpointError: a workdir has checkpoints and none reads back as saved.
@@ -102,32 +126,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if seed_map is not None:
       seeds_lib.one_program(seed_map)
   is_main = jax.process_index() == 0
-  for run in runs:
-    if is_main:  # the others read the workdir once process 0 has cleared or checked it
-      wd.prepare(run.workdir, config_utils.to_dict(run.config), fresh=fresh, is_main=True)
-  distributed.barrier('attention_zoo workdir prepared')
   results: dict[int, dict[str, Any]] = {}
   todo = []
   for i, run in enumerate(runs):
-    if not is_main:
-      wd.prepare(run.workdir, config_utils.to_dict(run.config), fresh=False, is_main=False)
-    run.ckpts = Checkpoints(run.workdir / wd.CHECKPOINTS, config.train.keep_checkpoints)
-    latest = run.ckpts.latest_step() or 0
-    if latest >= config.train.steps and (run.workdir / wd.RESULTS).exists():
-      run.ckpts.close()
-      logging.info('%s: finished run (step %d); %s kept', run.workdir, latest, wd.RESULTS)
+    if is_main:  # read-only: refused before the task is built (the others: after the barrier)
+      wd.check(run.workdir, config_utils.to_dict(run.config), fresh=fresh)
+    if not fresh and wd.finished(run.workdir, config.train.steps):
+      logging.info('%s: finished run; %s kept', run.workdir, wd.RESULTS)
       results[i] = wd.read_json(run.workdir / wd.RESULTS)
     else:
       todo.append(i)
-  try:
-    if todo:
+  if todo:
+    made = {i: _first_missing(runs[i].workdir) for i in todo}  # what this call creates
+    task = task if task is not None else build.get_task(config)  # before any workdir is written
+    try:
+      for i in todo:
+        if is_main:  # the others read the workdir once process 0 has cleared or checked it
+          wd.prepare(runs[i].workdir, config_utils.to_dict(runs[i].config), fresh=fresh,
+                     is_main=True)
+      distributed.barrier('attention_zoo workdir prepared')
+      for i in todo:
+        if not is_main:
+          wd.prepare(runs[i].workdir, config_utils.to_dict(runs[i].config), fresh=False,
+                     is_main=False)
+        runs[i].ckpts = Checkpoints(runs[i].workdir / wd.CHECKPOINTS,
+                                    config.train.keep_checkpoints)
       done = _train([runs[i] for i in todo], task, seed_map, stop_after_step, t_start)
       results.update(zip(todo, done))
-  finally:
-    for i in todo:
-      runs[i].ckpts.close()  # waits for the last asynchronous save
+    except BaseException:
+      if is_main:
+        _remove_failed_starts([runs[i] for i in todo], [made[i] for i in todo])
+      raise
+    finally:
+      for i in todo:
+        if runs[i].ckpts:
+          runs[i].ckpts.close()  # waits for the last asynchronous save
   out = [results.get(i, {}) for i in range(len(runs))]
   return out if seeds is not None else out[0]
+
+
+def _remove_failed_starts(runs: list[_Seed], made: list[pathlib.Path | None]) -> None:
+  """Removes the folders this call created (`made`, None: the workdir existed) for the runs whose
+  start failed before their first train step: a failed start leaves no empty workdir."""
+  for run, folder in zip(runs, made):
+    if folder is not None and not run.started and folder.exists():
+      logging.warning('%s: the start failed before training; removing %s, which this run '
+                      'created', run.workdir, folder)
+      if run.ckpts:
+        run.ckpts.close()
+      shutil.rmtree(folder, ignore_errors=True)
+
+
+def _first_missing(path: pathlib.Path) -> pathlib.Path | None:
+  """The outermost folder of `path` (itself included) that does not exist yet: what creating it
+  creates (None when it exists)."""
+  path = path.absolute()
+  if path.exists():
+    return None
+  while not path.parent.exists():
+    path = path.parent
+  return path
 
 
 def _seeds(config: ml_collections.ConfigDict, workdir, seeds: Sequence[int] | None
@@ -148,7 +206,7 @@ def _seeds(config: ml_collections.ConfigDict, workdir, seeds: Sequence[int] | No
           for s, w in zip(seeds, workdirs)]
 
 
-def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
+def _train(runs: list[_Seed], task: Task, seed_map: str | None,
            stop_after_step: int | None, t_start: float) -> list[dict[str, Any]]:
   """The program of the unfinished seeds `runs` (their workdirs prepared, checkpoints open)."""
   config, tc = runs[0].config, runs[0].config.train
@@ -159,7 +217,6 @@ def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
                      + ', '.join(f'seed {r.seed} ({r.workdir}) at step {n or "none"}'
                                  for r, n in zip(runs, latest))
                      + f'; train them apart (seed map {seeds_lib.PROCESSES!r})')
-  task = task if task is not None else build.get_task(config)
   mesh = batching.make_mesh()
   axis = seeds_lib.SeedAxis([r.seed for r in runs], mesh, seed_map)
   tx = optim.make_optimizer(tc, config.model)
@@ -203,6 +260,8 @@ def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
   bar = progress_bar(tc.steps, start, show=is_main)
   t_mark = t_log = time.perf_counter()
   step = start
+  for run in runs:
+    run.started = True
   try:
     while step < tc.steps:
       host = [r.batches.batch(step) for r in runs]
@@ -237,7 +296,7 @@ def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
         try:
           run.last_train = _mean_metrics(axis.seed_rows(host_rows, i), last_saved)
         except NonFiniteError as e:
-          _stop(run, str(e))
+          _stop(run, e)
           continue
         run.last_train['steps_per_s'] = steps_per_s
         if run.writer:
@@ -258,8 +317,8 @@ def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
         finite = axis.finite(state.params)
         for i in live():
           if not finite[i]:
-            _stop(runs[i], f'parameters are not finite at step {step}; stopped (last '
-                           f'checkpoint: step {last_saved or "none"})')
+            _stop(runs[i], NonFiniteError(f'parameters are not finite at step {step}; stopped '
+                                          f'(last checkpoint: step {last_saved or "none"})'))
             continue
           one = per_seed[i]
           runs[i].ckpts.save(step, one.params, one.opt_state, one.other)
@@ -283,11 +342,11 @@ def _train(runs: list[_Seed], task: Task | None, seed_map: str | None,
       run.writer.close()
   stopped = [r for r in runs if r.stopped is not None]
   if stopped:
+    error = DivergedError if all(r.error is DivergedError for r in stopped) else NonFiniteError
     if len(runs) == 1:
-      raise NonFiniteError(stopped[0].stopped)
-    raise NonFiniteError('; '.join(f'seed {r.seed} ({r.workdir}): {r.stopped}' for r in stopped)
-                         + f'. The other seeds ({[r.seed for r in runs if not r.stopped]}) '
-                         'finished.')
+      raise error(stopped[0].stopped)
+    raise error('; '.join(f'seed {r.seed} ({r.workdir}): {r.stopped}' for r in stopped)
+                + f'. The other seeds ({[r.seed for r in runs if not r.stopped]}) finished.')
   return out
 
 
@@ -314,9 +373,9 @@ def _finish(run: _Seed, state: steps.TrainState, evaluator: evaluation.Evaluator
   return results
 
 
-def _stop(run: _Seed, why: str) -> None:
-  run.stopped = why
-  logging.error('non-finite guard: seed %d (%s) stopped: %s', run.seed, run.workdir, why)
+def _stop(run: _Seed, error: NonFiniteError) -> None:
+  run.stopped, run.error = str(error), type(error)
+  logging.error('non-finite guard: seed %d (%s) stopped: %s', run.seed, run.workdir, error)
 
 
 def _call_hooks(run_hooks: list[hooks.Hook], axis: seeds_lib.SeedAxis, state: steps.TrainState,
@@ -368,14 +427,23 @@ def _restore(runs: list[_Seed], axis: seeds_lib.SeedAxis,
 
 
 def _mean_metrics(rows: list[tuple[int, dict]], last_saved: int) -> dict[str, float]:
-  """The mean of each train metric over `rows`; NonFiniteError names the first NaN / Inf."""
+  """The mean of each train metric over `rows` (one log window); NonFiniteError names the first
+  NaN / Inf, DivergedError a mean loss over MAX_LOSS (the divergence rule, module docstring)."""
   host = jax.device_get(rows)
+  last = f'last checkpoint: step {last_saved or "none"}'
   for step, metrics in host:
     for key in sorted(metrics, key=lambda k: (k != 'loss', k)):  # 'loss' first
       if not np.all(np.isfinite(metrics[key])):
         raise NonFiniteError(f'train metric {key!r} is {metrics[key]} at step {step}; stopped '
-                             f'(last checkpoint: step {last_saved or "none"})')
-  return {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
+                             f'({last})')
+  means = {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
+  if means['loss'] > MAX_LOSS:
+    first, step = host[0][0], host[-1][0]
+    raise DivergedError(f"train metric 'loss' diverged at step {step}: its mean over steps "
+                        f'{first}-{step} is {means["loss"]:.3g} > {MAX_LOSS:g} nats per target '
+                        f'(MAX_LOSS; a model starts near log V); stopped ({last}). Lower '
+                        'train.lr, add warmup or clipping.')
+  return means
 
 
 def _check_final_evaluation(config: ml_collections.ConfigDict) -> None:

@@ -54,30 +54,72 @@ PLOTS = 'plots'
 
 
 class ConfigMismatchError(ValueError):
-  """A workdir holds a checkpoint of a run whose config differs from the new one."""
+  """A workdir holds results of a run whose config differs from the new one (or of a run whose
+  config it cannot tell)."""
+
+
+def run_files(workdir: pathlib.Path) -> list[pathlib.Path]:
+  """What a run left in `workdir` that a new run would delete or overwrite: results.json,
+  metrics.jsonl, samples.jsonl, TensorBoard events and every entry of checkpoints/ (steps, steps
+  set aside as corrupt, orbax's unfinished saves). config.json alone is not a result."""
+  if not workdir.is_dir():
+    return []
+  found = [workdir / name for name in (RESULTS, METRICS, SAMPLES) if (workdir / name).exists()]
+  found += sorted(workdir.glob('events.out.tfevents*'))
+  if (workdir / CHECKPOINTS).is_dir():
+    found += sorted((workdir / CHECKPOINTS).iterdir())
+  return found
+
+
+def check(workdir: pathlib.Path, config_dict: dict[str, Any], *, fresh: bool) -> None:
+  """The resume rule, read-only: ConfigMismatchError, naming the differing keys and the files at
+  stake, when `workdir` holds results (run_files) of another config, or results and no
+  config.json, checkpoints or not; nothing to refuse with `fresh` (it overwrites) or when the
+  results are of `config_dict` itself (the run resumes from its checkpoint, or redoes from
+  step 0 a run killed before its first checkpoint)."""
+  found = [] if fresh else run_files(workdir)
+  if not found:
+    return
+  names = ', '.join(str(p.relative_to(workdir)) for p in found[:8])
+  names += f' and {len(found) - 8} more' if len(found) > 8 else ''
+  path = workdir / CONFIG
+  if not path.exists():
+    raise ConfigMismatchError(f'{workdir} holds results of a run ({names}) but no {CONFIG}: '
+                              'whose config they are is unknown. Use another workdir, or '
+                              'fresh=True (--fresh) to delete them and start over.')
+  detail = config_changes(read_json(path), config_dict)
+  if detail:
+    raise ConfigMismatchError(
+        f'{workdir} holds results of a different config ({names}); differing keys: {detail}. '
+        'Use the same config to resume, another workdir, or fresh=True (--fresh) to delete them '
+        'and start over.')
 
 
 def prepare(workdir: pathlib.Path, config_dict: dict[str, Any], *, fresh: bool,
             is_main: bool) -> None:
-  """Makes `workdir` ready for a run of `config_dict`: created; cleared if `fresh` or if it holds
-  no checkpoint (leftovers of a run that never checkpointed); config.json written.
-
-  Raises ConfigMismatchError when it holds a checkpoint of another config (and not `fresh`).
-  Only the main process (`is_main`) writes or deletes.
+  """Makes `workdir` ready for a run of `config_dict`: checked (`check`: ConfigMismatchError when
+  it holds results of another config, and not `fresh`); created; cleared if `fresh`, or of the
+  leftovers of a run of this config that never checkpointed nor finished (it redoes from step 0);
+  config.json written. Only the main process (`is_main`) writes or deletes.
   """
+  check(workdir, config_dict, fresh=fresh)
   workdir.mkdir(parents=True, exist_ok=True)
-  if fresh and is_main:
-    clear(workdir)
-  if has_checkpoint(workdir):
-    check_resume(workdir, config_dict)
-  elif is_main:
-    clear(workdir)
-  if is_main:
-    write_json(workdir / CONFIG, config_dict)
+  if not is_main:
+    return
+  if fresh:
+    clear(workdir, 'fresh=True (--fresh)')
+  elif not has_checkpoint(workdir) and not (workdir / RESULTS).exists():
+    clear(workdir, 'leftovers of a run that neither checkpointed nor finished: the run starts '
+          'from step 0')
+  write_json(workdir / CONFIG, config_dict)
 
 
-def clear(workdir: pathlib.Path) -> None:
-  """Removes what a previous run wrote (explicit fresh start)."""
+def clear(workdir: pathlib.Path, why: str) -> None:
+  """Removes what a previous run wrote (config.json and run_files), saying what and `why`."""
+  doomed = run_files(workdir) + [p for p in (workdir / CONFIG,) if p.exists()]
+  if doomed:
+    logging.warning('%s: deleting %s (%s)', workdir,
+                    ', '.join(str(p.relative_to(workdir)) for p in doomed), why)
   shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
   for name in (CONFIG, RESULTS, METRICS, SAMPLES):
     (workdir / name).unlink(missing_ok=True)
@@ -85,22 +127,25 @@ def clear(workdir: pathlib.Path) -> None:
     events.unlink()
 
 
-def has_checkpoint(workdir: pathlib.Path) -> bool:
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+  """The steps of the committed checkpoints in workdir/checkpoints/, ascending (read-only: orbax
+  commits a step by renaming its temporary folder to <step>)."""
   ckpt = workdir / CHECKPOINTS
-  return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+  return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
 
 
-def check_resume(workdir: pathlib.Path, config_dict: dict[str, Any]) -> None:
-  """Raises ConfigMismatchError, naming the differing keys, unless config.json == `config_dict`."""
-  path = workdir / CONFIG
+def has_checkpoint(workdir: pathlib.Path) -> bool:
+  return bool(checkpoint_steps(workdir))
+
+
+def finished(workdir: pathlib.Path, steps: int) -> bool:
+  """Has the run in `workdir` finished `steps` steps: results.json there, and its newest
+  checkpoint (or, with none left, results.json's step) at `steps` or beyond?"""
+  path = workdir / RESULTS
   if not path.exists():
-    raise ConfigMismatchError(f'{workdir} has checkpoints but no {CONFIG}; pass fresh=True '
-                              '(--fresh) to start over')
-  detail = config_changes(read_json(path), config_dict)
-  if detail:
-    raise ConfigMismatchError(
-        f'{workdir} holds a checkpoint of a different config; differing keys: {detail}. '
-        'Use the same config to resume, another workdir, or fresh=True (--fresh) to start over.')
+    return False
+  saved = checkpoint_steps(workdir)
+  return (saved[-1] if saved else read_json(path).get('step', 0)) >= steps
 
 
 def config_changes(saved: dict[str, Any], config_dict: dict[str, Any]) -> str:
