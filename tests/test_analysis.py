@@ -1,7 +1,9 @@
 """load_run and analyze_run on tiny trained runs of the date task."""
 
 import json
+import logging
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ from flax import nnx
 from attention_zoo.analysis import analyze_run, load
 from attention_zoo.build import build_model
 from attention_zoo.specials import EOS
+from attention_zoo.train import checkpoints
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.loop import train_and_evaluate
 from attention_zoo.train.steps import split_model
@@ -112,3 +115,42 @@ def test_analysis_imports_no_training_loop():
   modules = out.stdout.split()
   assert 'attention_zoo.build' in modules and 'attention_zoo.train.checkpoints' in modules
   assert 'attention_zoo.train.loop' not in modules and 'attention_zoo.train.optim' not in modules
+
+
+def _damage(step_dir: pathlib.Path) -> None:
+  """Cuts the params' metadata JSON in half (orbax: a bare JSONDecodeError on reading)."""
+  path = step_dir / 'params' / '_METADATA'
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def test_analyze_falls_back_to_the_newest_intact_checkpoint_or_names_the_corrupt(
+    runs, tmp_path, caplog):
+  workdir = tmp_path / 'run'
+  shutil.copytree(runs['seq2seq'], workdir, ignore=shutil.ignore_patterns(wd.ANALYSIS))
+  ckpt = workdir / wd.CHECKPOINTS
+  *older, newest = wd.checkpoint_steps(workdir)
+  assert older, 'the run keeps two checkpoints'
+  _damage(ckpt / str(newest))
+  with caplog.at_level(logging.WARNING):
+    _, model, _ = load.load_run(workdir)
+  assert f'checkpoint step {newest} ({ckpt / str(newest)}) does not read back' in caplog.text
+  assert f'loaded checkpoint step {older[-1]}' in caplog.text
+  _, expected, _ = load.load_run(workdir, step=older[-1])
+  for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)),
+                  jax.tree.leaves(nnx.state(expected, nnx.Param)), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert analyze_run(workdir, examples=1)  # the analysis runs on that one
+  with pytest.raises(checkpoints.CorruptCheckpointError,
+                     match=f'checkpoint step {newest} .* does not read back'):
+    load.load_run(workdir, step=newest)  # asked for by number: named, no fallback
+  for step in older:
+    _damage(ckpt / str(step))
+  out = subprocess.run([sys.executable, '-m', 'experiments.analyze', f'--workdir={workdir}'],
+                       cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode != 0
+  assert f'analyze: no checkpoint in {ckpt} reads back' in out.stderr
+  for step in older + [newest]:
+    assert f'step {step} ({ckpt / str(step)}): JSONDecodeError' in out.stderr
+  assert 'Traceback' not in out.stderr
+  assert wd.checkpoint_steps(workdir) == older + [newest]  # nothing moved aside

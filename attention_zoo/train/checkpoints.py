@@ -14,7 +14,9 @@ restore checks the items it reads against them (CorruptCheckpointError, naming t
 and the leaf). `Checkpoints.restore_latest` resumes from the newest step that reads back intact;
 the damaged newer steps are moved aside to <step>.corrupt, with a warning naming them and the step
 used. When no step reads back, it raises naming the folder (and leaves the files alone) rather
-than start over.
+than start over. `load_params` (analysis: read-only) falls back the same way to the newest step
+that reads back, naming the damaged ones in a warning but moving nothing; a step asked for by
+number that does not read back raises CorruptCheckpointError naming it.
 """
 
 from __future__ import annotations
@@ -96,6 +98,29 @@ def _restore(manager: ocp.CheckpointManager, step: int, **trees) -> tuple[Any, .
   return tuple(out[k] if k in items else t for k, t in trees.items())
 
 
+def _newest_intact(manager: ocp.CheckpointManager, directory: pathlib.Path, **trees
+                   ) -> tuple[int | None, tuple[Any, ...], list[tuple[int, Exception]]]:
+  """-> (step, its `trees` restored, [(step, error)] of the newer steps that failed) for the
+  newest step that reads back intact (`_restore`); (None, (), every step's error) when none does.
+  Each failure is logged as a warning naming the step and its folder. Reads only."""
+  failed: list[tuple[int, Exception]] = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, _restore(manager, step, **trees), failed
+    except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore: many kinds
+      logging.warning('checkpoint step %d (%s) does not read back: %s: %s', step,
+                      directory / str(step), type(e).__name__, str(e)[:500])
+      failed.append((step, e))
+  return None, (), failed
+
+
+def _none_intact(directory: pathlib.Path, failed: list[tuple[int, Exception]],
+                 advice: str) -> CorruptCheckpointError:
+  detail = '; '.join(f'step {s} ({directory / str(s)}): {type(e).__name__}: {str(e)[:300]}'
+                     for s, e in failed)
+  return CorruptCheckpointError(f'no checkpoint in {directory} reads back ({detail}). {advice}')
+
+
 class Checkpoints:
   """Saves and restores (params, opt_state, other) of a TrainState; keeps the last `keep`."""
 
@@ -126,28 +151,20 @@ class Checkpoints:
     warning naming each and the step used instead. CorruptCheckpointError, naming the folder
     and every step's error, when none reads back (nothing is moved then: a run never restarts
     from scratch on its own)."""
-    failed: list[tuple[int, Exception]] = []
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        trees = self.restore(step, params, opt_state, other)
-      except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore: many kinds
-        logging.warning('checkpoint step %d (%s) does not read back: %s: %s', step,
-                        self.directory / str(step), type(e).__name__, str(e)[:500])
-        failed.append((step, e))
-        continue
+    step, trees, failed = _newest_intact(self.manager, self.directory, params=params,
+                                         opt_state=opt_state, other=other)
+    if step is None:
       if failed:
-        self._set_aside([s for s, _ in failed])
-        logging.warning('resuming from checkpoint step %d (%s), the newest intact one, instead '
-                        'of step(s) %s, which do not read back (moved to %s)', step,
-                        self.directory / str(step), [s for s, _ in failed],
-                        [str(self.directory / f'{s}{CORRUPT}') for s, _ in failed])
-      return (step, *trees)
+        raise _none_intact(self.directory, failed, 'Restore a good copy of the folder, or start '
+                           'over with fresh=True (--fresh).')
+      return None
     if failed:
-      detail = '; '.join(f'step {s}: {type(e).__name__}: {str(e)[:300]}' for s, e in failed)
-      raise CorruptCheckpointError(
-          f'no checkpoint in {self.directory} reads back ({detail}). Restore a good copy of the '
-          'folder, or start over with fresh=True (--fresh).')
-    return None
+      self._set_aside([s for s, _ in failed])
+      logging.warning('resuming from checkpoint step %d (%s), the newest intact one, instead '
+                      'of step(s) %s, which do not read back (moved to %s)', step,
+                      self.directory / str(step), [s for s, _ in failed],
+                      [str(self.directory / f'{s}{CORRUPT}') for s, _ in failed])
+    return (step, *trees)
 
   def _set_aside(self, steps: list[int]) -> None:
     """Renames damaged steps to <step>.corrupt (orbax then no longer lists them), so that the
@@ -170,19 +187,38 @@ class Checkpoints:
 
 def load_params(checkpoint_dir: str | pathlib.Path, params, other=None, *,
                 step: int | None = None) -> tuple[Any, Any]:
-  """-> (params, other) of checkpoint `step` (default: the latest) of a run's checkpoints/, never
-  the optimizer state; restored onto the trees `params` and `other` (abstract or concrete, e.g.
+  """-> (params, other) of checkpoint `step` of a run's checkpoints/, never the optimizer state;
+  restored onto the trees `params` and `other` (abstract or concrete, e.g.
   nnx.state(nnx.eval_shape(lambda: build_model(config, task)), nnx.Param)). `other` (the model's
   other state, e.g. BatchNorm statistics) is returned as given when it is None or has no leaves.
+
+  step None: the newest step that reads back intact, with a warning naming the newer ones that do
+  not (left where they are: this only reads); CorruptCheckpointError naming every step when none
+  does. A `step` given that does not read back: CorruptCheckpointError naming it.
   """
   checkpoint_dir = pathlib.Path(checkpoint_dir).absolute()
   with ocp.CheckpointManager(checkpoint_dir) as manager:
-    available = list(manager.all_steps())
-    step = manager.latest_step() if step is None else step
+    available = sorted(manager.all_steps())
+    if step is None and available:
+      got, trees, failed = _newest_intact(manager, checkpoint_dir, params=params, other=other)
+      if got is None:
+        raise _none_intact(checkpoint_dir, failed, 'Nothing was changed; restore a good copy '
+                           'of the folder.')
+      if failed:
+        logging.warning('loaded checkpoint step %d (%s), the newest that reads back; step(s) %s '
+                        'do not (left in place)', got, checkpoint_dir / str(got),
+                        [s for s, _ in failed])
+      return trees
     if step is None or step not in available:
       raise FileNotFoundError(f'no checkpoint for step {step} in {checkpoint_dir}; '
                               f'steps: {available}')
-    return _restore(manager, step, params=params, other=other)
+    try:
+      return _restore(manager, step, params=params, other=other)
+    except CorruptCheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore: many kinds
+      raise CorruptCheckpointError(f'checkpoint step {step} ({checkpoint_dir / str(step)}) does '
+                                   f'not read back: {type(e).__name__}: {str(e)[:500]}') from e
 
 
 def saved_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:
