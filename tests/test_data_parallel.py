@@ -87,3 +87,47 @@ def test_out_of_vocabulary_becomes_unk_and_too_long(tmp_path):
   with pytest.raises(ValueError,
                      match=r"test.txt:1: source 'abab' has 4 tokens > max_source_len=3"):
     get_task(dict(opts, max_source_len=3, max_target_len=6))  # a new build
+
+
+def test_over_long_lines_are_reported_with_file_line_and_count(tmp_path, caplog):
+  data = tmp_path / 'data'
+  data.mkdir()
+  rng = np.random.default_rng(0)
+  words = [''.join(rng.choice(list('abcdef'), 5)) for _ in range(60)]
+  train = [f'{w}\t{w[::-1]}' for w in words]
+  train[40] = f'{"ab" * 2500}\tba'  # a lost line break: 5,000 characters
+  _write(data / 'train.txt', train)
+  dev = [f'{w}\t{w[::-1]}' for w in words[:5]]
+  dev[2] = f'ab\t{"ba" * 100}'  # 200 target characters
+  _write(data / 'dev.txt', dev)
+  _write(data / 'test.txt', dev[:2])
+  opts = {'name': 'parallel_text', 'validation_file': 'dev.txt', 'test_file': 'test.txt',
+          'data_dir': str(data), 'tfds_dir': str(tmp_path / 't')}
+  for _ in range(2):  # built, then read from the cache: reported both times
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      task = get_task(opts)
+    report = task.metadata['long_lines']
+    assert report['bounds'] == [32, 32]  # 4 x the 99th percentile (5 characters): at least 32
+    assert report['counts'] == {'train': 1, 'validation': 1, 'test': 0}
+    assert report['lines'] == [[f'{data / "train.txt"}:41', 5000, 2],
+                               [f'{data / "dev.txt"}:3', 2, 200]]
+    assert '2 pair(s) longer than 32 source or 32 target tokens' in caplog.text
+    assert f'{data / "train.txt"}:41 (5000 / 2 tokens)' in caplog.text
+    assert 'max_train_len drops such train pairs' in caplog.text
+  assert task.splits['train'][0]['source'].shape == (5000,)  # the width it reports
+  task = get_task(dict(opts, max_train_len=100))  # dropped: validation's line alone is left
+  assert task.metadata['long_lines']['counts'] == {'train': 0, 'validation': 1, 'test': 0}
+  assert task.splits['train'][0]['source'].shape == (5,)
+
+
+def test_no_over_long_line_in_ordinary_data(tmp_path, caplog):
+  data = tmp_path / 'data'
+  data.mkdir()
+  lengths = np.random.default_rng(1).integers(1, 60, 300)  # a long tail, but no stray line
+  _write(data / 'train.txt', [f'{"a" * n}\t{"b" * n}' for n in lengths])
+  with caplog.at_level(logging.WARNING):
+    task = get_task({'name': 'parallel_text', 'data_dir': str(data),
+                     'tfds_dir': str(tmp_path / 't')})
+  assert sum(task.metadata['long_lines']['counts'].values()) == 0
+  assert 'longer than' not in caplog.text

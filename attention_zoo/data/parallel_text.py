@@ -27,6 +27,15 @@ dropped, and their count logged (task.metadata['dropped_train']); validation and
 filtered. max_source_len / max_target_len None: the longest kept in the data (target + EOS); a
 longer pair is an error naming file:line.
 
+Over-long lines: since the longest pair sets the array width of its side, and every padded batch
+has that width, one stray line (a lost line break: 5,000 characters) slows every batch of its
+split. A pair with a side longer than LONG_LINE_FACTOR x the 99th percentile of that side's train
+lengths (numpy's 'lower' percentile; at least LONG_LINE_MIN tokens) is counted, per split, and
+reported at every load with its file:line (the first MAX_REPORTED), before any batch is made: a
+logged warning, not an error, since a long tail can be real data; the warning names what drops
+them (max_train_len, train only) or fixes the widths (max_source_len / max_target_len: a longer
+pair is then an error naming file:line). task.metadata['long_lines'] keeps the report.
+
 BLEU and chrF (bleu=None: on for 'word', 'sentencepiece' and the MT layout) score the decoded
 predictions against the raw target lines of validation and test (see pairs.seq2seq_task).
 """
@@ -53,6 +62,8 @@ SPLITS = ('train', 'validation', 'test')
 # The file prefixes of each split in the MT layout, tried in order.
 MT_PREFIXES = {'train': ('train',), 'validation': ('val', 'validation', 'valid', 'dev'),
                'test': ('test',)}
+LONG_LINE_FACTOR, LONG_LINE_MIN = 4, 32  # over-long: > max(4 x the train 99th percentile, 32)
+MAX_REPORTED = 10  # over-long lines named (file:line) in the warning and the task's metadata
 # Options of the build that are filled in after reading the data (not part of the pre-pass key).
 _LATE = ('max_source_len', 'max_target_len', 'references', 'data_dir')
 
@@ -233,8 +244,40 @@ def _prepare(key: str, data_dir: str) -> dict[str, Any]:
   rows = [r for v in splits.values() for r in v]
   return {'splits': splits, 'vocabs': (src_vocab, tgt_vocab), 'references': references,
           'metadata': {'unk_counts': unk, 'token_counts': tokens, 'dropped_train': dropped,
-                       'joint_vocab': o['joint_vocab']},
+                       'joint_vocab': o['joint_vocab'], 'long_lines': long_lines(splits)},
           'lengths': (max(len(r[0]) for r in rows), max(len(r[1]) for r in rows) + 1)}
+
+
+def long_lines(splits: dict[str, list]) -> dict[str, Any]:
+  """The over-long pairs of encoded `splits` (rows (source ids, target ids, 'file:line: ', ...);
+  see the module docstring): {'bounds': [source, target] token bounds, 'counts': {split: n},
+  'lines': [[file:line, source tokens, target tokens], ...] (the first MAX_REPORTED)}."""
+  # 'lower': an element of the data, never the longest one unless all are (a single stray line
+  # of a small train split does not raise its own bound)
+  p99 = [int(np.percentile([len(r[i]) for r in splits['train']], 99, method='lower'))
+         for i in (0, 1)]
+  bounds = [max(LONG_LINE_FACTOR * p, LONG_LINE_MIN) for p in p99]
+  counts, lines = {}, []
+  for split, rows in splits.items():
+    long = [r for r in rows if len(r[0]) > bounds[0] or len(r[1]) > bounds[1]]
+    counts[split] = len(long)
+    lines += [[r[2].rstrip(': '), len(r[0]), len(r[1])] for r in long]
+  return {'bounds': bounds, 'counts': counts, 'lines': lines[:MAX_REPORTED]}
+
+
+def report_long_lines(name: str, report: dict[str, Any] | None) -> None:
+  """Logs a warning for the over-long lines of `report` (long_lines), if any."""
+  if not report or not sum(report['counts'].values()):
+    return
+  (src, tgt), total = report['bounds'], sum(report['counts'].values())
+  shown = ', '.join(f'{where} ({s} / {t} tokens)' for where, s, t in report['lines'])
+  logging.warning(
+      '%s: %d pair(s) longer than %d source or %d target tokens (%d x the train 99th '
+      'percentile), per split %s: they set the width of every padded batch of their split. '
+      'First %d: %s. max_train_len drops such train pairs; max_source_len / max_target_len fix '
+      'the widths (a longer pair is then an error naming file:line)', name, total, src, tgt,
+      LONG_LINE_FACTOR, {k: v for k, v in report['counts'].items() if v},
+      len(report['lines']), shown)
 
 
 class AzParallelText(pairs.Seq2SeqBuilder):
@@ -286,7 +329,9 @@ def _load(name: str, o: dict[str, Any], data_dir: str, *, max_source_len: int | 
   src_vocab = tgt_vocab if meta['joint_vocab'] else Vocab.from_json(meta['source_vocab'])
   for split, counts in meta['unk_counts'].items():
     logging.info('%s %s: <unk> %s of tokens %s', name, split, counts, meta['token_counts'][split])
+  report_long_lines(name, meta.get('long_lines'))  # a dataset built before it: none
   facts = {k: meta[k] for k in ('unk_counts', 'token_counts', 'dropped_train')}
+  facts['long_lines'] = meta.get('long_lines')
   return pairs.seq2seq_task(name, splits, src_vocab, tgt_vocab, max_target_len,
                             with_bleu=with_bleu, references=meta['references'], metadata=facts)
 
