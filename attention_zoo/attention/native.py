@@ -27,10 +27,10 @@ the numbers are the same.
 
 Whether `auto` (the chunked kernel's default) takes the native path: `preferred(level)`, a table
 per level filled from measurements of fwd+bwd against the chunked kernel's XLA path (see
-PREFERRED). A table, not a measurement at first use: a timing taken on a busy 2-core machine
-varies by 15-28% at L=1024 (shared/STACK-NOTES.md) and would make the choice, and so the
-compiled program, differ between runs of the same code; a table is the same everywhere and its
-figures can be reviewed. A level that was not measured is not preferred.
+PREFERRED). A table, not a measurement at first use: a timing taken on a shared 2-core machine
+can be off by 2x while other processes run, and would make the choice, and so the compiled
+program, differ between runs of the same code; a table is the same everywhere and its figures
+can be reviewed. A level that was not measured is not preferred.
 """
 
 from __future__ import annotations
@@ -90,16 +90,17 @@ class Preference:
     return self.use
 
 
-# fwd+bwd, B=4, N=8, D=64, f32, 2 threads, scaled_dot, no mask: the native build against the
-# chunked kernel's XLA path (native=False), in one process on an AMD EPYC (Zen 4) with AVX-512,
-# where XLA itself compiles for AVX-512 (so an AVX2 build is held to a stricter bar than on an
-# AVX2 CPU). Process CPU time, the machine shared (load average ~7): interim, see BUILD.md.
+# fwd+bwd wall time, B=4, N=8, D=64, f32, 2 threads, scaled_dot, no mask: each build against the
+# chunked kernel's XLA path (native=False), timed in rounds in one process per length on an AMD
+# EPYC (Zen 4) with AVX-512 and a quiet machine (load average < 2). XLA there compiles for
+# AVX-512, so the AVX2 build is held to a stricter bar than on an AVX2 CPU. BUILD.md has the run.
 PREFERRED = {
-    'x86-64-v4': (True, 'faster than the XLA path: fwd+bwd 374 vs 775 CPU-ms at L=1024, 6.4 vs '
-                        '11.1 CPU-s at L=4096'),
-    'x86-64-v3': (True, 'faster than the XLA path: fwd+bwd 405 vs 775 CPU-ms at L=1024, 6.9 vs '
-                        '11.1 CPU-s at L=4096 (the AVX2 build on an AVX-512 CPU)'),
-    'x86-64-v2': (False, 'not measured faster than the XLA path'),
+    'x86-64-v4': (True, 'faster than the XLA path: fwd+bwd 177 vs 381 ms at L=1024, '
+                        '2.86 vs 5.77 s at L=4096'),
+    'x86-64-v3': (True, 'faster than the XLA path: fwd+bwd 183 vs 381 ms at L=1024, '
+                        '2.91 vs 5.77 s at L=4096 (the AVX2 build on an AVX-512 CPU)'),
+    'x86-64-v2': (False, 'slower than the XLA path: fwd+bwd 491 vs 381 ms at L=1024, '
+                         '8.66 vs 5.77 s at L=4096 (4-float SSE vectors, no FMA)'),
     'armv8-a': (False, 'not measured on an Arm CPU: the NEON build compiles, but is not known '
                        'to beat the XLA path there'),
 }
