@@ -423,6 +423,8 @@ def _restore(runs: list[_Seed], axis: seeds_lib.SeedAxis,
     params, opt_state, other = trees
     restored.append(one._replace(step=jnp.asarray(step, jnp.int32), params=params,
                                  opt_state=opt_state, other=other))
+  if axis.size == 1:  # restored onto the state's own (global) arrays: place the step alone
+    return step, restored[0]._replace(step=batching.replicate(restored[0].step, axis.mesh))
   return step, axis.stack(restored)
 
 
