@@ -44,7 +44,8 @@ def _seeds(n):
 
 def _alone(values):
   """Runs that differ in a host-side field (how often train rows are logged), so that each is
-  its own process even where seeds of one variant would train together (one experiments.main --seeds)."""
+  its own process even where seeds of one variant would train together (experiments.main
+  --seeds)."""
   return [{'train.log_every': v} for v in values]
 
 
