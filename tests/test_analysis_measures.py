@@ -3,13 +3,14 @@ hand-written examples, and the measures analyze writes for tiny trained runs."""
 
 import json
 import math
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 from flax import nnx
 
 from attention_zoo.analysis import measure_run, measures
@@ -19,6 +20,8 @@ from attention_zoo.data.base import Task
 from attention_zoo.specials import PAD
 from attention_zoo.train import workdir as wd
 from tests.test_analysis import runs, tfds_dir  # noqa: F401  (the tiny trained runs)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 S = frozenset  # a set of positions
 
@@ -310,11 +313,12 @@ def test_babi_real_data_gold_rows_hold_supporting_facts(tmp_path, data_dir):
 # ----- what analyze writes -----
 
 def test_analyze_writes_measures_and_view_for_tiny_runs(runs):  # noqa: F811
-  from experiments import analyze  # pylint: disable=import-outside-toplevel
+  # its own process: experiments.analyze defines absl flags that another entry point imported
+  # into this test process (e.g. experiments.reproduce) may define too
   workdir = runs['transformer']
-  with flagsaver.flagsaver():
-    flags.FLAGS(['analyze', f'--workdir={workdir}', '--examples=1'])
-    analyze.main(['analyze'])
+  proc = subprocess.run([sys.executable, '-m', 'experiments.analyze', f'--workdir={workdir}',
+                         '--examples=1'], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   out = workdir / wd.ANALYSIS
   found = json.loads((out / measure_run.MEASURES).read_text())
   config = json.loads((workdir / wd.CONFIG).read_text())
