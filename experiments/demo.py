@@ -18,13 +18,14 @@ from absl import app, flags
 
 from attention_zoo import sweeps
 from attention_zoo.analysis import analyze_run, report
+from attention_zoo.train import seeds
 from attention_zoo.train import workdir as wd
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'the demo sweep directory')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'runs at a time')
 _PIN = flags.DEFINE_bool('pin_cpus', True, 'give each of the parallel runs its own CPUs '
                           '(XLA single-threaded when that is one CPU each)')
-_SEED_MAP = flags.DEFINE_enum('seed_map', None, ['map', 'vmap', 'processes'],
+_SEED_MAP = flags.DEFINE_enum('seed_map', None, list(seeds.CHOICES),
                               'how the seeds of each variant train: one program in one process '
                               '(map or vmap; default: the platform\'s) or one process per run '
                               '(processes); see attention_zoo.train.seeds')

@@ -23,6 +23,7 @@ from absl import app, flags
 from attention_zoo import sweeps
 from attention_zoo.analysis import report as sweep_report
 from attention_zoo.reproductions import cards, evidence, render
+from attention_zoo.train import seeds
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # holds configs/ and the files below
 EVIDENCE = ROOT / 'reproductions'
@@ -39,7 +40,7 @@ _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and t
 _KEEP = flags.DEFINE_bool('keep_rows', False, 'join the committed evidence (runs collected in an '
                           'earlier sitting) with the finished runs in --workdir: the seeds of a '
                           'row add up, and rows with no run here stay as committed')
-_SEED_MAP = flags.DEFINE_enum('seed_map', None, ['map', 'vmap', 'processes'],
+_SEED_MAP = flags.DEFINE_enum('seed_map', None, list(seeds.CHOICES),
                               'how runs that differ only in their seed train (as '
                               'experiments.sweep): one program in one process (map, vmap), a '
                               'run\'s wall time then its share of the group\'s; or one process '

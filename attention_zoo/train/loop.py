@@ -308,7 +308,7 @@ def _train(runs: list[_Seed], task: Task, seed_map: str | None,
         before = state
         for i in live():
           validation = _evaluate(evaluator, runs[i].writer, 'validation', step, per_seed[i])
-          if validation is not None:
+          if validation is not None and axis.size == 1:  # a group has no acting hook
             state = _call_hooks(run_hooks, axis, state,
                                 lambda h, s, v=validation: h.after_validation(step, s, v))
         if state is not before:
