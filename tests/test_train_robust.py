@@ -132,6 +132,8 @@ def _run_until(workdir: pathlib.Path, point: tuple[str, int, float] | None, env)
     step = max(step, resumed_from + 1)
   if kind == 'save':  # a checkpoint this process will write
     step = max(step, (resumed_from // EVERY + 1) * EVERY)
+  if step > STEPS:  # resumed from the last step (a fast run): only its final evaluation is left
+    kind, step, delay = 'final', STEPS, 0.0
   wanted = {'row': (step, 'train'), 'final': (STEPS, 'validation')}.get(kind)
   with open(log, 'w') as stderr:
     proc = subprocess.Popen([sys.executable, '-c', _DRIVER, str(workdir), str(events)], cwd=REPO,
