@@ -7,11 +7,14 @@ r"""Runs a reproduction card and writes its evidence; regenerates REPRODUCTIONS.
 
 A card (attention_zoo/reproductions/cards.py) is a sweep plus the paper's claim. Its runs go to
 `--workdir/<card>/` (re-running skips finished runs and resumes the others); its evidence,
-`reproductions/<card>/report.json` and `reproductions/<card>/configs/<run>.json` (every run's
-resolved config), is written from the finished runs, replacing the previous evidence at once.
-With --keep_rows it joins the committed evidence instead: report.json keeps a record of every
-run (`per_run`), so the seeds of one card can be run over several sittings (e.g. on another
-machine, `--run_index=K` of experiments.sweep for the seeds still missing).
+`reproductions/<card>/runs/<run>/` (each run's resolved config, results.json, validation curve and
+the sitting's conditions: attention_zoo/reproductions/evidence.py), is written from the finished
+runs, replacing the previous evidence at once. With --keep_rows the committed runs stay and the
+runs finished here join them (a run of the same name replaced), so the seeds of one card can be
+run over several sittings (e.g. on another machine, `--run_index=K` of experiments.sweep for the
+seeds still missing). --docs derives every number of REPRODUCTIONS.md and the README's card
+tables from those files and the cards' definitions; tests/test_reproductions.py checks that the
+committed docs equal that derivation.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ _PARALLEL = flags.DEFINE_integer('parallel', None, "runs at a time (default: the
 _COLLECT = flags.DEFINE_bool('collect_only', False, 'write the evidence from the runs there are, '
                              'training nothing')
 _DOCS = flags.DEFINE_bool('docs', False, 'only regenerate REPRODUCTIONS.md and the README tables')
-_KEEP = flags.DEFINE_bool('keep_rows', False, 'join the committed evidence (runs collected in an '
-                          'earlier sitting) with the finished runs in --workdir: the seeds of a '
-                          'row add up, and rows with no run here stay as committed')
+_KEEP = flags.DEFINE_bool('keep_rows', False, 'keep the committed runs (collected in an earlier '
+                          'sitting) beside the finished runs in --workdir: the seeds of a row '
+                          'add up, and rows with no run here stay as committed')
 _SEED_MAP = flags.DEFINE_enum('seed_map', None, list(seeds.CHOICES),
                               'how runs that differ only in their seed train (as '
                               'experiments.sweep): one program in one process (map, vmap), a '
@@ -50,7 +53,7 @@ _CONDITIONS = flags.DEFINE_string('conditions', '', 'what else ran on the machin
 
 
 def write_docs() -> None:
-  """REPRODUCTIONS.md and the README's card blocks from the committed evidence."""
+  """REPRODUCTIONS.md and the README's card blocks, derived from the committed runs."""
   found = evidence.load(EVIDENCE)
   REPRODUCTIONS_MD.write_text(render.render(found))
   README.write_text(render.splice(README.read_text(), render.readme_blocks(found)))

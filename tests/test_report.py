@@ -61,8 +61,10 @@ def test_bounds_by_metric_name():
     assert stats.bounds(name) == (0.0, 1.0), name
   for name in ('bleu', 'gen_bleu', 'gen_chrf'):
     assert stats.bounds(name) == (0.0, 100.0), name
-  for name in ('loss', 'perplexity', 'bits_per_char', 'steps_per_s'):
-    assert stats.bounds(name) is None, name
+  for name in ('loss', 'smoothed_loss', 'bits_per_char'):
+    assert stats.bounds(name) == (0.0, math.inf), name
+  assert stats.bounds('perplexity') == (1.0, math.inf)
+  assert stats.bounds('steps_per_s') is None
 
 
 def test_t_interval_equals_the_formula_away_from_the_bounds():

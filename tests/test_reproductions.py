@@ -1,32 +1,49 @@
-"""Reproduction cards: the committed tables equal their evidence, and the evidence its configs."""
+"""Reproduction cards: the committed docs equal their recomputation from the committed runs and the
+cards' definitions, a tampered copy fails that check and names what was tampered with, and the
+evidence of a sweep is written as per-run files."""
 
 import dataclasses
 import json
+import math
+import shutil
 
 import numpy as np
 import pytest
 
 from attention_zoo import sweeps
+from attention_zoo.analysis import report as sweep_report
+from attention_zoo.analysis import stats
 from attention_zoo.train import config_utils
 from attention_zoo.train import workdir as wd
-from attention_zoo.reproductions import cards, evidence, render
+from attention_zoo.reproductions import cards, check, derive, evidence, render
 from experiments import reproduce
 
 EVIDENCE = evidence.load(reproduce.EVIDENCE)
 
 
-def test_reproductions_md_is_generated_from_the_evidence():
-  assert reproduce.REPRODUCTIONS_MD.read_text() == render.render(EVIDENCE), (
-      'REPRODUCTIONS.md differs from its evidence: run python -m experiments.reproduce --docs')
+def _problems(folder=reproduce.EVIDENCE, md=None, readme=None):
+  return check.problems(folder, md if md is not None else reproduce.REPRODUCTIONS_MD.read_text(),
+                        readme if readme is not None else reproduce.README.read_text())
 
 
-def test_readme_tables_are_generated_from_the_evidence():
-  text = reproduce.README.read_text()
-  blocks = render.readme_blocks(EVIDENCE)
-  assert text == render.splice(text, blocks), (
-      'a README card table differs from its evidence: run python -m experiments.reproduce --docs')
-  for name in blocks:  # every card meant for the README has its markers there
-    assert f'<!-- card:{name} -->' in text and f'<!-- /card:{name} -->' in text
+def test_committed_docs_equal_their_recomputation_from_the_runs():
+  assert _problems() == [], 'run python -m experiments.reproduce --docs'
+
+
+def test_every_card_has_per_run_evidence_and_every_folder_is_a_card():
+  assert sorted(EVIDENCE) == sorted(cards.CARDS.names())
+  for name in EVIDENCE:
+    for run in (reproduce.EVIDENCE / name / evidence.RUNS).iterdir():
+      files = {p.name for p in run.iterdir()}
+      assert {wd.CONFIG, evidence.RUN} <= files, run
+      # a run's final metrics as it wrote them, or (older runs) as the earlier report kept them
+      assert ({wd.RESULTS, evidence.CURVE} <= files) != (evidence.RECORD in files), run
+  assert not list(reproduce.EVIDENCE.glob('*/report.json'))  # derived, never committed
+
+
+def test_evidence_stays_small():
+  size = sum(p.stat().st_size for p in reproduce.EVIDENCE.rglob('*') if p.is_file())
+  assert size < 5e6, f'reproductions/ holds {size / 1e6:.1f} MB'
 
 
 @pytest.mark.parametrize('name', cards.CARDS.names())
@@ -38,36 +55,119 @@ def test_card_rows_are_variants_of_its_sweep(name):
 
 
 @pytest.mark.parametrize('name', sorted(EVIDENCE))
-def test_evidence_agrees_with_itself_and_with_the_current_configs(name):
-  report = EVIDENCE[name]
+def test_committed_runs_are_runs_of_the_current_configs(name):
+  """Each committed run's config equals what its config file resolves to today, and the run
+  belongs to the row (variant) and seed its run.json names."""
   card = cards.CARDS.get(name)
-  folder = reproduce.EVIDENCE / name
   runs = {run.name: run for run in sweeps.expand(str(reproduce.ROOT / card.config))}
+  for run_dir in sorted((reproduce.EVIDENCE / name / evidence.RUNS).iterdir()):
+    about = wd.read_json(run_dir / evidence.RUN)
+    run = runs[run_dir.name]
+    assert (about['variant'], about['seed']) == (run.variant, run.overrides.get('seed', 0))
+    stored = wd.read_json(run_dir / wd.CONFIG)
+    current = config_utils.to_dict(sweeps.run_config(str(reproduce.ROOT / card.config), run))
+    flat_stored, flat_now = config_utils.flatten(stored), config_utils.flatten(current)
+    changed = {k: (v, flat_now.get(k)) for k, v in flat_stored.items() if flat_now.get(k) != v}
+    assert not changed, f'{name}/{run_dir.name}: the config changed since its evidence: {changed}'
+
+
+@pytest.mark.parametrize('name', sorted(EVIDENCE))
+def test_every_interval_respects_its_metrics_bounds(name):
+  report = EVIDENCE[name]
   for row in report['rows']:
-    if row['summary']:
-      values = row['summary']['values']
-      assert row['summary']['mean'] == pytest.approx(np.mean(values), rel=1e-12)
-      assert len(values) == len(row['seeds']) == len(row['runs'])
-      mean = row['summary']['mean'] * report['scale']
-    else:
-      mean = None
-    assert [row['verdict'], row['reason']] == list(evidence.row_verdict(
-        cards.Row(row['variant'], row['label'], target=row['target']), mean,
-        card.higher_is_better))
-    for run_name in row['runs']:
-      stored = json.loads((folder / 'configs' / f'{run_name}.json').read_text())
-      current = config_utils.to_dict(sweeps.run_config(str(reproduce.ROOT / card.config),
-                                                        runs[run_name]))
-      flat_stored, flat_now = config_utils.flatten(stored), config_utils.flatten(current)
-      changed = {k: (v, flat_now.get(k)) for k, v in flat_stored.items() if flat_now.get(k) != v}
-      assert not changed, f'{name}/{run_name}: the config changed since its evidence: {changed}'
-  if card.aggregate:
-    assert report['aggregate'] == evidence.strict_json(
-        evidence.aggregate_rows(card, report['rows']))
+    for metric, s in [(report['metric'], row['summary']), *row['shown'].items()]:
+      if s and s['n'] > 1:
+        lo, hi = stats.bounds(metric)
+        assert lo <= s['ci95'][0] <= s['mean'] <= s['ci95'][1] <= hi, (row['label'], metric)
 
 
-def _write_sweep(root, card, results_of):
-  """A sweep dir of `card` whose run r has results.json results_of(r) (None: not finished)."""
+# ---- tampering -----------------------------------------------------------------------------------
+def _copy(tmp_path):
+  """A copy of the evidence and the docs."""
+  shutil.copytree(reproduce.EVIDENCE, tmp_path / 'reproductions')
+  return (tmp_path / 'reproductions', reproduce.REPRODUCTIONS_MD.read_text(),
+          reproduce.README.read_text())
+
+
+def _edit_in_section(text, card, old, new):
+  """`text` with the first `old` after the heading (or README block) of `card` made `new`."""
+  starts = [i for i in (text.find(f'(`{card}`)'), text.find(f'<!-- card:{card} -->')) if i >= 0]
+  start = min(starts)
+  at = text.index(old, start)
+  return text[:at] + new + text[at + len(old):]
+
+
+DOC_EDITS = {  # what is edited: (file, card, old text, new text)
+    'a p-value': ('README.md', 'dates', '(p = 0.019)', '(p = 0.001)'),
+    'a mean': ('REPRODUCTIONS.md', 'se_mnist', '98.23 ± 0.23', '98.93 ± 0.23'),
+    'tokens/s': ('REPRODUCTIONS.md', 'multi30k_transformer', '| 1,439 |', '| 999,999 |'),
+    'a total time': ('REPRODUCTIONS.md', 'dates', 'total run time 19.7 min',
+                     'total run time 9.7 min'),
+    'a verdict': ('REPRODUCTIONS.md', 'se_mnist', '**Verdict:** not reproduced:',
+                  '**Verdict:** reproduced:'),
+    'a target': ('README.md', 'multi30k_transformer', '35 (reported)', '34 (reported)'),
+    'a target source': ('REPRODUCTIONS.md', 'dates', '99 (reported)', '99 (Saito, ch. 8)'),
+    'a deviation': ('REPRODUCTIONS.md', 'seq2seq_ladder', 'Generated questions, not the book',
+                    'The book\'s questions, as the book'),
+    'how a choice was made': ('REPRODUCTIONS.md', 'multi30k_transformer',
+                              'was chosen on the test split', 'was chosen on validation'),
+}
+
+
+@pytest.mark.parametrize('what', sorted(DOC_EDITS))
+def test_an_edited_doc_fails_the_check_and_the_failure_names_it(tmp_path, what):
+  folder, md, readme = _copy(tmp_path)
+  file, card, old, new = DOC_EDITS[what]
+  if file == 'README.md':
+    readme = _edit_in_section(readme, card, old, new)
+  else:
+    md = _edit_in_section(md, card, old, new)
+  found = check.problems(folder, md, readme)
+  assert found, f'{what} edited in {file}, and the check passed'
+  assert any(p.startswith(f'{file}:') and f'(card {card})' in p and new in p and old in p
+             for p in found), found
+
+
+def test_an_edited_run_file_fails_the_check_until_the_docs_are_redrawn(tmp_path):
+  folder, md, readme = _copy(tmp_path)
+  run = folder / 'multi30k_transformer' / evidence.RUNS / 'source=de,target=en,size=small_long,seed=0'
+  record = wd.read_json(run / evidence.RECORD)
+  assert record['splits']['test']['value'] == pytest.approx(37.94, abs=5e-3)
+  record['splits']['test']['value'] = 30.0
+  wd.write_json(run / evidence.RECORD, record)
+  found = check.problems(folder, md, readme)
+  assert any(p.startswith('README.md:') and '(card multi30k_transformer)' in p and '30.00' in p
+             and 'not reproduced' in p for p in found), found
+  assert any(p.startswith('REPRODUCTIONS.md:') and 'not reproduced: 30.00 < target 36.5' in p
+             for p in found), found
+  redrawn = evidence.load(folder)
+  assert check.problems(folder, render.render(redrawn),
+                        render.splice(readme, render.readme_blocks(redrawn))) == []
+
+
+@pytest.mark.parametrize('change', ['target', 'deviation', 'source'])
+def test_a_changed_definition_fails_the_check(change):
+  """The definition lives in cards.py only: a changed target, deviation or source there no
+  longer matches the committed docs."""
+  card = cards.CARDS.get('multi30k_transformer')
+  changed = {
+      'target': dataclasses.replace(card, rows=(dataclasses.replace(card.rows[0], target=98.0),
+                                                *card.rows[1:])),
+      'deviation': dataclasses.replace(card, deviations=card.deviations[:-1] + ('Other.',)),
+      'source': dataclasses.replace(card, rows=(card.rows[0], dataclasses.replace(
+          card.rows[1], target_source='a made-up table'))),
+  }[change]
+  with cards.CARDS.override(card.name, changed):
+    found = _problems()
+  assert found and all('(card multi30k_transformer)' in p for p in found), found
+  expected = {'target': 'target 98', 'deviation': 'Other.', 'source': 'a made-up table'}[change]
+  assert any(expected in p for p in found), found
+
+
+# ---- writing the evidence of a sweep --------------------------------------------------------------
+def _write_sweep(root, card, results_of, curve_of=None):
+  """A sweep dir of `card` whose run r has results.json results_of(i, r) (None: not finished)
+  and metrics.jsonl rows curve_of(i, r)."""
   runs = sweeps.expand(str(reproduce.ROOT / card.config))
   root.mkdir(parents=True, exist_ok=True)
   wd.write_json(root / wd.SWEEP, {'config': card.config, 'arg': card.config.partition(':')[2],
@@ -79,96 +179,139 @@ def _write_sweep(root, card, results_of):
       continue
     run_dir = root / wd.RUNS / run.name
     run_dir.mkdir(parents=True)
-    wd.write_json(run_dir / wd.CONFIG, {'model_name': 'test'})
+    wd.write_json(run_dir / wd.CONFIG, {'model_name': 'test', 'seed': run.overrides['seed']})
     wd.write_json(run_dir / wd.RESULTS, {'wall_s': 60.0, **results})
-    (run_dir / wd.METRICS).write_text('')
+    rows = curve_of(i, run) if curve_of else []
+    (run_dir / wd.METRICS).write_text(''.join(json.dumps(r) + '\n' for r in rows))
   return card
 
 
 def _fake_sweep(root, values):
   """A sweep dir of the multi30k_transformer card with results.json of the given BLEU values
-  (None: that run has not finished)."""
+  (None: that run has not finished) and a curve of validation and test rows."""
   def results(i, run):
     if i >= len(values) or values[i] is None:
       return None
     return {'test': {'gen_bleu': values[i], 'gen_chrf': 50.0}, 'tokens_per_s': 1000.0,
             'final_evaluation': {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}}
-  return _write_sweep(root, cards.CARDS.get('multi30k_transformer'), results)
+
+  def curve(i, run):
+    return [{'step': 100, 'split': 'train', 'loss': 3.0},
+            {'step': 100, 'split': 'validation', 'gen_bleu': 10.0 + i},
+            {'step': 200, 'split': 'validation', 'gen_bleu': 20.0 + i},
+            {'step': 200, 'split': 'test', 'gen_bleu': values[i]}]
+  return _write_sweep(root, cards.CARDS.get('multi30k_transformer'), results, curve)
+
+
+def _build(card, sweep_dir, tmp, conditions='', keep_from=None):
+  """The report of `card` from the sweep, through its written evidence (a fresh folder, or a
+  copy of `keep_from` joined with keep_rows)."""
+  folder = tmp / 'evidence'
+  shutil.rmtree(folder, ignore_errors=True)
+  if keep_from:
+    shutil.copytree(keep_from, folder)
+  return evidence.write(card, sweep_dir, folder, conditions, keep_rows=bool(keep_from))
+
+
+def test_write_stores_each_runs_files_and_load_derives_the_same_report(tmp_path):
+  card = _fake_sweep(tmp_path / 'sweep', [37.0, 30.0])
+  folder = tmp_path / 'reproductions'
+  report = evidence.write(card, tmp_path / 'sweep', folder, 'alone')
+  same = lambda x: json.dumps(x, sort_keys=True)  # (one seed: std NaN, which != itself)
+  assert same(evidence.load(folder)) == same({card.name: report})
+  runs = folder / card.name / evidence.RUNS
+  names = sorted(name for row in report['rows'] for name in row['runs'])
+  assert sorted(p.name for p in runs.iterdir()) == names
+  run = runs / names[0]
+  assert sorted(p.name for p in run.iterdir()) == sorted(
+      [wd.CONFIG, wd.RESULTS, evidence.CURVE, evidence.RUN])
+  # the results and the config as the run wrote them; the curve: its validation rows only
+  sweep_run = tmp_path / 'sweep' / wd.RUNS / names[0]
+  assert (run / wd.RESULTS).read_bytes() == (sweep_run / wd.RESULTS).read_bytes()
+  assert (run / wd.CONFIG).read_bytes() == (sweep_run / wd.CONFIG).read_bytes()
+  assert [(r['step'], r['gen_bleu']) for r in wd.read_jsonl(run / evidence.CURVE)] == [
+      (100, 10.0), (200, 20.0)]
+  assert wd.read_json(run / evidence.RUN)['conditions'] == 'alone'
+  assert report['evidence'] == {'runs': 2, 'results': 2, 'curves': 2, 'row_level': []}
+  assert 'each with its config, results.json and validation curve.' in render.section(report)
+  assert sorted(p.name for p in folder.iterdir()) == [card.name]  # no temp or old folder left
 
 
 def test_build_judges_each_row_against_its_target(tmp_path):
-  card = _fake_sweep(tmp_path, [37.0, 30.0])
-  report = evidence.build(card, tmp_path)
+  card = _fake_sweep(tmp_path / 'sweep', [37.0, 30.0])
+  report = _build(card, tmp_path / 'sweep', tmp_path)
   de_en, en_de = report['rows']
   assert (de_en['verdict'], de_en['reason']) == ('reproduced', '37.00 ≥ target 36.5')
   assert (en_de['verdict'], en_de['reason']) == ('not reproduced', '30.00 < target 35')
   assert report['verdict'] == 'partly reproduced'
   assert report['signatures'] == {'bleu_signature': 'nrefs:1|case:mixed|eff:no|tok:13a'}
   assert report['wall_s'] == 120.0 and de_en['wall_s'] == 60.0
-  assert '37.00' in render.table(report) and 'partly reproduced' in render.section(report)
+  table = render.table(report)
+  assert '37.00' in table and 'partly reproduced' in render.section(report)
+  # every target names its source; one with none cited reads "reported"
+  assert '| 36.5 (bentrevett/pytorch-seq2seq, notebook 6) |' in table
+  assert '| 35 (reported) |' in table
   # A shown 0-100 score keeps 2 decimals (chrF 50.00, not 50.0000); fractions keep 4.
-  assert '| 50.00 |' in render.table(report) and '50.0000' not in render.table(report)
+  assert '| 50.00 |' in table and '50.0000' not in table
   assert render._shown_digits({'mean': 0.98693}) == 4  # pylint: disable=protected-access
   # The seeds column counts them: one run of seed 0 reads '1 (0)', never a bare '0'.
-  assert '| 1 (0) |' in render.table(report) and '| 0 |' not in render.table(report)
+  assert '| 1 (0) |' in table and '| 0 |' not in table
 
 
-def test_write_stores_the_report_and_every_run_config_and_load_reads_them_back(tmp_path):
-  card = _fake_sweep(tmp_path / 'sweep', [37.0, 30.0])
-  folder = tmp_path / 'reproductions'
-  report = evidence.write(card, tmp_path / 'sweep', folder, 'alone')
-  assert evidence.load(folder) == {card.name: json.loads(json.dumps(report))}
-  runs = [name for row in report['rows'] for name in row['runs']]
-  assert sorted(p.stem for p in (folder / card.name / 'configs').glob('*.json')) == sorted(runs)
-  # keep_rows: a later sitting that ran only en->de keeps de->en from the stored evidence
-  _fake_sweep(tmp_path / 'later', [None, 36.0])
-  kept = evidence.write(card, tmp_path / 'later', folder, 'later', keep_rows=True)
-  assert [r['verdict'] for r in kept['rows']] == ['reproduced', 'reproduced']
-  assert sorted(p.name for p in folder.iterdir()) == [card.name]  # no temp or old folder left
+def test_every_cited_target_has_a_source_and_the_multi30k_length_choice_is_stated():
+  for card in map(cards.CARDS.get, cards.CARDS.names()):
+    for row in card.rows:
+      if row.target is not None and row.target_source:
+        assert any(row.label in s for s in card.sources) or card.name != 'multi30k_transformer'
+  text = reproduce.REPRODUCTIONS_MD.read_text()
+  assert 'was chosen on the test split' in text and 'stayed below 35 test BLEU' in text
+  assert 'Not done: a rerun with the length chosen on validation BLEU' in text
 
 
 def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):
   # two runs trained as one seed-parallel group of 2, each results.json with the group's 60 s
-  card = _write_sweep(tmp_path, cards.CARDS.get('multi30k_transformer'), lambda i, run: {
-      'test': {'gen_bleu': 36.0, 'gen_chrf': 50.0}, 'seed_group_size': 2})
-  report = evidence.build(card, tmp_path)
+  card = _write_sweep(tmp_path / 'sweep', cards.CARDS.get('multi30k_transformer'),
+                      lambda i, run: {'test': {'gen_bleu': 36.0, 'gen_chrf': 50.0},
+                                      'seed_group_size': 2})
+  report = _build(card, tmp_path / 'sweep', tmp_path)
   assert [r['wall_s'] for r in report['rows']] == [30.0, 30.0] and report['wall_s'] == 60.0
 
 
 def test_unfinished_rows_are_not_run_and_stray_variants_are_errors(tmp_path):
-  card = _fake_sweep(tmp_path, [37.0])  # only the first run finished
-  report = evidence.build(card, tmp_path)
-  assert report['rows'][1]['verdict'] == 'not run' and report['missing'] == [
-      report['rows'][1]['variant'] + ',seed=0']
+  card = _fake_sweep(tmp_path / 'sweep', [37.0])  # only the first run finished
+  report = _build(card, tmp_path / 'sweep', tmp_path)
+  assert report['rows'][1]['verdict'] == 'not run' and report['rows'][1]['runs'] == []
   other = dataclasses.replace(card, rows=card.rows[1:])
   with pytest.raises(ValueError, match='does not list'):
-    evidence.build(other, tmp_path)
+    _build(other, tmp_path / 'sweep', tmp_path)
 
 
-def test_keep_rows_takes_rows_without_runs_from_the_committed_report(tmp_path):
+def test_keep_rows_keeps_the_committed_runs_of_rows_without_runs_here(tmp_path):
   card = _fake_sweep(tmp_path / 'a', [37.0, 30.0])
-  previous = json.loads(json.dumps(evidence.build(card, tmp_path / 'a', 'first sitting')))
+  first = tmp_path / 'first'
+  evidence.write(card, tmp_path / 'a', first, 'first sitting')
   _fake_sweep(tmp_path / 'b', [None, 36.0])  # a later sitting ran only en->de
-  report = evidence.build(card, tmp_path / 'b', 'second sitting', previous)
+  report = _build(card, tmp_path / 'b', tmp_path, 'second sitting', keep_from=first)
   de_en, en_de = report['rows']
   assert (de_en['by_seed'], de_en['conditions'], de_en['verdict']) == (
       {0: 37.0}, 'first sitting', 'reproduced')
   assert (en_de['by_seed'], en_de['conditions'], en_de['verdict']) == (
       {0: 36.0}, 'second sitting', 'reproduced')
-  assert report['verdict'] == 'reproduced' and report['missing'] == []
+  assert report['verdict'] == 'reproduced'
   assert report['conditions'] == ('Transformer de→en: first sitting; '
                                   'Transformer en→de: second sitting')
   assert report['wall_s'] == 120.0
-  assert evidence.build(card, tmp_path / 'b')['rows'][0]['verdict'] == 'not run'
+  assert _build(card, tmp_path / 'b', tmp_path)['rows'][0]['verdict'] == 'not run'
 
 
 def test_rows_reading_splits_of_one_run_count_its_time_once(tmp_path):
   # joint bAbI: 2 runs (60 s each), each read by the 20 rows, one split a row
   card = dataclasses.replace(cards.CARDS.get('babi_memn2n_joint'),
                              config='configs/babi_memn2n.py:tasks=joint,seeds=2')
-  report = evidence.build(_write_sweep(tmp_path, card, lambda i, run: {
+  _write_sweep(tmp_path / 'sweep', card, lambda i, run: {
       **{f'test_task{t}': {'accuracy': 0.9} for t in range(1, 21)},
-      'train': {'accuracy': 0.9, 'loss': 1.0}}), tmp_path)
+      'train': {'accuracy': 0.9, 'loss': 1.0}})
+  report = _build(card, tmp_path / 'sweep', tmp_path)
   assert len(report['rows']) == 20 and report['rows'][0]['wall_s'] == 60.0
   assert report['wall_s'] == 120.0  # not 20 x 120
 
@@ -183,7 +326,8 @@ def test_best_of_n_protocol_and_the_mean_over_rows(tmp_path):
     t, seed = int(run.arg.split(',')[0].split('=')[1]), run.overrides['seed']
     return {'test': {'accuracy': 1 - t * (2 - seed) / 100},
             'train': {'accuracy': 0.9 + 0.05 * seed, 'loss': 1.0}}
-  report = evidence.build(_write_sweep(tmp_path, card, results), tmp_path)
+  _write_sweep(tmp_path / 'sweep', card, results)
+  report = _build(card, tmp_path / 'sweep', tmp_path)
   task3 = report['rows'][2]
   assert task3['summary']['mean'] == pytest.approx(0.045)  # errors 6% and 3%
   assert task3['selected'] == {'seed': 1, 'value': pytest.approx(0.03), 'of': 2}
@@ -197,6 +341,7 @@ def test_best_of_n_protocol_and_the_mean_over_rows(tmp_path):
   assert task3['verdict'] == 'reported'
   text = render.section(report)
   assert '3.0 (seed 1 of 2)' in text and 'ours, the selected seeds 10.5, 15 failed' in text
+  assert 'Target 13.9 (Sukhbaatar et al. (2015), Table 1, PE LS RN: mean error)' in text
 
 
 def test_keep_rows_joins_the_seeds_of_two_sittings(tmp_path):
@@ -214,22 +359,55 @@ def test_keep_rows_joins_the_seeds_of_two_sittings(tmp_path):
               'train': {'accuracy': 0.99 - 0.01 * seed, 'loss': 1.0}}
     return results
 
-  first = _write_sweep(tmp_path / 'a', card, sitting({0, 1}, lambda s: 5.0))  # s0 replaced below
-  previous = json.loads(json.dumps(evidence.build(first, tmp_path / 'a', 'first sitting')))
+  _write_sweep(tmp_path / 'a', card, sitting({0, 1}, lambda s: 5.0))  # s0 replaced below
+  first = tmp_path / 'first'
+  evidence.write(card, tmp_path / 'a', first, 'first sitting')
   _write_sweep(tmp_path / 'b', card, sitting({0, 2}, lambda s: s + 1.0))
-  report = evidence.build(card, tmp_path / 'b', 'second sitting', previous)
+  report = _build(card, tmp_path / 'b', tmp_path, 'second sitting', keep_from=first)
   task2 = report['rows'][1]
-  assert task2['seeds'] == [0, 1, 2] and report['missing'] == []
+  assert task2['seeds'] == [0, 1, 2]
   assert task2['by_seed'] == pytest.approx({0: 0.02, 1: 0.10, 2: 0.06})  # seed 0 re-run: 1 · 2 %
   assert task2['summary']['mean'] == pytest.approx(0.06)
   assert task2['selected'] == {'seed': 0, 'value': pytest.approx(0.02), 'of': 3}
   assert task2['conditions'] == 'seeds 0, 2: second sitting; seeds 1: first sitting'
-  # A third sitting with no finished run rebuilds the same row from the committed records.
-  _write_sweep(tmp_path / 'c', card, lambda i, run: None)
-  committed = json.loads(json.dumps(report))
-  again = evidence.build(card, tmp_path / 'c', 'third sitting', committed)['rows'][1]
-  assert (again['by_seed'], again['selected'], again['conditions']) == (
-      task2['by_seed'], task2['selected'], task2['conditions'])
+
+
+def test_runs_older_than_per_run_files_and_row_level_numbers(tmp_path):
+  """A run kept as record.json (no results.json, no curve) is read as its record; legacy.json
+  fills a row's timings and selected seed only where no run of the row has its own."""
+  card = dataclasses.replace(cards.CARDS.get('babi_memn2n'),
+                             config='configs/babi_memn2n.py:tasks=all,seeds=2')
+  folder = tmp_path / card.name
+  for row in card.rows:
+    for seed in (0, 1):
+      run = folder / evidence.RUNS / f'{row.variant},seed={seed}'
+      run.mkdir(parents=True)
+      wd.write_json(run / wd.CONFIG, {})
+      wd.write_json(run / evidence.RUN, {'variant': row.variant, 'seed': seed,
+                                         'conditions': 'then', 'machine': '2 CPUs (x86_64)'})
+      wd.write_json(run / evidence.RECORD, {
+          'note': 'kept by an earlier report', 'select_key': None, 'wall_s': None,
+          'tokens_per_s': None, 'steps_per_s': None, 'final_evaluation': None,
+          'splits': {'test': {'value': 0.01 * (seed + 1), 'shown': {}}}})
+  wd.write_json(folder / evidence.LEGACY, {'note': '', 'rows': {
+      row.variant: {'wall_s': 30.0, 'tokens_per_s': 5.0, 'steps_per_s': None,
+                    'selected_seed': 1} for row in card.rows}})
+  report = evidence.read_card(card, folder)
+  task1 = report['rows'][0]
+  assert task1['selected'] == {'seed': 1, 'value': 0.02, 'of': 2}
+  assert (task1['wall_s'], task1['tokens_per_s'], task1['steps_per_s']) == (30.0, 5.0, None)
+  assert report['wall_s'] == 20 * 2 * 30.0
+  assert report['evidence'] == {'runs': 40, 'results': 0, 'curves': 0,
+                                'row_level': ['selected_seed', 'tokens_per_s', 'wall_s']}
+  line = render.evidence_line(report)
+  assert 'none has a validation curve: they predate per-run files' in line
+  assert 'Per-run wall time, tokens/s, training error (which picks the selected seed): not ' \
+         'committed' in line
+  # a run of the row with its own timing wins over the row-level number
+  rec = wd.read_json(folder / evidence.RUNS / f'{card.rows[0].variant},seed=0' / evidence.RECORD)
+  wd.write_json(folder / evidence.RUNS / f'{card.rows[0].variant},seed=0' / evidence.RECORD,
+                {**rec, 'wall_s': 90.0})
+  assert evidence.read_card(card, folder)['rows'][0]['wall_s'] == 90.0
 
 
 def test_splice_replaces_only_the_marked_block():
@@ -240,7 +418,6 @@ def test_splice_replaces_only_the_marked_block():
 
 def test_an_ordering_on_an_error_card_wants_the_error_to_fall():
   """On a complement card (values are errors) "worse -> better" means a falling error."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
   base = cards.CARDS.get('seq2seq_ladder')
   row = lambda label, values: {'label': label, 'summary': {'n': len(values)},
                                'by_seed': dict(enumerate(values))}
@@ -250,14 +427,40 @@ def test_an_ordering_on_an_error_card_wants_the_error_to_fall():
   rising = {k: row(v['label'], [1.0 - x for x in v['by_seed'].values()])
             for k, v in falling.items()}
   errors = dataclasses.replace(base, complement=True)
-  assert evidence.order_verdict(errors, falling)[0] == 'ordering reproduced'
-  assert evidence.order_verdict(errors, rising)[0] == 'not reproduced'
-  assert evidence.order_verdict(base, rising)[0] == 'ordering reproduced'
-  assert evidence.order_verdict(base, falling)[0] == 'not reproduced'
+  assert derive.order_verdict(errors, falling)[0] == 'ordering reproduced'
+  assert derive.order_verdict(errors, rising)[0] == 'not reproduced'
+  assert derive.order_verdict(base, rising)[0] == 'ordering reproduced'
+  assert derive.order_verdict(base, falling)[0] == 'not reproduced'
 
 
 def test_a_verdict_shows_the_digit_that_decides_it():
   row = cards.Row('', 'mean', target=12.4)
-  assert evidence.row_verdict(row, 12.4242, False, 1) == ('not reproduced', '12.42 > target 12.4')
-  assert evidence.row_verdict(row, 12.5, False, 1) == ('not reproduced', '12.5 > target 12.4')
-  assert evidence.row_verdict(row, 12.39, False, 1) == ('reproduced', '12.4 ≤ target 12.4')
+  assert derive.row_verdict(row, 12.4242, False, 1) == ('not reproduced', '12.42 > target 12.4')
+  assert derive.row_verdict(row, 12.5, False, 1) == ('not reproduced', '12.5 > target 12.4')
+  assert derive.row_verdict(row, 12.39, False, 1) == ('reproduced', '12.4 ≤ target 12.4')
+
+
+# ---- bounded intervals ---------------------------------------------------------------------------
+def test_a_loss_interval_never_goes_below_zero():
+  """The demo's report gave a near-zero loss the interval [-0.0002, 0.0044]: the t interval of a
+  loss is clipped at 0 (and a perplexity at 1), and says so."""
+  values = [0.0001, 0.0040, 0.0005]
+  half = 4.302652729911275 * np.std(values, ddof=1) / math.sqrt(3)  # t(0.975, 2)
+  assert np.mean(values) - half < 0  # the plain t interval leaves [0, ∞)
+  for metric in ('loss', 'smoothed_loss', 'bits_per_char'):
+    s = stats.summarize(values, stats.bounds(metric))
+    assert s['ci95'] == [0.0, pytest.approx(np.mean(values) + half)]
+    assert s['interval'] == 't, clipped to [0, ∞)'
+  assert stats.summarize([1.001, 1.2, 1.0001], stats.bounds('perplexity'))['ci95'][0] == 1.0
+
+
+def test_a_sweep_report_clips_the_loss_interval(tmp_path):
+  """The report of a sweep (what `make demo` writes) clips the loss the same way."""
+  losses = [0.0001, 0.0040, 0.0005]  # per seed
+  _write_sweep(tmp_path, cards.CARDS.get('dates_combine'), lambda i, run: {
+      'test': {'loss': losses[run.overrides['seed']], 'gen_exact_match': 0.99}})
+  report = sweep_report.build(tmp_path)
+  assert len(report['variants']) == 2
+  for variant in report['variants']:
+    loss = variant['metrics']['loss']
+    assert loss['n'] == 3 and loss['ci95'][0] == 0.0 and loss['ci95'][1] > max(losses)

@@ -2,9 +2,12 @@
 
 A variant is run with a few seeds (n = 3 typically); its final metric per seed is one value.
 
-- `bounds(metric)`: the range of a bounded metric, looked up by the end of its name.
+- `bounds(metric)`: the range of a metric, looked up by the end of its name: [0, 1] for
+  accuracies and error rates, [0, 100] for BLEU and chrF, [0, ∞) for a loss or bits per char
+  (cross-entropies), [1, ∞) for a perplexity (exp of one).
 - `summarize(values, bounds)`: mean, std (ddof=1) and a 95% interval for the mean. The interval is
-  Student's t, mean ± t(0.975, n-1) · std / √n, clipped to the metric's bounds when it has some.
+  Student's t, mean ± t(0.975, n-1) · std / √n, clipped to the metric's bounds when it has some
+  (the rule: an end beyond a bound is moved onto it; a loss's lower end never goes below 0).
   Clipping only removes values the mean cannot take, so it keeps the t interval's coverage; a
   percentile bootstrap over 3 seeds has 10 distinct resample means and its interval lies inside
   [min, max] of the values, far narrower than the t interval and covering the mean less often.
@@ -21,8 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-# The end of a metric's name ('_'-separated words) -> the metric's range. Other metrics (loss,
-# perplexity, bits_per_char, ...) are unbounded above.
+# The end of a metric's name ('_'-separated words) -> the metric's range (math.inf: unbounded
+# above). Other metrics (a rate such as steps_per_s) have no range here.
 BOUNDS: dict[str, tuple[float, float]] = {
     'accuracy': (0.0, 1.0),  # accuracy, token_accuracy, seq_accuracy, gen_token_accuracy
     'exact_match': (0.0, 1.0),  # exact_match, gen_exact_match
@@ -30,6 +33,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     'error_rate': (0.0, 1.0),
     'bleu': (0.0, 100.0),  # sacrebleu's scale: bleu, gen_bleu
     'chrf': (0.0, 100.0),  # chrf, gen_chrf
+    'loss': (0.0, math.inf),  # a cross-entropy (label-smoothed too): loss, smoothed_loss
+    'bits_per_char': (0.0, math.inf),  # a cross-entropy in bits
+    'bpc': (0.0, math.inf),
+    'perplexity': (1.0, math.inf),  # exp of a cross-entropy
 }
 LEVEL = 0.95  # the confidence of every interval
 
@@ -44,11 +51,11 @@ def bounds(metric: str) -> tuple[float, float] | None:
 
 
 def interval_label(bounds_: tuple[float, float] | None) -> str:
-  """What summarize's interval is, e.g. 't, clipped to [0, 1]'."""
+  """What summarize's interval is, e.g. 't, clipped to [0, 1]' or 't, clipped to [0, ∞)'."""
   if bounds_ is None:
     return 't'
   lo, hi = bounds_
-  return f't, clipped to [{lo:g}, {hi:g}]'
+  return f't, clipped to [{lo:g}, ' + ('∞)' if math.isinf(hi) else f'{hi:g}]')
 
 
 def summarize(values: Sequence[float], bounds: tuple[float, float] | None = None, *,

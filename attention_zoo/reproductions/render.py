@@ -1,8 +1,9 @@
-"""REPRODUCTIONS.md and the README's card tables, drawn from the cards' evidence alone.
+"""REPRODUCTIONS.md and the README's card tables, drawn from the cards' derived reports alone.
 
-`evidence` is card name -> its report.json (attention_zoo.reproductions.evidence.load); nothing
-here reads a run or computes a statistic, so the committed text is a function of the committed
-evidence, and tests/test_reproductions.py checks that it equals this rendering: no number in
+`evidence` is card name -> its report, derived from the committed runs and the card's definition
+(attention_zoo.reproductions.evidence.load); nothing here reads a run or computes a statistic, so
+the committed text is a function of the committed runs and cards.py, and
+attention_zoo.reproductions.check compares the committed text with this rendering: no number in
 them is typed by hand.
 """
 
@@ -47,8 +48,10 @@ def table(report: dict[str, Any]) -> str:
   extra = report['shown']
   vs = report.get('baseline')
   papers = any(r['paper'] is not None for r in report['rows'])
+  targets = any(r['target'] is not None for r in report['rows'])
   picks = any(r.get('selected') for r in report['rows'])
-  head = (['', *(['paper'] if papers else []), f'ours: {metric}',
+  head = (['', *(['paper'] if papers else []), *(['target (source)'] if targets else []),
+           f'ours: {metric}',
            *(['ours: the selected seed'] if picks else []), *[f'{m}' for m in extra],
            *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'n (seeds)', 'verdict',
            'wall time / run', 'tokens/s'])
@@ -58,7 +61,9 @@ def table(report: dict[str, Any]) -> str:
     if r['reference']:
       paper += f' ({r["reference"]})'
     pick = r.get('selected')
-    cells = [r['label'], *([paper] if papers else []), _pm(r['summary'], scale, digits),
+    target = '-' if r['target'] is None else f'{r["target"]:g} ({r["target_source"]})'
+    cells = [r['label'], *([paper] if papers else []), *([target] if targets else []),
+             _pm(r['summary'], scale, digits),
              *([f'{pick["value"] * scale:.{digits}f} (seed {pick["seed"]} of {pick["of"]})'
                 if pick else '-'] if picks else []),
              *[_pm(r['shown'].get(m), 1.0, _shown_digits(r['shown'].get(m))) for m in extra],
@@ -88,7 +93,32 @@ def aggregate_line(report: dict[str, Any]) -> str:
     parts.append(f'ours, the selected seeds {text(agg["selected"])}')
   fails = f' (failed: {over})' if agg['fail_above'] is not None else ''
   return (f'**Mean over the {agg["n_rows"]} rows{fails}:** ' + '; '.join(parts) +
-          f'. Target {agg["target"]:g}.')
+          f'. Target {agg["target"]:g} ({agg["source"]}).')
+
+
+def evidence_line(report: dict[str, Any]) -> str:
+  """What the card's numbers are derived from, and what its runs lack."""
+  ev, name = report['evidence'], report['card']
+  rerun = f'`python -m experiments.reproduce --card={name}` reruns them'
+  old = ev['runs'] - ev['results']  # runs kept as the earlier report's records
+  text = f'**Evidence:** {ev["runs"]} runs in `reproductions/{name}/runs/`, each with its config'
+  if not old:
+    text += ', results.json and validation curve.'
+  elif old == ev['runs']:
+    text += (' and the final metrics an earlier report kept of it (record.json); none has a '
+             f'validation curve: they predate per-run files ({rerun}).')
+  else:
+    text += (f'; {ev["results"]} with results.json and validation curve, {old} with only the '
+             f'final metrics an earlier report kept (record.json), no curve: they predate '
+             f'per-run files ({rerun}).')
+  if ev['row_level']:
+    what = {'wall_s': 'wall time', 'tokens_per_s': 'tokens/s', 'steps_per_s': 'steps/s',
+            'selected_seed': 'training error (which picks the selected seed)'}
+    text += (' Per-run ' + ', '.join(v for k, v in what.items() if k in ev['row_level']) +
+             ': not committed; '
+             'the table shows the earlier report\'s row-level numbers (legacy.json), which '
+             'cannot be recomputed from the runs.')
+  return text
 
 
 def section(report: dict[str, Any]) -> str:
@@ -101,12 +131,18 @@ def section(report: dict[str, Any]) -> str:
          + (f'; {report["conditions"]}' if report.get('conditions') else '') + ')', '',
          f'**Statistics:** {report["statistics"]}'
          + (f'; selected seed: {report["selection"]}' if report.get('selection') else ''), '',
-         table(report)]
+         evidence_line(report), '', table(report)]
   for key, value in sorted(report.get('signatures', {}).items()):
     out.append(f'sacrebleu {key}: `{value}`  ')
+  if report['sources']:
+    out += ['', 'Sources of the targets:', '']
+    out += [f'- {d}' for d in report['sources']]
   if report['deviations']:
     out += ['', 'Deviations from the paper kept:', '']
     out += [f'- {d}' for d in report['deviations']]
+  if report['choices']:
+    out += ['', 'How its choices were made:', '']
+    out += [f'- {c}' for c in report['choices']]
   return '\n'.join(out).rstrip() + '\n'
 
 
@@ -114,13 +150,17 @@ def render(evidence: dict[str, dict[str, Any]]) -> str:
   """REPRODUCTIONS.md."""
   missing = [name for name in CARDS.names() if name not in evidence]
   out = ['# Reproductions', '',
-         '<!-- Generated by `python -m experiments.reproduce --docs` from reproductions/*/'
-         'report.json; do not edit by hand. -->', '',
-         'Each card runs a sweep with `python -m experiments.reproduce --card=NAME`, writes its '
-         'evidence (`reproductions/NAME/report.json` and the resolved config of every run) and '
-         'regenerates this file. Verdicts: *reproduced* (the target is met by the mean over '
-         'seeds), *not reproduced* (it is not; the reason gives both numbers), *reported* (no '
-         'target).', '']
+         '<!-- Generated by `python -m experiments.reproduce --docs` from reproductions/*/runs/ '
+         'and attention_zoo/reproductions/cards.py; do not edit by hand. -->', '',
+         'Each card runs a sweep with `python -m experiments.reproduce --card=NAME` and commits, '
+         'per run, the small files a reader needs to recompute it (`reproductions/NAME/runs/RUN/`: '
+         'the resolved config, results.json and the validation curve); every number below is '
+         'derived from those files and the card\'s definition in '
+         '`attention_zoo/reproductions/cards.py` each time this file is drawn, and a test '
+         'recomputes it. Verdicts: *reproduced* (the target is met by the mean over seeds), '
+         '*not reproduced* (it is not; the reason gives both numbers), *reported* (no target). '
+         'Every target names its source (a paper\'s table, a public repository); one with none '
+         'cited is marked *reported*.', '']
   if missing:
     out += ['Cards without evidence yet: ' + ', '.join(f'`{m}`' for m in missing) + '.', '']
   out += [section(evidence[name]) for name in sorted(evidence)]

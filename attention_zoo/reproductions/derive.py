@@ -1,0 +1,230 @@
+"""A card's report, derived from the records of its runs and the card's definition alone.
+
+`report(card, records, legacy)` computes every number the docs show: per row the mean over seeds
+and its interval (attention_zoo.analysis.stats), the paired difference from the baseline, the
+seed a selection protocol picks, wall time and throughput, and the verdicts of the rows, of an
+ordering claim and of an aggregate claim (see attention_zoo.reproductions.cards). A record is
+what attention_zoo.reproductions.evidence reads from one run's committed files:
+
+  {'name', 'variant', 'seed', 'conditions', 'machine',
+   'splits': {split: {'value': the card's metric (1 - metric on a complement card),
+                      'shown': {metric: value}}},
+   'select_key', 'wall_s', 'tokens_per_s', 'steps_per_s', 'final_evaluation',
+   'curve': the validation rows of metrics.jsonl, or None for a run that predates them}
+
+`legacy` holds, for cards whose earlier report kept no per-run timings, the row-level numbers of
+that report (wall time, tokens/s, steps/s means, the selected seed): they fill a row only where
+no run of it has its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from attention_zoo.analysis import stats
+from attention_zoo.reproductions.cards import SELECTIONS, Card, Row
+
+TIMINGS = ('wall_s', 'tokens_per_s', 'steps_per_s')  # per-run numbers a row shows as means
+
+
+def _mean(values: list[float | None]) -> float | None:
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def _finite(by_seed: dict[int, float | None]) -> dict[int, float]:
+  return {s: v for s, v in by_seed.items() if v is not None}
+
+
+def row(card: Card, row_: Row, records: list[dict[str, Any]],
+        legacy: dict[str, Any] | None = None) -> dict[str, Any]:
+  """One row of the report from the records of its runs (and its legacy row-level numbers)."""
+  group = sorted(records, key=lambda r: r['seed'])
+  splits = [r['splits'].get(row_.split, {'value': None, 'shown': {}}) for r in group]
+  by_seed = {r['seed']: s['value'] for r, s in zip(group, splits)}
+  values = [v for v in by_seed.values() if v is not None]
+  summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
+  mean = summary['mean'] * card.scale if summary else None
+  verdict, reason = row_verdict(row_, mean, card.higher_is_better)
+  legacy, from_legacy = legacy or {}, []
+  timings = {}
+  for key in TIMINGS:
+    timings[key] = _mean([r[key] for r in group])
+    if timings[key] is None and legacy.get(key) is not None:
+      timings[key] = legacy[key]
+      from_legacy.append(key)
+  selected = None
+  if card.select and group:
+    if all(r['select_key'] is not None for r in group):
+      # (a key's infinities are null in JSON: an unknown value sorts last)
+      best = min(group, key=lambda r: tuple(np.inf if v is None else v for v in r['select_key']))
+      seed = best['seed']
+    else:
+      seed = legacy.get('selected_seed')
+      from_legacy.append('selected_seed')
+    if seed is not None:
+      selected = {'seed': seed, 'value': by_seed[seed], 'of': len(group)}
+  sittings = list(dict.fromkeys(r['conditions'] for r in group))
+  return {
+      'variant': row_.variant, 'label': row_.label, 'paper': row_.paper,
+      'reference': row_.reference, 'target': row_.target,
+      'target_source': row_.target_source or 'reported', 'split': row_.split,
+      'runs': [r['name'] for r in group], 'seeds': [r['seed'] for r in group],
+      'summary': summary, 'selected': selected,
+      'shown': {m: stats.summarize([s['shown'][m] for s in splits], stats.bounds(m))
+                for m in card.shown if group and all(m in s['shown'] for s in splits)},
+      'verdict': verdict, 'reason': reason, **timings,
+      'final_evaluation': [r['final_evaluation'] for r in group],
+      'by_seed': by_seed,
+      'curves': sum(r['curve'] is not None for r in group),
+      'from_legacy': from_legacy,
+      'conditions': sittings[0] if len(sittings) == 1 else '; '.join(
+          f'seeds {", ".join(str(r["seed"]) for r in group if r["conditions"] == c)}: '
+          f'{c or "alone"}' for c in sittings),
+  }
+
+
+def report(card: Card, records: dict[str, dict[str, Any]],
+           legacy: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+  """The card's report from the records of its runs (run name -> record) and its definition.
+
+  legacy: variant -> the earlier report's row-level numbers (see the module docstring).
+  """
+  known = {r.variant for r in card.rows}
+  stray = sorted({r['variant'] for r in records.values()} - known)
+  if stray:
+    raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
+                     f'its rows: {sorted(known)}')
+  legacy = legacy or {}
+  rows = [row(card, r, [rec for rec in records.values() if rec['variant'] == r.variant],
+              legacy.get(r.variant)) for r in card.rows]
+  signatures = {k: v for r in rows for final in r['final_evaluation'] if final
+                for k, v in final.items() if k.endswith('_signature')}
+  # rows that read one run's several splits (the joint bAbI card) count its time once
+  walls = {tuple(r['runs']): r['wall_s'] * len(r['runs']) for r in rows
+           if r['wall_s'] is not None}.values()
+  sittings = {r['conditions'] for r in rows if r['runs']}
+  by_variant = {r['variant']: r for r in rows}  # (the baseline and order name unique variants)
+  if card.baseline:
+    base = by_variant[card.baseline]['by_seed']
+    for r in rows:
+      r['vs_baseline'] = (stats.paired_test(_finite(r['by_seed']), _finite(base))
+                          if r['variant'] != card.baseline else None)
+  aggregate = aggregate_rows(card, rows) if card.aggregate else None
+  if aggregate:
+    verdict, reason = aggregate['verdict'], aggregate['reason']
+  else:
+    verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(rows))
+  intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
+  machines = sorted({rec['machine'] for rec in records.values()})
+  return {
+      'card': card.name, 'title': card.title, 'paper': card.paper, 'claim': card.claim,
+      'config': card.config, 'command': card.command, 'metric': card.metric,
+      'metric_label': card.metric_label, 'scale': card.scale, 'digits': card.digits,
+      'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
+      'complement': card.complement, 'aggregate': aggregate,
+      'selection': SELECTIONS[card.select][1] if card.select else None,
+      'statistics': ('mean ± std over seeds [95% CI: ' + (', '.join(intervals) or 'none') +
+                     ']; one seed: the value alone'),
+      'signatures': signatures, 'wall_s': float(sum(walls)) if walls else None,
+      'machine': '; '.join(machines),
+      'conditions': (sittings.pop() if len(sittings) == 1 else '; '.join(
+          f'{r["label"]}: {r["conditions"] or "alone"}' for r in rows if r['runs'])),
+      'deviations': list(card.deviations), 'sources': list(card.sources),
+      'choices': list(card.choices),
+      'readme': card.readme, 'baseline': card.baseline,
+      'baseline_label': by_variant[card.baseline]['label'] if card.baseline else None,
+      'evidence': {'runs': len(records),
+                   'results': sum(rec['results'] for rec in records.values()),
+                   'curves': sum(rec['curve'] is not None for rec in records.values()),
+                   'row_level': sorted({k for r in rows for k in r['from_legacy']})},
+  }
+
+
+def row_verdict(row_: Row, mean: float | None, higher_is_better: bool = True,
+                digits: int = 2) -> tuple[str, str]:
+  """(verdict, reason) of one row from its mean over seeds (already scaled)."""
+  if mean is None or math.isnan(mean):
+    return 'not run', 'no finished run in the evidence'
+  bar = row_.target
+  if bar is None:
+    return 'reported', 'no target for this row'
+  met = mean >= bar if higher_is_better else mean <= bar
+  sign = ('≥' if higher_is_better else '≤') if met else ('<' if higher_is_better else '>')
+  while not met and digits < 6 and round(mean, digits) == round(bar, digits):
+    digits += 1  # "12.4 > target 12.4" says nothing: show the digit that decides
+  return ('reproduced' if met else 'not reproduced'), f'{mean:.{digits}f} {sign} target {bar:g}'
+
+
+def aggregate_rows(card: Card, rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """The card's claim on the mean over its rows: the mean and the failures (rows worse than
+  fail_above) over seeds and, with a selection protocol, of the selected seeds; judged on the
+  protocol's mean where the card has one (the paper's own), else on the mean over seeds."""
+  agg, scale = card.aggregate, card.scale
+  # (rounded: an error of exactly 5% computes as 1 - 0.95 = 0.05000000000000004)
+  worse = (lambda v: round(v, 9) < agg.fail_above) if card.higher_is_better else (
+      lambda v: round(v, 9) > agg.fail_above)
+
+  def stat(values: list[float]) -> dict[str, Any]:
+    return {'mean': float(np.mean(values)),
+            'failed': None if agg.fail_above is None else sum(map(worse, values))}
+
+  out: dict[str, Any] = {'target': agg.target, 'source': agg.source or 'reported',
+                         'fail_above': agg.fail_above, 'n_rows': len(rows)}
+  papers = [r['paper'] for r in rows]
+  out['paper'] = ({'mean': float(np.mean(papers)), 'failed': agg.paper_failed}
+                  if None not in papers else None)
+  done = [r for r in rows if r['summary']]
+  out['seeds'] = stat([r['summary']['mean'] * scale for r in done]) if done else None
+  picked = [r for r in done if r['selected']]
+  out['selected'] = (stat([r['selected']['value'] * scale for r in picked])
+                     if card.select and picked else None)
+  judged, how = ((out['selected'], 'the selection protocol') if card.select else
+                 (out['seeds'], 'the mean over seeds'))
+  unrun = [r['label'] for r in rows if not r['summary'] or (card.select and not r['selected'])]
+  if unrun:
+    out['verdict'], out['reason'] = 'not run', f'no finished run: {", ".join(unrun)}'
+    return out
+  failed = '' if judged['failed'] is None else f'; {judged["failed"]} of {len(rows)} failed'
+  out['verdict'], reason = row_verdict(Row('', 'mean', target=agg.target),
+                                       judged['mean'], card.higher_is_better, card.digits)
+  out['reason'] = f'mean over {len(rows)} rows {reason} ({how}){failed}'
+  return out
+
+
+def order_verdict(card: Card, by_variant: dict[str, dict[str, Any]]) -> tuple[str, str]:
+  """The verdict of an ordering claim: each step worse -> better holds in the means and is
+  significant (paired t-test over shared seeds, p < 0.05). Better is lower on a complement card
+  (its values are errors)."""
+  steps = []
+  for worse, better in zip(card.order, card.order[1:]):
+    lo, hi = by_variant[worse], by_variant[better]
+    if not (lo['summary'] and hi['summary']):
+      return 'not run', f'{lo["label"] if not lo["summary"] else hi["label"]} has no finished run'
+    test = stats.paired_test(_finite(hi['by_seed']), _finite(lo['by_seed']))
+    diff = test['mean_diff'] * card.scale
+    steps.append((lo['label'], hi['label'], diff, test['p_value']))
+  text = '; '.join(f'{b} - {a} = {d:+.{card.digits}f} (p = {p:.3f})' for a, b, d, p in steps)
+  sign = 1.0 if card.higher_is_better else -1.0
+  bad = [(a, b) for a, b, d, p in steps if not (sign * d > 0 and p < 0.05)]
+  if not bad:
+    return 'ordering reproduced', text
+  return 'not reproduced', ('not significantly ordered: ' +
+                            ', '.join(f'{a} < {b}' for a, b in bad) + '; ' + text)
+
+
+def card_verdict(rows: list[dict[str, Any]]) -> tuple[str, str]:
+  """The card's verdict from its rows' verdicts."""
+  judged = [r for r in rows if r['verdict'] in ('reproduced', 'not reproduced')]
+  unrun = [r['label'] for r in rows if r['verdict'] == 'not run']
+  tail = f'; not run yet: {", ".join(unrun)}' if unrun else ''
+  if not judged:
+    return ('reported' if not unrun else 'not run'), 'no row has a target' + tail
+  ok = [r['label'] for r in judged if r['verdict'] == 'reproduced']
+  if len(ok) == len(judged):
+    return 'reproduced', f'every target met ({len(ok)} of {len(judged)})' + tail
+  short = '; '.join(f'{r["label"]} {r["reason"]}' for r in judged if r['verdict'] != 'reproduced')
+  return ('partly reproduced' if ok else 'not reproduced'), short + tail
