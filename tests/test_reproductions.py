@@ -30,6 +30,12 @@ def test_committed_docs_equal_their_recomputation_from_the_runs():
   assert _problems() == [], 'run python -m experiments.reproduce --docs'
 
 
+def test_a_folder_of_no_card_is_an_error_naming_it(tmp_path):
+  (tmp_path / 'not_a_card' / evidence.RUNS).mkdir(parents=True)
+  with pytest.raises(ValueError, match='not_a_card: evidence of no card; cards: babi_memn2n'):
+    evidence.load(tmp_path)
+
+
 def test_every_card_has_per_run_evidence_and_every_folder_is_a_card():
   assert sorted(EVIDENCE) == sorted(cards.CARDS.names())
   for name in EVIDENCE:
@@ -77,6 +83,7 @@ def test_every_interval_respects_its_metrics_bounds(name):
   for row in report['rows']:
     for metric, s in [(report['metric'], row['summary']), *row['shown'].items()]:
       if s and s['n'] > 1:
+        assert stats.bounds(metric), f'{name}: {metric} has no range in stats.BOUNDS'
         lo, hi = stats.bounds(metric)
         assert lo <= s['ci95'][0] <= s['mean'] <= s['ci95'][1] <= hi, (row['label'], metric)
 

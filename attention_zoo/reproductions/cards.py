@@ -2,9 +2,11 @@
 
 The cards are data: each `register(Card(...))` below names a sweep (a config of configs/), the
 test metric it is judged on, and one `Row` per variant of that sweep with the published number
-and the target. attention_zoo.reproductions.evidence derives every number of a card from the
-finished runs (the verdicts included); attention_zoo.reproductions.render draws REPRODUCTIONS.md
-and the README's tables from that evidence alone. `python -m experiments.reproduce` runs a card.
+and the target. The definition lives here only: attention_zoo.reproductions.evidence commits
+the files of each run, attention_zoo.reproductions.derive derives every number of a card from
+them and this definition (the verdicts included), attention_zoo.reproductions.render draws
+REPRODUCTIONS.md and the README's tables from that, and attention_zoo.reproductions.check
+compares the committed docs with it. `python -m experiments.reproduce` runs a card.
 
 A row of a card is one variant of its sweep (experiments.sweep names variants by their config
 arg and overrides). Its verdict:

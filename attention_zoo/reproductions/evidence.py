@@ -109,6 +109,8 @@ def load(folder: pathlib.Path) -> dict[str, dict[str, Any]]:
   out = {}
   for card_dir in sorted(p for p in folder.iterdir() if p.is_dir()
                          and not p.name.startswith('.')):
+    if card_dir.name not in CARDS:
+      raise ValueError(f'{card_dir}: evidence of no card; cards: {", ".join(CARDS.names())}')
     out[card_dir.name] = read_card(CARDS.get(card_dir.name), card_dir)
   return out
 
