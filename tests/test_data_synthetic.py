@@ -176,3 +176,33 @@ def test_bad_options_raise(tfds_dir):
     get_task({'name': 'addition', 'num_digits': 1, 'num_train': 200, 'tfds_dir': tfds_dir})
   with pytest.raises(ValueError, match='num_pairs'):
     get_task({'name': 'recall', 'num_pairs': 30, 'tfds_dir': tfds_dir})
+
+
+def _operand_shares(task) -> np.ndarray:
+  """Share of operands with 1, 2, 3 digits over every split, counted from the decoded text."""
+  lengths = [len(x) for split in ('train', 'validation', 'test') for s, _ in _pairs(task, split)
+             for x in s.split('+')]
+  return np.bincount(lengths, minlength=4)[1:] / len(lengths)
+
+
+def test_addition_operands_saito_match_the_book(tfds_dir):
+  """`operands=saito` at the saito split sizes gives the book's addition.txt shares of 1-, 2- and
+  3-digit operands (9.7% / 32.5% / 57.8%) within 0.5 points; uniform operands give ~1/9/90%."""
+  from configs import addition_seq2seq  # pylint: disable=import-outside-toplevel
+  task_fields = addition_seq2seq.config(size='saito', operands='saito').task.to_dict()
+  task = get_task(dict(task_fields, tfds_dir=tfds_dir))
+  assert len(task.splits['train']) == 45_000
+  np.testing.assert_allclose(_operand_shares(task), [0.097, 0.325, 0.578], atol=0.005)
+  uniform = get_task(dict(name='addition', num_digits=3, tfds_dir=tfds_dir, **SIZES))
+  np.testing.assert_allclose(_operand_shares(uniform), [0.01, 0.09, 0.90], atol=0.03)
+  assert 'digit_weights' not in addition_seq2seq.config(size='saito').task  # uniform: no field
+
+
+def test_addition_digit_weights_refused(tfds_dir):
+  for weights in [(1.0, 1.0), (0.5, -0.1, 0.6), (0.0, 0.0, 0.0)]:
+    with pytest.raises(ValueError, match=r'digit_weights must be 3 non-negative weights'):
+      get_task(dict(name='addition', num_digits=3, digit_weights=weights, tfds_dir=tfds_dir,
+                    **SIZES))
+  with pytest.raises(ValueError, match=r"operands='book'; valid values: \['saito', 'uniform'\]"):
+    from configs import addition_seq2seq  # pylint: disable=import-outside-toplevel
+    addition_seq2seq.config(operands='book')

@@ -103,7 +103,12 @@ def _gold_alignment(gold, splits, src_vocab: Vocab, tgt_vocab: Vocab, reverse_so
 # ----- addition -------------------------------------------------------------------------------
 
 def _addition_draw(rng, o):
-  a, b = (int(x) for x in rng.integers(0, 10 ** o['num_digits'], 2))
+  weights = o.get('digit_weights')
+  if weights is None:  # a, b uniform in [0, 10**num_digits)
+    a, b = (int(x) for x in rng.integers(0, 10 ** o['num_digits'], 2))
+  else:  # each operand: its number of digits L ~ weights, then uniform among the L-digit numbers
+    lengths = 1 + rng.choice(len(weights), size=2, p=np.asarray(weights) / sum(weights))
+    a, b = (int(rng.integers(0 if n == 1 else 10 ** (n - 1), 10 ** n)) for n in lengths)
   return tuple(f'{a}+{b}'), tuple(str(a + b))
 
 
@@ -136,13 +141,26 @@ GENERATORS.register('addition')(Generator(
 @register_task('addition')
 def addition(num_digits: int = 3, num_train: int = 20_000, num_validation: int = 1_000,
              num_test: int = 1_000, reverse_source: bool = False, seed: int = 0,
-             tfds_dir: str | None = None) -> Task:
-  """"a+b" -> str(a + b), a and b uniform in [0, 10**num_digits)."""
+             digit_weights: Sequence[float] | None = None, tfds_dir: str | None = None) -> Task:
+  """"a+b" -> str(a + b).
+
+  digit_weights: None draws a and b uniform in [0, 10**num_digits) (so 90% of 3-digit operands
+  have 3 digits); otherwise one weight per operand length 1..num_digits: each operand draws its
+  length L with probability w_L / Σw, then uniformly among the L-digit numbers (0-9 for L = 1).
+  """
   if num_digits < 1:
     raise ValueError(f'task addition: num_digits must be >= 1, got {num_digits}')
+  options = {}
+  if digit_weights is not None:
+    weights = tuple(float(w) for w in digit_weights)
+    if len(weights) != num_digits or min(weights) < 0 or sum(weights) <= 0:
+      raise ValueError(f'task addition: digit_weights must be {num_digits} non-negative weights '
+                       f'(operand lengths 1..{num_digits}) with a positive sum, got '
+                       f'{tuple(digit_weights)}')
+    options['digit_weights'] = weights  # absent when uniform: the cached datasets keep their key
   return synthetic_task('addition', num_digits=num_digits, num_train=num_train,
                         num_validation=num_validation, num_test=num_test,
-                        reverse_source=reverse_source, seed=seed, tfds_dir=tfds_dir)
+                        reverse_source=reverse_source, seed=seed, tfds_dir=tfds_dir, **options)
 
 
 # ----- copy / reverse / sort ------------------------------------------------------------------
