@@ -211,7 +211,7 @@ def test_chunked_takes_the_native_path_only_where_eligible(monkeypatch):
   assert _calls_native(run(padding), q)
   assert _calls_native(run(causal=True), q)
   assert not _calls_native(run(per_query), q)  # a [Q, K] mask: attention.flash
-  assert not _calls_native(run(padding, native=False), q)
+  assert not _calls_native(run(padding, implementation='xla'), q)
   assert not _calls_native(run(padding, dropout_rate=0.1, dropout_rng=jax.random.key(0)), q)
   additive = scores.make_score('additive', 8, 8, rngs=nnx.Rngs(0))
   assert not _calls_native(run(padding, score=additive), q)
@@ -222,7 +222,7 @@ def test_chunked_takes_the_native_path_only_where_eligible(monkeypatch):
   # Either path, the same numbers (and the dense kernel's).
   for mask, causal in ((padding, False), (None, True), (padding, True)):
     got = kernels.chunked(score, q, k, v, mask, causal=causal)[0]
-    xla = kernels.chunked(score, q, k, v, mask, causal=causal, native=False)[0]
+    xla = kernels.chunked(score, q, k, v, mask, causal=causal, implementation='xla')[0]
     dense = kernels.dense(score, q, k, v, mask, causal=causal)[0]
     np.testing.assert_allclose(got, xla, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-6)
@@ -234,9 +234,9 @@ def test_chunked_gradients_equal_the_xla_path(monkeypatch):
   rng = np.random.default_rng(3)
   q, k, v = (jnp.asarray(rng.normal(size=(2, 75, 2, 16)), jnp.float32) for _ in range(3))
   mask = masks.padding_mask(jnp.arange(75)[None, :] < jnp.array([[75], [40]]))
-  loss = lambda native_path: jax.grad(lambda q, k, v: jnp.sum(jnp.tanh(kernels.chunked(
-      score, q, k, v, mask, causal=True, native=native_path)[0])), argnums=(0, 1, 2))
-  for got, want in zip(loss(True)(q, k, v), loss(False)(q, k, v)):
+  loss = lambda implementation: jax.grad(lambda q, k, v: jnp.sum(jnp.tanh(kernels.chunked(
+      score, q, k, v, mask, causal=True, implementation=implementation)[0])), argnums=(0, 1, 2))
+  for got, want in zip(loss('native')(q, k, v), loss('xla')(q, k, v)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 

@@ -4,7 +4,8 @@
 
 One signature for every kernel:
   kernel(score, q, k, v, mask=None, *, causal=False, return_weights=False,
-         dropout_rate=0.0, dropout_rng=None) -> (out [B, Q, N, Dv], weights [B, N, Q, K] | None)
+         dropout_rate=0.0, dropout_rng=None, implementation='auto')
+    -> (out [B, Q, N, Dv], weights [B, N, Q, K] | None)
 
   q [B, Q, N, Dq], k [B, K, G, Dk], v [B, K, G, Dv]; N must be a multiple of G (grouped
   key/value heads: query head n reads key/value head n // (N / G)).
@@ -20,11 +21,14 @@ One signature for every kernel:
            Without attention dropout it runs attention.flash: the same tiles with their own
            backward pass from the saved log-sum-exp (FlashAttention), which recomputes each
            tile's scores once (7 tile matmuls per tile pair for dot scores instead of 10).
-           On CPU, dot and scaled_dot scores in float32 with a key-padding and/or causal mask
-           and no dropout take attention.native instead: the same algorithm as a compiled XLA
-           FFI custom call (`native=False` keeps them on attention.flash).
-  fused:   jax.nn.dot_product_attention (cuDNN flash attention on GPU where eligible, XLA
-           elsewhere); dot and scaled_dot scores only.
+  fused:   jax.nn.dot_product_attention's XLA path; dot and scaled_dot scores only.
+
+implementation: which code runs the kernel on the platform the program is lowered for
+(attention.implementations): 'xla' (the kernel's own jax code, above), 'native' (the CPU custom
+call, attention.native), 'cudnn', 'pallas' (Triton on cuda, Mosaic on tpu), or 'auto' (the
+default: per lowering platform, the fastest that takes the call; every score that is not a dot
+product, and the dense kernel, run as xla). A combination that cannot run is refused with a
+ValueError naming the valid ones.
 
 A new kernel is one function of this signature registered here (@KERNELS.register('name')): the
 tests run every registered kernel against the one numpy reference of attention
@@ -33,13 +37,14 @@ tests run every registered kernel against the one numpy reference of attention
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_zoo.attention import flash, native as native_lib
+from attention_zoo.attention import flash, implementations
 from attention_zoo.attention import masks as masks_lib
 from attention_zoo.registry import Registry
 
@@ -93,8 +98,15 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 @KERNELS.register('dense')
 def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
-          dropout_rng=None):
-  """Materializes logits and weights [B, N, Q, K]; returns the weights when asked."""
+          dropout_rng=None, implementation: str = 'auto'):
+  """Materializes logits and weights [B, N, Q, K]; returns the weights when asked. Runs as xla
+  (its point is the weights): implementation 'auto' or 'xla'."""
+  implementations.check(implementations.Call(
+      'dense', score, q, k, v, mask, causal, dropout_rate > 0.0, None), implementation)
+  return _dense(score, q, k, v, mask, causal, return_weights, dropout_rate, dropout_rng)
+
+
+def _dense(score, q, k, v, mask, causal, return_weights, dropout_rate, dropout_rng):
   b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
   k, v = _repeat_kv(k, n), _repeat_kv(v, n)
   logits = score(q, k).astype(jnp.float32)  # [B, N, Q, K]
@@ -108,7 +120,8 @@ def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, drop
 
 @KERNELS.register('chunked')
 def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
-            dropout_rng=None, q_block: int = 512, k_block: int = 1024, native: bool = True):
+            dropout_rng=None, q_block: int = 512, k_block: int = 1024,
+            implementation: str = 'auto'):
   """Online-softmax attention over [q_block x k_block] tiles; O(length) memory fwd and bwd.
 
   Per query block, a scan over key blocks keeps a running max m, normalizer l and output acc:
@@ -119,17 +132,24 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
   dropout mask comes from fold_in(rng, tile index).
   Default tiles of 512 queries x 1024 keys: the fastest fwd+bwd of those measured at L = 1024 and
   4096 on a 2-core CPU (B=4, N=8, D=64; smaller tiles lose to per-iteration overhead).
-  native: let eligible calls take attention.native (CPU, float32, a dot-product score, a mask
-  that is a key-padding mask, no dropout); its own 64 x 64 tiles ignore q_block and k_block.
+  implementation: see the module docstring; q_block and k_block tile the xla path (the others
+  have their own tiles).
   """
   b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
   k, v = _repeat_kv(k, n), _repeat_kv(v, n)
   dropout = dropout_rate > 0.0 and dropout_rng is not None
-  if native and not dropout and native_lib.eligible(score, q, k, v):
-    valid = native_lib.key_valid(mask, b, k_len)  # [B | 1, K] uint8, None if mask is not one
-    if valid is not None:
-      out = native_lib.attention(q, k, v, valid, score.fused_scale, causal)
-      return _with_weights(out, return_weights, score, q, k, v, mask, causal, q_len, k_len)
+  xla = functools.partial(_chunked_xla, score, causal=causal, q_block=q_block, k_block=k_block,
+                          dropout_rate=dropout_rate if dropout else 0.0, dropout_rng=dropout_rng)
+  call = implementations.Call('chunked', score, q, k, v, mask, causal, dropout, xla)
+  out = implementations.attend(call, implementation)
+  return _with_weights(out, return_weights, score, q, k, v, mask, causal, q_len, k_len)
+
+
+def _chunked_xla(score, q, k, v, mask, *, causal, q_block, k_block, dropout_rate, dropout_rng):
+  """The chunked kernel's xla implementation (attention.flash): q [B, Q, N, Dq], k, v with N
+  heads -> [B, Q, N, Dv]."""
+  q_len, k_len = q.shape[1], k.shape[1]
+  dropout = dropout_rate > 0.0
   qb, kb = min(q_block, q_len), min(k_block, k_len)
   nq, nk = -(-q_len // qb), -(-k_len // kb)
   pad = lambda x, n, axis: jnp.pad(x, [(0, n - x.shape[axis]) if a == axis else (0, 0)
@@ -151,25 +171,25 @@ def chunked(score, q, k, v, mask=None, *, causal=False, return_weights=False, dr
   else:  # the same scan, rematerialized, under autodiff
     drop = lambda p, tile: _dropout(p, dropout_rate, jax.random.fold_in(dropout_rng, tile))
     out, _ = flash.online_softmax(score_fn, params, q, k, v, mask, causal, qb, kb, k_len, drop)
-  return _with_weights(out[:, :q_len].astype(v.dtype), return_weights, score, q, k, v, mask,
-                       causal, q_len, k_len)
+  return out[:, :q_len].astype(v.dtype)
 
 
 def _with_weights(out, return_weights, score, q, k, v, mask, causal, q_len, k_len):
   """(out, the dense kernel's weights of the unpadded q, k, v, mask when asked, else None)."""
   weights = None
   if return_weights:  # for plots only: the [B, N, Q, K] matrix is what chunking avoids
-    _, weights = dense(score, q[:, :q_len], k[:, :k_len], v[:, :k_len],
+    _, weights = _dense(score, q[:, :q_len], k[:, :k_len], v[:, :k_len],
                        None if mask is None else mask[:, :, :q_len if mask.shape[2] > 1 else 1,
                                                       :k_len if mask.shape[3] > 1 else 1],
-                       causal=causal, return_weights=True)
+                        causal, True, 0.0, None)
   return out, weights
 
 
 @KERNELS.register('fused')
 def fused(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
-          dropout_rng=None, implementation: str | None = None):
-  """jax.nn.dot_product_attention: cuDNN flash attention on GPU where eligible, XLA elsewhere.
+          dropout_rng=None, implementation: str = 'auto'):
+  """jax.nn.dot_product_attention (its XLA path as 'xla'; cudnn and pallas where they take the
+  call, see the module docstring).
 
   Only for scores that are a scaled dot product (dot, scaled_dot); has no attention dropout.
   """
@@ -183,14 +203,20 @@ def fused(score, q, k, v, mask=None, *, causal=False, return_weights=False, drop
   b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
   if v.shape[-1] != k.shape[-1]:
     raise ValueError(f'kernel "fused" needs value dim == key dim, got k {k.shape}, v {v.shape}')
-  out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
-                                     implementation=implementation)  # [B, Q, N, Dv]
-  # A query with no key to attend gets zero output (XLA would average v over masked keys).
-  any_key = _any_key(mask, causal, b, n, q_len, k_len)  # [B, Q, N, 1]
-  out = jnp.where(any_key, out, jnp.zeros((), out.dtype))
+
+  def xla(q, k, v, mask):  # [B, Q, N, D] -> [B, Q, N, Dv]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                       implementation='xla')
+    # A query with no key to attend gets zero output (XLA would average v over masked keys).
+    any_key = _any_key(mask, causal, b, n, q_len, k_len)  # [B, Q, N, 1]
+    return jnp.where(any_key, out, jnp.zeros((), out.dtype))
+
+  k, v = _repeat_kv(k, n), _repeat_kv(v, n)
+  out = implementations.attend(
+      implementations.Call('fused', score, q, k, v, mask, causal, False, xla), implementation)
   weights = None
   if return_weights:
-    _, weights = dense(score, q, k, v, mask, causal=causal, return_weights=True)
+    _, weights = _dense(score, q, k, v, mask, causal, True, 0.0, None)
   return out, weights
 
 

@@ -4,8 +4,9 @@
 Same maths as attention.flash (Dao et al. 2022, alg. 1-2): forward from blocks of 64 queries x 64
 keys with an online softmax, saving out and lse; backward per key block from the saved lse. It
 covers what a Transformer trains with on CPU: dot and scaled_dot scores in float32, a key-padding
-mask [B|1, 1, 1, K] and/or causal masking, no attention dropout. Everything else (and every other
-backend) takes attention.flash.
+mask [B|1, 1, 1, K] and/or causal masking, no attention dropout. It is the chunked and fused
+kernels' implementation 'native' (attention.implementations), which places it only in a program's
+cpu branch (jax.lax.platform_dependent), so no program lowered for another platform holds it.
 
 Builds per instruction-set level. The C++ picks its vector width and register blocking from the
 target's preprocessor macros (see its header), so one source builds for each of:
@@ -288,12 +289,12 @@ def key_valid(mask: jax.Array | None, b: int, k_len: int) -> jax.Array | None:
   return jnp.broadcast_to(mask[:, 0, 0, :], (mask.shape[0], k_len)).astype(jnp.uint8)
 
 
-def eligible(score, q, k, v) -> bool:
-  """Whether attention of these arguments takes the native path: a CPU backend, float32, a
-  dot-product score, and the host level's build registered and preferred (see `preferred`).
-  Reads only what import registered: it never compiles."""
-  return (getattr(score, 'fused_scale', None) is not None and jax.default_backend() == 'cpu'
-          and all(x.dtype == jnp.float32 for x in (q, k, v)) and bool(preferred()))
+def registered(level: str | None = None) -> bool:
+  """Whether a level's build (default: this CPU's) is registered, so that a trace may call it."""
+  try:
+    return _resolve(level) in _VECTOR_FLOATS
+  except RuntimeError:
+    return False
 
 
 def _call(target: str, level: str, shapes, *args, scale: float, causal: bool):

@@ -7,8 +7,9 @@ r"""Attention kernels: time, GFLOP/s and memory of every score x kernel beside t
       --kernels=chunked,chunked_xla,dense --native_builds=native,x86-64-v3
       (the native kernel's AVX-512 and AVX2 builds side by side, on an AVX-512 CPU)
 
-Rows: ours (score x kernel; on CPU, dot-product scores also as `chunked_xla`: the chunked
-kernel kept off its native custom call, attention.native; with --native_builds, also as
+Rows: ours (score x kernel, implementation 'auto'; on CPU, dot-product scores also as
+`chunked_xla`: the chunked kernel with implementation 'xla', kept off its native custom call,
+attention.native; with --native_builds, also as
 `chunked_native` once per named build of attention.native: `native` is this CPU's level,
 x86-64-v3 the AVX2 one, ...), jax.nn.dot_product_attention, flax nnx.dot_product_attention,
 flax nnx.MultiHeadAttention beside our MultiHeadAttention (same weights, F = N·D), PyTorch
@@ -49,7 +50,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from attention_zoo.attention import kernels, layers, native, scores
+from attention_zoo.attention import implementations, kernels, layers, native, scores
 
 KERNELS = (*kernels.KERNELS, 'chunked_xla')  # our kernels' rows (chunked_xla: see above)
 
@@ -89,12 +90,15 @@ def _compile(fn, *args):
 
 
 def _implementation(program: str) -> str:
-  """'native <level>' where a lowered program calls a build of attention.native, else 'xla'."""
+  """'native <level>' where a lowered program calls a build of attention.native, the name of the
+  implementation whose custom call it holds (cudnn, pallas: implementations.TARGETS), else
+  'xla'."""
   found = re.search(r'az_flash_fwd_\w+', program)
-  if not found:
-    return 'xla'
-  return next(f'native {lvl}' for lvl in native.LEVELS
-              if native.target_names(lvl)[0] == found.group(0))
+  if found:
+    return next(f'native {lvl}' for lvl in native.LEVELS
+                if native.target_names(lvl)[0] == found.group(0))
+  return next((name for (name, _), target in implementations.TARGETS.items()
+               if target in program), 'xla')
 
 
 def _machine() -> str:
@@ -197,13 +201,15 @@ def _dot_product(score_name):
 
 def _ours(score_name, kernel_name, d, score_dim=None):
   """-> (apply(params, q, k, v) -> out, params) of a score (score dim A = score_dim or d) through
-  a kernel, with the bench's tiles for the chunked one (`chunked_xla`: native=False)."""
+  a kernel with implementation 'auto' (`chunked_xla`: 'xla'), with the bench's tiles for the
+  chunked one."""
   score = scores.make_score(score_name, d, d, score_dim=score_dim or d, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(score)
   kern = kernels.get_kernel(kernel_name.removesuffix('_xla'))
+  implementation = 'xla' if kernel_name.endswith('_xla') else 'auto'
+  kern = functools.partial(kern, implementation=implementation)
   if kernel_name.startswith('chunked'):
-    kern = functools.partial(kern, **CHUNKS.get(score_name, {}),
-                             native=not kernel_name.endswith('_xla'))
+    kern = functools.partial(kern, **CHUNKS.get(score_name, {}))
   apply = lambda p, q, k, v: kern(nnx.merge(graphdef, p), q, k, v)[0]
   return apply, state
 
