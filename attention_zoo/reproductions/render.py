@@ -101,7 +101,8 @@ def evidence_line(report: dict[str, Any]) -> str:
   ev, name = report['evidence'], report['card']
   rerun = f'`python -m experiments.reproduce --card={name}` reruns them'
   old = ev['runs'] - ev['results']  # runs kept as the earlier report's records
-  text = f'**Evidence:** {ev["runs"]} runs in `reproductions/{name}/runs/`, each with its config'
+  runs = f'{ev["runs"]} run' + ('' if ev['runs'] == 1 else 's')
+  text = f'**Evidence:** {runs} in `reproductions/{name}/runs/`, each with its config'
   if not old:
     text += ', results.json and validation curve.'
   elif old == ev['runs']:
