@@ -93,11 +93,7 @@ def report(card: Card, records: dict[str, dict[str, Any]],
 
   legacy: variant -> the earlier report's row-level numbers (see the module docstring).
   """
-  known = {r.variant for r in card.rows}
-  stray = sorted({r['variant'] for r in records.values()} - known)
-  if stray:
-    raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
-                     f'its rows: {sorted(known)}')
+  check_variants(card, [r['variant'] for r in records.values()])
   legacy = legacy or {}
   rows = [row(card, r, [rec for rec in records.values() if rec['variant'] == r.variant],
               legacy.get(r.variant)) for r in card.rows]
@@ -142,6 +138,15 @@ def report(card: Card, records: dict[str, dict[str, Any]],
                    'curves': sum(rec['curve'] is not None for rec in records.values()),
                    'row_level': sorted({k for r in rows for k in r['from_legacy']})},
   }
+
+
+def check_variants(card: Card, variants: list[str]) -> None:
+  """ValueError naming the variants of runs that are no row of the card, and its rows."""
+  known = {r.variant for r in card.rows}
+  stray = sorted(set(variants) - known)
+  if stray:
+    raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
+                     f'its rows: {sorted(known)}')
 
 
 def row_verdict(row_: Row, mean: float | None, higher_is_better: bool = True,

@@ -151,11 +151,7 @@ def write(card: Card, sweep_dir: pathlib.Path, folder: pathlib.Path, conditions:
   keep_rows: the runs committed under folder/<card>/ stay, a run finished here replacing the
   committed run of its name (the seeds of a row collected over several sittings)."""
   runs, _, _ = sweep_report.collect(sweep_dir)
-  known = {row.variant for row in card.rows}
-  stray = sorted({r['variant'] for r in runs} - known)
-  if stray:
-    raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
-                     f'its rows: {sorted(known)}')
+  derive.check_variants(card, [r['variant'] for r in runs])  # before anything is written
   target = folder / card.name
   folder.mkdir(exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{card.name}.', dir=folder))
