@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from attention_zoo.attention import COMBINES, captured
+from attention_zoo.attention import COMBINES, KERNELS, captured
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.specials import BOS, EOS, PAD
 from attention_zoo.models import decoding, get_model, transformer
@@ -341,7 +341,7 @@ def test_block_options_are_checked_once_by_block_options():
       model(num_layer=1)
   opts = blocks.BlockOptions(max_len=32, score='additive', kernel='chunked', combine='gate')
   assert (opts.parts.score, opts.parts.kernel, opts.parts.combine) == (
-      SCORES.get('additive'), blocks.KERNELS.get('chunked'), COMBINES.get('gate'))
+      SCORES.get('additive'), KERNELS.get('chunked'), COMBINES.get('gate'))
   lm = get_model('transformer_lm', rngs=nnx.Rngs(0), vocab_size=13, score='additive', **SMALL)
   layer = lm.decoder.layers[0]
   assert type(layer.self_attn.score) is SCORES.get('additive')

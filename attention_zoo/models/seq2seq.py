@@ -75,7 +75,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_zoo.attention import Attention, padding_mask
-from attention_zoo.attention.kernels import KERNELS
+from attention_zoo.attention.kernels import with_implementation
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.models import decoding
 from attention_zoo.models.registry import options_from, register_model
@@ -279,7 +279,7 @@ class Wiring:
   make_readout: Callable[..., nnx.Module]  # READOUTS[readout][1]
   input_feeding: bool
   score: Callable[..., nnx.Module] | None  # a class of attention.scores.SCORES; None: 'none'
-  kernel: Callable  # a function of attention.kernels.KERNELS
+  kernel: Callable  # a function of attention.kernels.KERNELS, bound to its implementation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +301,7 @@ class Seq2SeqOptions:
   score: str = 'none'  # 'none' or a name in attention.scores.SCORES
   style: str = 'luong'  # a name in STYLES
   kernel: str = 'dense'  # a name in attention.kernels.KERNELS
+  implementation: str = 'auto'  # how the kernel runs per platform: attention.implementations
   score_dim: int | None = None  # A of the additive / concat score (None: K)
   dropout_rate: float = 0.0
   capture_weights: bool = False
@@ -341,7 +342,7 @@ class Seq2SeqOptions:
                     encoder_hidden=o['encoder_hidden'], key_dim=key_dim,
                     init_state=o['init_state'], reads_embedding=reads_embedding,
                     make_readout=make_readout, input_feeding=o['input_feeding'], score=score,
-                    kernel=KERNELS.get(self.kernel))
+                    kernel=with_implementation(self.kernel, self.implementation))
     object.__setattr__(self, 'wiring', wiring)  # frozen: set once, here
 
 
@@ -373,6 +374,8 @@ class Seq2Seq(nnx.Module):
     score: 'none' (no attention) or a score name in SCORES ('additive', 'concat', 'dot', ...).
     style: a name in STYLES ('bahdanau', 'luong'): where the attention sits in the step.
     kernel: attention kernel name ('dense', 'chunked', 'fused'); score_dim: additive/concat A.
+    implementation: how the kernel runs per platform ('auto', 'xla', 'native', 'cudnn',
+      'pallas': attention.implementations).
     dropout_rate: dropout on embeddings and read-out input (train mode only).
     capture_weights: sow the teacher-forced alignment [B, T, S] as nnx.Intermediate
       'attention_weights' on this module (read it with nnx.capture(model, nnx.Intermediate)).

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_zoo.attention.combine import COMBINES, make_combine
-from attention_zoo.attention.kernels import KERNELS
+from attention_zoo.attention.kernels import with_implementation
 from attention_zoo.attention.layers import MultiHeadAttention
 from attention_zoo.attention.positional import POSITIONS
 from attention_zoo.attention.scores import SCORES
@@ -39,7 +39,7 @@ class Parts:
   """What BlockOptions' names stand for, looked up once (BlockOptions.parts)."""
 
   score: Callable[..., nnx.Module]  # a class of attention.scores.SCORES
-  kernel: Callable  # a function of attention.kernels.KERNELS
+  kernel: Callable  # a function of attention.kernels.KERNELS, bound to its implementation
   combine: Callable[..., nnx.Module]  # a class of attention.combine.COMBINES
   positions: Callable[..., nnx.Module]  # a class of attention.positional.POSITIONS
   pre_norm: bool  # PRE_NORM[norm]
@@ -63,6 +63,7 @@ class BlockOptions:
   positional: str = 'sinusoidal'  # a name in attention.positional.POSITIONS
   score: str = 'scaled_dot'  # a name in attention.scores.SCORES
   kernel: str = 'dense'  # a name in attention.kernels.KERNELS
+  implementation: str = 'auto'  # how the kernel runs per platform: attention.implementations
   combine: str = 'residual'  # 'residual' | 'gate': a name in attention.combine.COMBINES
   capture_weights: bool = False
   score_dim: int | None = None  # A of the additive / concat score per head (None: head dim)
@@ -80,7 +81,8 @@ class BlockOptions:
     for name in ('dropout_rate', 'attention_dropout_rate'):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f'{name} must be in [0, 1), got {getattr(self, name)}')
-    parts = Parts(score=SCORES.get(self.score), kernel=KERNELS.get(self.kernel),
+    parts = Parts(score=SCORES.get(self.score),
+                  kernel=with_implementation(self.kernel, self.implementation),
                   combine=COMBINES.get(self.combine),
                   positions=choose(POSITIONS, self.positional, 'positional encoding'),
                   pre_norm=choose(PRE_NORM, self.norm, 'norm placement'))
