@@ -55,7 +55,7 @@ from flax import nnx
 from jax.interpreters import ad, batching, mlir
 
 from attention_zoo.attention import native as native_lib
-from attention_zoo.registry import Registry
+from attention_zoo.registry import Registry, choose
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')  # the platforms 'auto' chooses for (others: xla)
 HALF = (jnp.bfloat16, jnp.float16)
@@ -389,7 +389,7 @@ def _branches(call: Call, implementation: str) -> dict[str, Runner]:
     chosen = {p: resolve(call, p) for p in PLATFORMS}
     return {p: IMPLEMENTATIONS.get(n).runners.get(p, _run_xla) for p, n in chosen.items()
             if n != 'xla'} | {'default': _run_xla}
-  impl = IMPLEMENTATIONS.get(implementation)
+  impl = _get(implementation)
   if '*' in impl.runners:
     return {'default': impl.runners['*']}
   reasons = check(call, implementation)
@@ -404,10 +404,8 @@ def _branches(call: Call, implementation: str) -> dict[str, Runner]:
 def check(call: Call, implementation: str) -> dict[str, str | None]:
   """Refuses (ValueError naming the reasons and the valid implementations) an implementation
   that runs `call` on none of its platforms; -> {platform: why it refuses there, or None}."""
-  if implementation == 'auto':
-    return {p: None for p in PLATFORMS}
-  impl = IMPLEMENTATIONS.get(implementation)  # ValueError naming the known ones
-  if '*' in impl.runners:
+  impl = _get(implementation)
+  if impl is None or '*' in impl.runners:
     return {p: None for p in PLATFORMS}
   reasons = {p: impl.refusal(call, p, False) for p in impl.runners}
   if all(reasons.values()):
@@ -441,16 +439,24 @@ def attend(call: Call, implementation: str = 'auto') -> jax.Array:
   return jax.lax.platform_dependent(*args, default=default, **per_platform)
 
 
-# registered after 'auto' is known: the names a user can give
-IMPLEMENTATION_NAMES = ('auto', *IMPLEMENTATIONS)
+def _get(implementation: str) -> Implementation | None:
+  """IMPLEMENTATIONS' entry (None for 'auto'); ValueError naming the nearest and every name."""
+  return choose({'auto': None, **{n: IMPLEMENTATIONS.get(n) for n in IMPLEMENTATIONS}},
+                implementation, 'implementation')
 
 
-def check_name(implementation: str) -> str:
-  """`implementation` if it names one ('auto' or a name in IMPLEMENTATIONS), else ValueError
-  naming the valid ones (for the options dataclasses, before any layer is built)."""
-  if implementation != 'auto':
-    IMPLEMENTATIONS.get(implementation)
-  return implementation
+def check_kernel(kernel: str, implementation: str) -> None:
+  """ValueError unless `implementation` ('auto' or a name in IMPLEMENTATIONS) implements the
+  kernel named `kernel`, naming the valid ones."""
+  impl = _get(implementation)
+  if impl is None:
+    return
+  if '*' not in impl.runners and kernel not in impl.kernels:
+    valid = ['auto', 'xla', *(n for n in IMPLEMENTATIONS
+                              if kernel in IMPLEMENTATIONS.get(n).kernels)]
+    raise ValueError(f'implementation {implementation!r} does not implement the {kernel!r} '
+                     f'kernel (it implements {", ".join(impl.kernels)}); valid for '
+                     f'{kernel!r}: {", ".join(valid)}')
 
 
 # ---- what ran ------------------------------------------------------------------------------------

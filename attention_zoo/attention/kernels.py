@@ -229,6 +229,15 @@ def _any_key(mask, causal, b, n, q_len, k_len):
   return jnp.swapaxes(has, 1, 2)[..., None]
 
 
+def with_implementation(kernel: str, implementation: str = 'auto') -> Callable:
+  """The kernel registered as `kernel`, run with `implementation` (the options dataclasses' one
+  check of both names, before any layer is built): ValueError naming the valid ones for an
+  unknown name, or for an implementation that does not implement the kernel."""
+  fn = KERNELS.get(kernel)
+  implementations.check_kernel(kernel, implementation)
+  return fn if implementation == 'auto' else functools.partial(fn, implementation=implementation)
+
+
 def get_kernel(kernel: str | Callable) -> Callable:
   """The kernel registered as `kernel` (ValueError naming the nearest and the known names
   otherwise); a kernel already looked up is returned as it is."""
