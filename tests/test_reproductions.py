@@ -5,6 +5,7 @@ evidence of a sweep is written as per-run files."""
 import dataclasses
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -284,6 +285,18 @@ def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):
                                       'seed_group_size': 2})
   report = _build(card, tmp_path / 'sweep', tmp_path)
   assert [r['wall_s'] for r in report['rows']] == [30.0, 30.0] and report['wall_s'] == 60.0
+
+
+def test_a_run_without_wall_s_keeps_the_time_between_its_files(tmp_path):
+  card = _write_sweep(tmp_path / 'sweep', cards.CARDS.get('multi30k_transformer'),
+                      lambda i, run: {'test': {'gen_bleu': 36.0}, 'wall_s': None})
+  for run_dir in (tmp_path / 'sweep' / wd.RUNS).iterdir():
+    os.utime(run_dir / wd.CONFIG, (1000.0, 1000.0))
+    os.utime(run_dir / wd.RESULTS, (1042.0, 1042.0))  # written 42 s after the config
+  report = _build(card, tmp_path / 'sweep', tmp_path)
+  assert [r['wall_s'] for r in report['rows']] == [42.0, 42.0] and report['wall_s'] == 84.0
+  run = tmp_path / 'evidence' / card.name / evidence.RUNS / report['rows'][0]['runs'][0]
+  assert wd.read_json(run / evidence.RUN)['wall_s_from_file_times'] == 42.0
 
 
 def test_unfinished_rows_are_not_run_and_stray_variants_are_errors(tmp_path):

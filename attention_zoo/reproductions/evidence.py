@@ -41,12 +41,9 @@ LEGACY = 'legacy.json'
 VALIDATION = 'validation'  # the split of the curve
 
 
-def run_wall_s(run_dir: pathlib.Path, results: dict[str, Any]) -> float:
-  """The run's wall time: results.json's wall_s (for a run trained seed-parallel, its share of
-  the group's process: wall_s / seed_group_size), else the time from config.json (written at the
-  start) to results.json (written at the end), for runs older than wall_s."""
-  if results.get('wall_s') is not None:
-    return float(results['wall_s']) / results.get('seed_group_size', 1)
+def file_times_s(run_dir: pathlib.Path) -> float:
+  """The wall time of a run whose results.json has none (older runs): from config.json (written
+  at the start) to results.json (written at the end)."""
   return (run_dir / wd.RESULTS).stat().st_mtime - (run_dir / wd.CONFIG).stat().st_mtime
 
 
@@ -125,7 +122,7 @@ def store_run(run: dict[str, Any], run_dir: pathlib.Path, dest: pathlib.Path,
   about = {'variant': run['variant'], 'seed': run['seed'], 'conditions': conditions,
            'machine': machine()}
   if run['results'].get('wall_s') is None:  # older runs: the time between their files
-    about['wall_s_from_file_times'] = run_wall_s(run_dir, run['results'])
+    about['wall_s_from_file_times'] = file_times_s(run_dir)
   wd.write_json(dest / RUN, about)
 
 
