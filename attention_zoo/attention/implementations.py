@@ -59,6 +59,9 @@ from attention_zoo.registry import Registry, choose
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')  # the platforms 'auto' chooses for (others: xla)
 HALF = (jnp.bfloat16, jnp.float16)
+# 'auto' leaves calls with fewer queries (decoding steps: one query reads a cache) on xla, where
+# they are a fused matrix-vector product; the flash kernels would pad them to a tile of queries.
+MIN_AUTO_QUERIES = 8
 # The custom-call targets each implementation puts in a lowered program, by platform (what the
 # lowering tests look for). The native targets are per level: native_lib.target_names(level).
 TARGETS = {('pallas', 'tpu'): 'tpu_custom_call', ('pallas', 'cuda'): '__gpu$xla.gpu.triton',
@@ -109,11 +112,10 @@ class Implementation:
   name: str
   runners: Mapping[str, Runner]  # platform -> runner; every platform for 'xla' ('*')
   refusal: Refusal
-  kernels: tuple[str, ...] = ('chunked', 'fused')  # the kernels it implements
+  kernels: tuple[str, ...] = ('dense', 'chunked', 'fused')  # the kernels it implements
 
 
 IMPLEMENTATIONS: Registry = Registry('implementation')
-FLASH_KERNELS = ('chunked', 'fused')  # the kernels that never materialize [B, N, Q, K] weights
 
 
 def _register(impl: Implementation) -> Implementation:
@@ -130,12 +132,16 @@ def _key_mask_only(call: Call) -> str | None:
           'key-padding mask [B|1, 1, 1, K] and causal')
 
 
-def _common(call: Call, name: str) -> str | None:
-  """The conditions every fast implementation shares: a flash kernel, a dot-product score, no
-  attention dropout, value dim = key dim."""
-  if call.kernel not in FLASH_KERNELS:
-    return (f'the {call.kernel!r} kernel materializes the weights: it runs as xla only; '
-            f'{name!r} implements the kernels {", ".join(FLASH_KERNELS)}')
+def _common(call: Call, name: str, auto: bool) -> str | None:
+  """The conditions every fast implementation shares: a kernel it implements, a dot-product
+  score, no attention dropout; under 'auto', at least MIN_AUTO_QUERIES queries."""
+  kernels = IMPLEMENTATIONS.get(name).kernels
+  if call.kernel not in kernels:
+    return (f'{name!r} does not implement the {call.kernel!r} kernel (it implements '
+            f'{", ".join(kernels)})')
+  if auto and call.q.shape[1] < MIN_AUTO_QUERIES:
+    return (f'{call.q.shape[1]} queries (a decoding step): auto leaves fewer than '
+            f'{MIN_AUTO_QUERIES} on xla')
   if call.scale is None:
     return (f'the score {type(call.score).__name__} is not a scaled dot product; {name!r} '
             'takes the dot and scaled_dot scores')
@@ -183,7 +189,7 @@ XLA = _register(Implementation('xla', {'*': _run_xla}, lambda call, platform, au
 def _native_refusal(call: Call, platform: str, auto: bool) -> str | None:
   if platform != 'cpu':
     return f"'native' runs on cpu only, not {platform}"
-  reason = _common(call, 'native') or _key_mask_only(call)
+  reason = _common(call, 'native', auto) or _key_mask_only(call)
   if reason:
     return reason
   if call.dtype != jnp.float32:
@@ -201,7 +207,10 @@ def _run_native(call, q, k, v, mask):
   return native_lib.attention(q, k, v, valid, call.scale, call.causal).astype(call.v.dtype)
 
 
-NATIVE = _register(Implementation('native', {'cpu': _run_native}, _native_refusal))
+# The dense kernel stays xla on CPU (what it was measured against: native beats the chunked
+# kernel's xla path at long lengths, see attention.native.PREFERRED).
+NATIVE = _register(Implementation('native', {'cpu': _run_native}, _native_refusal,
+                                  kernels=('chunked', 'fused')))
 
 
 # ---- cudnn ---------------------------------------------------------------------------------------
@@ -218,10 +227,9 @@ def host_has_cudnn() -> bool:
 
 
 def _cudnn_refusal(call: Call, platform: str, auto: bool) -> str | None:
-  del auto
   if platform != 'cuda':
     return f"'cudnn' runs on cuda only, not {platform}"
-  reason = _common(call, 'cudnn')
+  reason = _common(call, 'cudnn', auto)
   if reason:
     return reason
   if call.dtype not in HALF:
@@ -258,10 +266,9 @@ def _triton_length(n: int) -> int:
 
 
 def _pallas_refusal(call: Call, platform: str, auto: bool) -> str | None:
-  del auto
   if platform not in ('cuda', 'tpu'):
     return f"'pallas' runs on cuda (Triton) and tpu (Mosaic), not {platform}"
-  reason = _common(call, 'pallas') or _key_mask_only(call)
+  reason = _common(call, 'pallas', auto) or _key_mask_only(call)
   if reason:
     return reason
   d, dv = call.q.shape[-1], call.v.shape[-1]
@@ -497,9 +504,11 @@ def for_model(model: nnx.Module, *inputs: Any, platforms=PLATFORMS, method: str 
 
   def trace(state, *inputs):
     copy = nnx.merge(graphdef, state)
-    for path, node in nnx.iter_graph(copy):
-      if isinstance(node, nnx.Module) and callable(getattr(node, 'kernel', None)):
-        node.kernel = _tagged('.'.join(map(str, path)), node.kernel)
+    for path, node in nnx.iter_graph(copy):  # the attention layers: a score and a kernel
+      kernel = getattr(node, 'kernel', None)
+      if (isinstance(node, nnx.Module) and hasattr(node, 'score') and callable(kernel)
+          and not isinstance(kernel, nnx.Variable)):
+        node.kernel = _tagged('.'.join(map(str, path)), kernel)
     return getattr(copy, method)(*inputs, **kwargs)
 
   with recording(platforms) as layers:

@@ -25,10 +25,10 @@ One signature for every kernel:
 
 implementation: which code runs the kernel on the platform the program is lowered for
 (attention.implementations): 'xla' (the kernel's own jax code, above), 'native' (the CPU custom
-call, attention.native), 'cudnn', 'pallas' (Triton on cuda, Mosaic on tpu), or 'auto' (the
-default: per lowering platform, the fastest that takes the call; every score that is not a dot
-product, and the dense kernel, run as xla). A combination that cannot run is refused with a
-ValueError naming the valid ones.
+call, attention.native; chunked and fused), 'cudnn', 'pallas' (Triton on cuda, Mosaic on tpu),
+or 'auto' (the default: per lowering platform, the fastest that takes the call; every score that
+is not a dot product runs as xla). A combination that cannot run is refused with a ValueError
+naming the valid ones.
 
 A new kernel is one function of this signature registered here (@KERNELS.register('name')): the
 tests run every registered kernel against the one numpy reference of attention
@@ -99,11 +99,23 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
 @KERNELS.register('dense')
 def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, dropout_rate=0.0,
           dropout_rng=None, implementation: str = 'auto'):
-  """Materializes logits and weights [B, N, Q, K]; returns the weights when asked. Runs as xla
-  (its point is the weights): implementation 'auto' or 'xla'."""
-  implementations.check(implementations.Call(
-      'dense', score, q, k, v, mask, causal, dropout_rate > 0.0, None), implementation)
-  return _dense(score, q, k, v, mask, causal, return_weights, dropout_rate, dropout_rng)
+  """Materializes logits and weights [B, N, Q, K]; returns the weights when asked.
+
+  Its xla implementation is the one written here; 'auto' keeps it on CPU and, where the weights
+  are not asked for and there is no attention dropout, takes cudnn or pallas on an accelerator
+  (attention.implementations: the same numbers without the [B, N, Q, K] arrays). With
+  return_weights it runs as xla on every platform (the weights are its point).
+  """
+  b, q_len, k_len, n, _ = _check_shapes(q, k, v, mask)
+  dropout = dropout_rate > 0.0 and dropout_rng is not None
+  xla = lambda q, k, v, mask: _dense(score, q, k, v, mask, causal, False, dropout_rate,
+                                     dropout_rng)[0]
+  call = implementations.Call('dense', score, q, _repeat_kv(k, n), _repeat_kv(v, n), mask,
+                              causal, dropout, xla)
+  if return_weights:
+    implementations.check(call, implementation)
+    return _dense(score, q, k, v, mask, causal, True, dropout_rate, dropout_rng)
+  return implementations.attend(call, implementation), None
 
 
 def _dense(score, q, k, v, mask, causal, return_weights, dropout_rate, dropout_rng):
