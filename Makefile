@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/attention_zoo/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench notebooks install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench attention
+
+# notebooks/*.py (jupytext percent format) -> executed .ipynb in NOTEBOOKS_OUT (default: beside
+# them; gitignored). ATTENTION_ZOO_NOTEBOOK_SIZE=tiny trains at CI's size (tests/test_notebooks.py).
+NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.py))
+NOTEBOOKS_OUT ?= notebooks
+notebooks: $(STAMP)
+	mkdir -p $(NOTEBOOKS_OUT)
+	for nb in $(NOTEBOOKS); do \
+	  out=$(NOTEBOOKS_OUT)/$$(basename $$nb .py).ipynb; \
+	  $(VENV)/bin/jupytext --to ipynb --output $$out $$nb && \
+	  $(VENV)/bin/jupyter-execute --inplace $$out || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs
