@@ -9,8 +9,10 @@ A card (attention_zoo/reproductions/cards.py) is a sweep plus the paper's claim.
 `--workdir/<card>/` (re-running skips finished runs and resumes the others); its evidence,
 `reproductions/<card>/runs/<run>/` (each run's resolved config, results.json, validation curve and
 the sitting's conditions: attention_zoo/reproductions/evidence.py), is written from the finished
-runs, replacing the previous evidence at once. With --keep_rows the committed runs stay and the
-runs finished here join them (a run of the same name replaced), so the seeds of one card can be
+runs, replacing the previous evidence at once; a card that names `measures` first measures each
+finished run's final checkpoint (attention_zoo.analysis.measure_run.write_split), and its
+evidence holds those measures too. With --keep_rows the committed runs stay and the runs
+finished here join them (a run of the same name replaced), so the seeds of one card can be
 run over several sittings (e.g. on another machine, `--run_index=K` of experiments.sweep for the
 seeds still missing). --docs derives every number of REPRODUCTIONS.md and the README's card
 tables from those files and the cards' definitions; tests/test_reproductions.py checks that the
@@ -76,6 +78,8 @@ def main(argv):
       failed = [n for n, s in status.items() if s == 'failed']
       if failed:
         print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')
+    for path in evidence.measure_runs(card, sweep_dir):  # a card's attention measures
+      print(f'measured {path}')
     sweep_report.write(sweep_dir, title=card.title)
     report = evidence.write(card, sweep_dir, EVIDENCE, _CONDITIONS.value, _KEEP.value)
     print(f'{card.name}: {report["verdict"]}: {report["reason"]}')

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from attention_zoo import sweeps
 from attention_zoo.analysis import report as sweep_report
@@ -121,6 +122,10 @@ DOC_EDITS = {  # what is edited: (file, card, old text, new text)
                     'The book\'s questions, as the book'),
     'how a choice was made': ('REPRODUCTIONS.md', 'multi30k_transformer',
                               'was chosen on the test split', 'was chosen on validation'),
+    'a power estimate': ('README.md', 'dates', '1,986 seeds would detect it',
+                         '19 seeds would detect it'),
+    'a decision': ('REPRODUCTIONS.md', 'se_mnist', '18 seeds would detect it',
+                   '3 seeds would detect it'),
 }
 
 
@@ -140,7 +145,8 @@ def test_an_edited_doc_fails_the_check_and_the_failure_names_it(tmp_path, what):
 
 def test_an_edited_run_file_fails_the_check_until_the_docs_are_redrawn(tmp_path):
   folder, md, readme = _copy(tmp_path)
-  run = folder / 'multi30k_transformer' / evidence.RUNS / 'source=de,target=en,size=small_long,seed=0'
+  run = (folder / 'multi30k_transformer' / evidence.RUNS /
+         'source=de,target=en,size=small_long,seed=0')
   record = wd.read_json(run / evidence.RECORD)
   assert record['splits']['test']['value'] == pytest.approx(37.94, abs=5e-3)
   record['splits']['test']['value'] = 30.0
@@ -174,7 +180,7 @@ def test_a_changed_definition_fails_the_check(change):
   assert any(expected in p for p in found), found
 
 
-# ---- writing the evidence of a sweep --------------------------------------------------------------
+# ---- writing the evidence of a sweep -------------------------------------------------------------
 def _write_sweep(root, card, results_of, curve_of=None):
   """A sweep dir of `card` whose run r has results.json results_of(i, r) (None: not finished)
   and metrics.jsonl rows curve_of(i, r)."""
@@ -486,3 +492,156 @@ def test_a_sweep_report_clips_the_loss_interval(tmp_path):
   for variant in report['variants']:
     loss = variant['metrics']['loss']
     assert loss['n'] == 3 and loss['ci95'][0] == 0.0 and loss['ci95'][1] > max(losses)
+
+
+# ---- power ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize('effect, seeds', [(0.5, 34), (0.8, 15), (1.0, 10), (2.0, 5)])
+def test_seeds_for_power_match_the_published_sample_sizes(effect, seeds):
+  """Paired (one-sample) t, two-sided α = 0.05, 80% power: the sample sizes G*Power gives
+  (Faul et al. 2007) and Cohen (1988, Table 2.4.1 read for the one-sample case): d = 0.5 -> 34,
+  0.8 -> 15, 1.0 -> 10; and d = 2 -> 5."""
+  assert stats.seeds_for_power(effect) == seeds
+  assert stats.t_power(effect, seeds) >= 0.8 > stats.t_power(effect, seeds - 1)
+  assert stats.seeds_for_power(-effect) == seeds  # two-sided: the sign does not matter
+  assert stats.seeds_for_power(0.0) is None
+
+
+def test_t_power_matches_a_simulation():
+  """The noncentral-t power against the rejection rate of scipy's own t-test on simulated
+  differences N(δ, 1), n = 5, δ = 1.2, 40,000 draws (fixed seed): within 4 standard errors."""
+  rng = np.random.default_rng(0)
+  n, effect, draws = 5, 1.2, 40_000
+  d = rng.normal(effect, 1.0, (draws, n))
+  rate = np.mean(scipy_stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05)
+  power = stats.t_power(effect, n)
+  assert abs(rate - power) < 4 * math.sqrt(power * (1 - power) / draws), (rate, power)
+  assert power == pytest.approx(0.5302, abs=1e-3)  # (noncentrality δ instead of δ√n: 0.154)
+
+
+def test_detectable_effect_is_where_the_power_reaches_80_percent():
+  for n in (2, 3, 10):
+    d = stats.detectable_effect(n)
+    assert stats.t_power(d, n) == pytest.approx(0.8, abs=1e-8)
+  # n = 10 needs d ≈ 1.0 (the published 10 seeds at d = 1.0 reach 0.803)
+  assert stats.detectable_effect(10) == pytest.approx(0.9960, abs=1e-3)
+
+
+def test_power_analysis_of_the_ladders_peeky_step_by_hand():
+  """reversed -> reversed + peeky of seq2seq_ladder: per-seed differences from the committed
+  runs, in points of exact match."""
+  report = EVIDENCE['seq2seq_ladder']
+  by_label = {r['label']: r['by_seed'] for r in report['rows']}
+  d = [100 * (by_label['reversed + peeky'][s] - by_label['reversed'][s]) for s in (0, 1, 2)]
+  assert d == pytest.approx([79.58, 28.54, 50.70])
+  effect = np.mean(d) / np.std(d, ddof=1)
+  entry = next(e for e in report['power'] if e['label'] == 'reversed + peeky - reversed')
+  assert entry['effect'] == pytest.approx(effect)
+  assert entry['p_value'] == pytest.approx(0.070, abs=1e-3)
+  assert entry['seeds_needed'] == 5 and entry['decidable']
+  assert stats.t_power(effect, 4) < 0.8 <= stats.t_power(effect, 5)
+  assert entry['detectable'] == pytest.approx(stats.detectable_effect(3) * np.std(d, ddof=1))
+  assert [e['label'] for e in report['power']] == ['reversed - plain',
+                                                   'reversed + peeky - reversed']
+
+
+def test_power_is_stated_where_a_target_verdict_rests_on_noise():
+  """dates: only rows whose seeds do not tell their mean from the 99 target (one-sample t,
+  p >= 0.05) get a power line; the Transformer-additive row cannot be decided at this size."""
+  report = EVIDENCE['dates']
+  assert [e['label'] for e in report['power']] == ['seq2seq + Luong general - target 99',
+                                                   'Transformer, additive - target 99']
+  additive = report['power'][1]
+  values = [v * 100 - 99 for v in report['rows'][-1]['by_seed'].values()]
+  assert additive['mean_diff'] == pytest.approx(np.mean(values))
+  assert additive['seeds_needed'] > derive.SEED_BUDGET and not additive['decidable']
+  lines = render.power_lines(report)
+  assert any('Transformer, additive - target 99' in line and 'cannot be decided at this size'
+             in line for line in lines)
+  se = EVIDENCE['se_mnist']['power'][0]
+  assert se['label'] == 'SE-ResNet (small) - ResNet (small)' and se['p_value'] == pytest.approx(
+      0.343, abs=1e-3)
+  assert se['seeds_needed'] == stats.seeds_for_power(se['mean_diff'] / se['std'])
+
+
+# ---- a card whose metric is an attention measure -------------------------------------------------
+def _alignment(values, chance=0.25):
+  """measures_<split>.json of a run whose source-target arrays have these argmax_in_gold values
+  ({path: value}); {} : a model without attention."""
+  if not values:
+    return {'alignment': {'gold': None, 'note': 'the model has no attention over the source or '
+                                                'memory'}}
+  return {'alignment': {'gold': '...', 'by_attention': {
+      path: {'argmax_in_gold': [v], 'gold_mass': [v / 2], 'aer': [1 - v],
+             'chance_in_gold': chance} for path, v in values.items()}}}
+
+
+def test_chance_in_gold_by_hand():
+  """Uniform attention over the real keys: |gold| / K_b per step with gold, averaged over the
+  steps: example 0 (4 real keys) steps {0, 1} and {3}, example 1 (2 real keys) step {0}."""
+  from attention_zoo.analysis import measure_run
+  from attention_zoo.data.base import Alignment
+  keys = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], bool)
+  gold = [Alignment(sure=(frozenset(), frozenset()), possible=(frozenset({0, 1}), frozenset({3}))),
+          Alignment(sure=(frozenset(),) * 2, possible=(frozenset({0}), frozenset()))]
+  assert measure_run.chance_in_gold(keys, 2, gold) == pytest.approx((2 / 4 + 1 / 4 + 1 / 2) / 3)
+  # a gold position on padding counts nothing: uniform attention puts no weight there
+  gold[1] = Alignment(sure=(frozenset(),) * 2, possible=(frozenset({0, 4}), frozenset()))
+  assert measure_run.chance_in_gold(keys, 2, gold) == pytest.approx((2 / 4 + 1 / 4 + 1 / 2) / 3)
+
+
+def test_the_attention_array_is_chosen_on_validation_not_test():
+  card = cards.CARDS.get('dates_alignment')
+  layers = ('decoder/layers/0/cross_attn', 'decoder/layers/1/cross_attn')
+  found = {'validation': _alignment(dict(zip(layers, (0.6, 0.9)))),
+           'test': _alignment(dict(zip(layers, (0.95, 0.8))))}
+  record = evidence.record_of_measures(card, found)
+  assert record['measured'] == layers[1]  # best on validation, though layer 0 is best on test
+  assert record['splits']['test'] == {'value': 0.8, 'shown': {'gold_mass': 0.4,
+                                                              'chance_in_gold': 0.25}}
+  none = evidence.record_of_measures(card, {'validation': _alignment({}), 'test': _alignment({})})
+  assert none['splits']['test']['value'] is None and 'no attention' in none['note']
+
+
+def _measured_sweep(root, value_of):
+  """A sweep dir of the dates_alignment card: run r's arrays have argmax_in_gold value_of(r)
+  ({} for no attention) on both splits, chance 0.25."""
+  card = cards.CARDS.get('dates_alignment')
+  _write_sweep(root, card, lambda i, run: {'test': {'gen_exact_match': 0.9}})
+  for run in sweeps.expand(str(reproduce.ROOT / card.config)):
+    analysis = root / wd.RUNS / run.name / wd.ANALYSIS
+    analysis.mkdir(parents=True)
+    for split in card.measures.splits:
+      wd.write_json(analysis / f'measures_{split}.json', _alignment(value_of(run)))
+  return card
+
+
+def test_a_measures_card_commits_the_measures_and_tests_each_row_against_chance(tmp_path):
+  def value_of(run):
+    if 'score=none' in run.arg:
+      return {}  # the plain encoder-decoders: no attention
+    seed = run.overrides['seed']
+    if 'score=general' in run.arg:  # at chance, up or down by seed: not above it
+      return {'attention_weights': 0.25 + 0.01 * (seed - 1)}
+    return {'attention_weights': 0.9 + 0.01 * seed}
+  card = _measured_sweep(tmp_path / 'sweep', value_of)
+  report = _build(card, tmp_path / 'sweep', tmp_path)
+  run = next((tmp_path / 'evidence' / card.name / evidence.RUNS).iterdir())
+  assert {'measures_validation.json', 'measures_test.json', wd.RESULTS} <= {
+      p.name for p in run.iterdir()}
+  rows = {r['label']: r for r in report['rows']}
+  plain = rows['seq2seq LSTM']
+  assert plain['verdict'] == 'not measured' and 'no attention' in plain['reason']
+  dot = rows['seq2seq + Luong dot']
+  assert dot['summary']['mean'] == pytest.approx(0.91)
+  assert dot['vs_against']['mean_diff'] == pytest.approx(0.66) and dot['verdict'] == 'reproduced'
+  assert dot['measured'] == {'attention_weights': 3}
+  general = rows['seq2seq + Luong general']
+  assert general['verdict'] == 'not reproduced' and general['vs_against']['p_value'] == 1.0
+  assert report['verdict'] == 'partly reproduced'
+  table = render.table(report)
+  assert 'Δ vs chance_in_gold (p)' in table and '| attention_weights (3 of 3) |' in table
+  assert '+66.00 (p = ' in table
+  # a run whose measures were not committed is refused, naming the file
+  (run / 'measures_test.json').unlink()
+  with pytest.raises(FileNotFoundError, match='measures_test.json is missing'):
+    evidence.read_card(card, tmp_path / 'evidence' / card.name)

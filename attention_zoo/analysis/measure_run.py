@@ -4,6 +4,7 @@ heatmaps: <workdir>/analysis[_step<N>]/measures.json, and the explorable view at
   from attention_zoo.analysis import measure_run
   found = measure_run.measure_workdir('runs/dates')      # the measures as a dict (nothing written)
   paths = measure_run.write_measures('runs/dates')       # {'measures': .json, 'view': .html}
+  path = measure_run.write_split('runs/dates', 'test')   # analysis/measures_test.json
   found = measure_run.measure(model, task, batch, gold)  # a loaded model, any batch
 
 measures.json:
@@ -13,8 +14,9 @@ measures.json:
        (self-attention only)}},
    "alignment": {"gold": null, "note"}  (a task without gold alignment), or
        {"gold": "...", "steps", "sure_links", "by_attention": {module path: {"argmax_in_gold",
-       "gold_mass", "aer": [N] (null where the gold has no sure links), "heads_mean": {the
-       same three for the mean of the heads} (N > 1)}}},
+       "gold_mass", "aer": [N] (null where the gold has no sure links), "chance_in_gold": the
+       argmax_in_gold of uniform attention over the real keys, "heads_mean": {the same three
+       for the mean of the heads} (N > 1)}}},
    "head_importance": {"metric", "base", "drop": {module path: [N]}} (multi-head layers), or
        {"note"},
    "rollout": {stack: {"layers": [module paths], "examples": [{"tokens", "matrix"}]}},
@@ -116,6 +118,17 @@ def _alignment(weights: np.ndarray, gold, has_sure: bool) -> dict[str, Any]:
   return out
 
 
+def chance_in_gold(key_mask: np.ndarray, q_len: int, gold) -> float:
+  """The alignment accuracy (argmax_in_gold) that attention with no information reaches: a key
+  drawn uniformly from the real keys of the example lies in the gold with probability
+  |gold[b][q]| / K_b, K_b = the real keys of example b; averaged over the steps with gold, as
+  argmax_in_gold is. Computed as the gold_mass of uniform attention over key_mask [B, K]."""
+  real = np.asarray(key_mask, np.float64)  # [B, K]
+  uniform = real / np.maximum(real.sum(-1, keepdims=True), 1)  # [B, K]
+  w = np.broadcast_to(uniform[:, None, None, :], (real.shape[0], 1, q_len, real.shape[1]))
+  return float(measures.gold_mass(w, [a.possible for a in gold])[0])
+
+
 def measure(model, task, batch: Mapping[str, np.ndarray], gold=None, *, examples: int = 2,
             captured: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
   """The measures of one batch (see the module docstring for the layout; no run fields).
@@ -151,6 +164,7 @@ def measure(model, task, batch: Mapping[str, np.ndarray], gold=None, *, examples
     if gold is not None and kind != 'self':
       has_sure = any(s for a in gold for s in a.sure)
       result = _alignment(heads, gold, has_sure)
+      result['chance_in_gold'] = chance_in_gold(key, heads.shape[2], gold)
       if heads.shape[1] > 1 and kind != 'memory':
         result['heads_mean'] = _alignment(heads.mean(1, keepdims=True), gold, has_sure)
       by_attention[name] = result
@@ -230,6 +244,23 @@ def measure_workdir(workdir: str | pathlib.Path, step: int | None = None,
 def _header(workdir, step, split, task, n) -> dict[str, Any]:
   return {'run': str(workdir), 'step': step, 'split': split, 'examples': n, 'task': task.name,
           'kind': task.kind}
+
+
+def split_file(split: str) -> str:
+  """The file name of one split's measures that write_split writes: 'measures_<split>.json'."""
+  return f'measures_{split}.json'
+
+
+def write_split(workdir: str | pathlib.Path, split: str, num_examples: int = NUM_EXAMPLES,
+                step: int | None = None) -> pathlib.Path:
+  """The measures of a run on the first `num_examples` examples of `split` (measure_workdir, no
+  rollout examples, no view) written to analysis_dir(workdir, step)/measures_<split>.json, the
+  file a reproduction card commits per run and split -> its path."""
+  found = measure_workdir(workdir, step, split, examples=0, num_examples=num_examples)
+  out = analysis_dir(workdir, step) / split_file(split)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(found, indent=1) + '\n')
+  return out
 
 
 def write_measures(workdir: str | pathlib.Path, step: int | None = None, examples: int = 2,

@@ -13,6 +13,13 @@ A variant is run with a few seeds (n = 3 typically); its final metric per seed i
   [min, max] of the values, far narrower than the t interval and covering the mean less often.
 - `paired_test(a, b)`: the two-sided paired t-test (Student 1908) on the seeds both variants ran:
   d_s = a_s - b_s, t = mean(d) / (std(d, ddof=1) / √n), p = 2 · P(T_{n-1} > |t|).
+- `t_power(effect, n)`, `seeds_for_power(effect)`, `detectable_effect(n)`: the power of that test
+  (a one-sample t-test on the differences; against a fixed bar, d_s = a_s - bar) at the
+  standardized effect δ = mean(d) / std(d): with T' noncentral t, n - 1 degrees of freedom and
+  noncentrality δ√n, power = P(T' > t_c) + P(T' < -t_c), t_c = t(1 - α/2, n - 1) (Cohen 1988,
+  ch. 2; the exact form G*Power computes). `power_analysis(differences)` applies them to a
+  pilot's per-seed differences: the seeds needed for 80% power at α = 0.05 to detect the observed
+  mean difference, and the smallest difference the pilot's seeds detect with 80% power.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
+from scipy.optimize import brentq
 
 # The end of a metric's name ('_'-separated words) -> the metric's range (math.inf: unbounded
 # above). Other metrics (a rate such as steps_per_s) have no range here.
@@ -37,8 +45,13 @@ BOUNDS: dict[str, tuple[float, float]] = {
     'bits_per_char': (0.0, math.inf),  # a cross-entropy in bits
     'bpc': (0.0, math.inf),
     'perplexity': (1.0, math.inf),  # exp of a cross-entropy
+    'in_gold': (0.0, 1.0),  # shares of steps: argmax_in_gold, chance_in_gold (measure_run)
+    'gold_mass': (0.0, 1.0),  # attention mass on the gold span
 }
 LEVEL = 0.95  # the confidence of every interval
+ALPHA = 0.05  # the level of every test (two-sided)
+POWER = 0.8  # the power a decision asks for (Cohen 1988's convention)
+MAX_SEEDS = 100_000  # seeds_for_power gives up beyond this (an effect of about 0.01 sd)
 
 
 def bounds(metric: str) -> tuple[float, float] | None:
@@ -104,3 +117,74 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any
   else:
     p = float(scipy_stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
   return {'seeds': seeds, 'n': n, 'mean_diff': mean_diff, 'p_value': p, 'test': 'paired t'}
+
+
+def t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+  """The power of the two-sided one-sample t-test (paired: on the differences) with n values at
+  standardized effect δ = mean / sd: P(|T'| > t(1 - α/2, n - 1)), T' ~ noncentral t(n - 1, δ√n).
+  """
+  if n < 2:
+    raise ValueError(f't_power: n={n}; a t-test needs at least 2 values')
+  df = n - 1
+  crit = float(scipy_stats.t.ppf(1 - alpha / 2, df))
+  nc = abs(effect) * math.sqrt(n)
+  upper = float(scipy_stats.nct.sf(crit, df, nc))
+  lower = float(scipy_stats.nct.cdf(-crit, df, nc))  # NaN where it underflows (df 1, large nc)
+  if not (math.isfinite(upper) and 0.0 <= upper <= 1.0):
+    raise ValueError(f't_power: the noncentral t tail is {upper} at df={df}, nc={nc}')
+  return upper + (lower if math.isfinite(lower) else 0.0)
+
+
+def seeds_for_power(effect: float, power: float = POWER, alpha: float = ALPHA) -> int | None:
+  """The smallest n >= 2 at which t_power(effect, n) >= power; None when no n up to MAX_SEEDS
+  reaches it (effect 0 included). Power grows with n, so a doubling then a bisection finds it."""
+  if t_power(effect, 2, alpha) >= power:
+    return 2
+  lo, hi = 2, 4  # t_power(lo) < power
+  while t_power(effect, hi, alpha) < power:
+    if hi >= MAX_SEEDS:
+      return None
+    lo, hi = hi, min(2 * hi, MAX_SEEDS)
+  while hi - lo > 1:  # t_power(lo) < power <= t_power(hi)
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if t_power(effect, mid, alpha) >= power else (mid, hi)
+  return hi
+
+
+def detectable_effect(n: int, power: float = POWER, alpha: float = ALPHA) -> float:
+  """The standardized effect δ at which n values reach `power`: t_power(δ, n) = power (δ > 0)."""
+  hi = 1.0
+  while t_power(hi, n, alpha) < power:
+    hi *= 2.0
+  return float(brentq(lambda d: t_power(d, n, alpha) - power, 0.0, hi, xtol=1e-10))
+
+
+def power_analysis(differences: Sequence[float], power: float = POWER,
+                   alpha: float = ALPHA) -> dict[str, Any] | None:
+  """What a pilot's per-seed differences d_s (paired, or against a fixed bar) say about deciding
+  their sign with a two-sided t-test at `alpha`:
+
+    effect = mean(d) / std(d, ddof=1); power_now = t_power(effect, n);
+    seeds_needed = seeds_for_power(effect): seeds for `power` at the observed mean difference;
+    detectable = detectable_effect(n) · std(d): the smallest |mean difference| n seeds detect
+      with `power`, at the pilot's spread.
+  The pilot's std from few seeds is itself uncertain; these are estimates, not guarantees.
+  -> {'n', 'mean_diff', 'std', 'effect', 'power_now', 'seeds_needed', 'detectable', 'power',
+  'alpha'}, or None with fewer than 2 differences. Differences all equal (std 0): a non-zero
+  mean is detected by 2 seeds (effect infinite), a zero mean by none.
+  """
+  d = np.asarray(differences, np.float64)  # [n]
+  n = len(d)
+  if n < 2:
+    return None
+  mean, std = float(d.mean()), float(d.std(ddof=1))
+  if std == 0:
+    effect = math.inf if mean else 0.0
+    needed, now = (2, 1.0) if mean else (None, float(alpha))
+    detectable = 0.0
+  else:
+    effect = mean / std
+    needed, now = seeds_for_power(effect, power, alpha), t_power(effect, n, alpha)
+    detectable = detectable_effect(n, power, alpha) * std
+  return {'n': n, 'mean_diff': mean, 'std': std, 'effect': effect, 'power_now': now,
+          'seeds_needed': needed, 'detectable': detectable, 'power': power, 'alpha': alpha}

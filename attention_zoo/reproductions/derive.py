@@ -15,10 +15,18 @@ what attention_zoo.reproductions.evidence reads from one run's committed files:
 `legacy` holds, for cards whose earlier report kept no per-run timings, the row-level numbers of
 that report (wall time, tokens/s, steps/s means, the selected seed): they fill a row only where
 no run of it has its own.
+
+A card whose verdict rests on noise states its power (`power`, stats.power_analysis): for each
+step of an ordering claim (paired over shared seeds), and for each row with a target whose
+one-sample t-test against it is not significant (p >= 0.05: "mean >= target" could go either
+way), the seeds needed for 80% power at α = 0.05 to detect the observed mean difference, and the
+smallest difference the committed seeds detect. A difference that needs more than SEED_BUDGET
+seeds cannot be decided at this size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -28,6 +36,9 @@ from attention_zoo.analysis import stats
 from attention_zoo.reproductions.cards import SELECTIONS, Card, Row
 
 TIMINGS = ('wall_s', 'tokens_per_s', 'steps_per_s')  # per-run numbers a row shows as means
+# The most seeds per row this project would run to decide one comparison (10 times a 3-seed
+# pilot, on 2-core CPUs): a difference that needs more cannot be decided at this size.
+SEED_BUDGET = 30
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -49,6 +60,14 @@ def row(card: Card, row_: Row, records: list[dict[str, Any]],
   summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
   mean = summary['mean'] * card.scale if summary else None
   verdict, reason = row_verdict(row_, mean, card.higher_is_better)
+  vs_against = None
+  if card.against:
+    against = {r['seed']: s['shown'].get(card.against) for r, s in zip(group, splits)}
+    vs_against = stats.paired_test(_finite(by_seed), _finite(against))
+    verdict, reason = against_verdict(card, vs_against, mean)
+  notes = sorted({r['note'] for r in group if r.get('note')})
+  if group and not values and notes:
+    verdict, reason = 'not measured', '; '.join(notes)
   legacy, from_legacy = legacy or {}, []
   timings = {}
   for key in TIMINGS:
@@ -76,7 +95,8 @@ def row(card: Card, row_: Row, records: list[dict[str, Any]],
       'summary': summary, 'selected': selected,
       'shown': {m: stats.summarize([s['shown'][m] for s in splits], stats.bounds(m))
                 for m in card.shown if group and all(m in s['shown'] for s in splits)},
-      'verdict': verdict, 'reason': reason, **timings,
+      'verdict': verdict, 'reason': reason, **timings, 'vs_against': vs_against,
+      'measured': _counts([r.get('measured') for r in group]),
       'final_evaluation': [r['final_evaluation'] for r in group],
       'by_seed': by_seed,
       'curves': sum(r['curve'] is not None for r in group),
@@ -113,7 +133,9 @@ def report(card: Card, records: dict[str, dict[str, Any]],
   if aggregate:
     verdict, reason = aggregate['verdict'], aggregate['reason']
   else:
-    verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(rows))
+    verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(
+        rows, f'row above {card.against} (paired t, p < 0.05)' if card.against else 'target met'))
+  power = power_entries(card, rows, by_variant)
   intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
   machines = sorted({rec['machine'] for rec in records.values()})
   return {
@@ -121,6 +143,9 @@ def report(card: Card, records: dict[str, dict[str, Any]],
       'config': card.config, 'command': card.command, 'metric': card.metric,
       'metric_label': card.metric_label, 'scale': card.scale, 'digits': card.digits,
       'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
+      'power': power, 'seed_budget': SEED_BUDGET,
+      'against': card.against,
+      'measures': dataclasses.asdict(card.measures) if card.measures else None,
       'complement': card.complement, 'aggregate': aggregate,
       'selection': SELECTIONS[card.select][1] if card.select else None,
       'statistics': ('mean ± std over seeds [95% CI: ' + (', '.join(intervals) or 'none') +
@@ -138,6 +163,28 @@ def report(card: Card, records: dict[str, dict[str, Any]],
                    'curves': sum(rec['curve'] is not None for rec in records.values()),
                    'row_level': sorted({k for r in rows for k in r['from_legacy']})},
   }
+
+
+def _counts(names: list[str | None]) -> dict[str, int]:
+  """{name: how many runs} of the runs' measured attention arrays, in first-seen order."""
+  out: dict[str, int] = {}
+  for name in names:
+    if name is not None:
+      out[name] = out.get(name, 0) + 1
+  return out
+
+
+def against_verdict(card: Card, test: dict[str, Any], mean: float | None) -> tuple[str, str]:
+  """(verdict, reason) of a row tested against card.against (paired over seeds): reproduced
+  when its mean is above it (below, on a complement card) with p < 0.05."""
+  if mean is None or test['n'] < 2:
+    return 'not run', 'fewer than 2 seeds with both numbers'
+  diff = test['mean_diff'] * card.scale
+  sign = 1.0 if card.higher_is_better else -1.0
+  text = f'{diff:+.{card.digits}f} vs {card.against} (p = {test["p_value"]:.3f})'
+  if sign * diff > 0 and test['p_value'] < stats.ALPHA:
+    return 'reproduced', text
+  return 'not reproduced', text
 
 
 def check_variants(card: Card, variants: list[str]) -> None:
@@ -221,8 +268,45 @@ def order_verdict(card: Card, by_variant: dict[str, dict[str, Any]]) -> tuple[st
                             ', '.join(f'{a} < {b}' for a, b in bad) + '; ' + text)
 
 
-def card_verdict(rows: list[dict[str, Any]]) -> tuple[str, str]:
-  """The card's verdict from its rows' verdicts."""
+def _power(label: str, test: str, seeds: list[int], diffs: list[float],
+           p_value: float) -> dict[str, Any] | None:
+  found = stats.power_analysis(diffs)
+  if found is None:
+    return None
+  needed = found['seeds_needed']
+  return {'label': label, 'test': test, 'seeds': seeds, 'p_value': p_value, **found,
+          'decidable': needed is not None and needed <= SEED_BUDGET}
+
+
+def power_entries(card: Card, rows: list[dict[str, Any]],
+                  by_variant: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+  """The power of each comparison a verdict of the card rests on (module docstring), in the
+  tables' scale: every step of the ordering claim, and every row with a target that its seeds
+  do not tell apart from the target (one-sample t, p >= 0.05)."""
+  out = []
+  for worse, better in zip(card.order, card.order[1:]):
+    lo, hi = _finite(by_variant[worse]['by_seed']), _finite(by_variant[better]['by_seed'])
+    seeds = sorted(set(lo) & set(hi))
+    test = stats.paired_test(hi, lo)
+    out.append(_power(f'{by_variant[better]["label"]} - {by_variant[worse]["label"]}',
+                      'paired t', seeds, [(hi[s] - lo[s]) * card.scale for s in seeds],
+                      test['p_value']))
+  for r in rows:
+    values = _finite(r['by_seed'])
+    if r['target'] is None or len(values) < 2:
+      continue
+    bar = {s: r['target'] / card.scale for s in values}
+    test = stats.paired_test(values, bar)  # against a constant: the one-sample t-test
+    if not test['p_value'] < stats.ALPHA:
+      out.append(_power(f'{r["label"]} - target {r["target"]:g}', 'one-sample t', sorted(values),
+                        [v * card.scale - r['target'] for v in values.values()],
+                        test['p_value']))
+  return [e for e in out if e is not None]
+
+
+def card_verdict(rows: list[dict[str, Any]], what: str = 'target met') -> tuple[str, str]:
+  """The card's verdict from its rows' verdicts (`what` a reproduced row shows, for the reason).
+  """
   judged = [r for r in rows if r['verdict'] in ('reproduced', 'not reproduced')]
   unrun = [r['label'] for r in rows if r['verdict'] == 'not run']
   tail = f'; not run yet: {", ".join(unrun)}' if unrun else ''
@@ -230,6 +314,6 @@ def card_verdict(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return ('reported' if not unrun else 'not run'), 'no row has a target' + tail
   ok = [r['label'] for r in judged if r['verdict'] == 'reproduced']
   if len(ok) == len(judged):
-    return 'reproduced', f'every target met ({len(ok)} of {len(judged)})' + tail
+    return 'reproduced', f'every {what} ({len(ok)} of {len(judged)})' + tail
   short = '; '.join(f'{r["label"]} {r["reason"]}' for r in judged if r['verdict'] != 'reproduced')
   return ('partly reproduced' if ok else 'not reproduced'), short + tail

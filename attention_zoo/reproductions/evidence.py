@@ -8,6 +8,9 @@ the card is derived (attention_zoo.reproductions.derive) each time the docs are 
     run.json           {'variant', 'seed', 'conditions', 'machine'}: which row it belongs to and
                        the sitting that ran it (what else ran on the machine: wall times depend
                        on it)
+    measures_<split>.json  for a card with `measures`: the attention measures of the run's final
+                       checkpoint on that split (attention_zoo.analysis.measure_run.write_split),
+                       as `measure_runs` wrote them after training
     record.json        instead of results.json and validation.jsonl, for runs that predate this
                        layout: what the card's earlier report.json kept of the run (the card's
                        metric and shown metrics per split, timings where it kept them); such a
@@ -21,6 +24,7 @@ No checkpoint, no report: the report exists only in memory, derived again by `lo
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import platform
@@ -28,6 +32,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from attention_zoo.analysis import measure_run
 from attention_zoo.analysis import report as sweep_report
 from attention_zoo.reproductions import derive
 from attention_zoo.reproductions.cards import CARDS, SELECTIONS, Card
@@ -77,12 +82,74 @@ def record_of_results(card: Card, results: dict[str, Any],
           'final_evaluation': results.get('final_evaluation')}
 
 
+def measure_files(card: Card) -> list[str]:
+  """The measures files a run of `card` commits (none for a card without `measures`)."""
+  return [measure_run.split_file(s) for s in card.measures.splits] if card.measures else []
+
+
+def record_of_measures(card: Card, found: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """What a measures card reads of one run's measures (split -> measures_<split>.json): per
+  split a row reads, the card's measure and its shown measures at the source-target attention
+  array and head whose measure is highest on card.measures.select_split (the first of equals),
+  and which that is ('measured'); a model without such attention has value None and the
+  measures' note."""
+  select = found[card.measures.select_split]['alignment']
+  splits = dict.fromkeys(r.split for r in card.rows)
+  if not select.get('by_attention'):
+    return {'splits': {s: {'value': None, 'shown': {}} for s in splits},
+            'measured': None, 'note': select['note']}
+
+  def at(entry: dict[str, Any], key: str, head: int) -> float | None:
+    value = entry.get(key)
+    return value[head] if isinstance(value, list) else value
+
+  def on_select(candidate: tuple[str, int]) -> float:
+    value = at(select['by_attention'][candidate[0]], card.metric, candidate[1])
+    return -math.inf if value is None else value
+
+  candidates = [(path, h) for path, entry in select['by_attention'].items()
+                for h in range(len(entry[card.metric]))]
+  path, head = max(candidates, key=on_select)  # (max keeps the first of equals)
+  out = {}
+  for split in splits:
+    entry = found[split]['alignment']['by_attention'][path]
+    out[split] = {'value': _value(card, at(entry, card.metric, head)),
+                  'shown': {m: at(entry, m, head) for m in card.shown
+                            if at(entry, m, head) is not None}}
+  heads = len(select['by_attention'][path][card.metric])
+  return {'splits': out, 'measured': path + (f' head {head}' if heads > 1 else ''),
+          'note': None}
+
+
+def measure_runs(card: Card, sweep_dir: pathlib.Path) -> list[pathlib.Path]:
+  """Writes, for each finished run of the sweep that lacks them, the measures files the card
+  needs (measure_run.write_split of each of card.measures.splits) -> the files written."""
+  if not card.measures:
+    return []
+  written = []
+  runs, _, _ = sweep_report.collect(sweep_dir)
+  for run in runs:
+    run_dir = sweep_dir / wd.RUNS / run['name']
+    for split in card.measures.splits:
+      if not (run_dir / wd.ANALYSIS / measure_run.split_file(split)).exists():
+        written.append(measure_run.write_split(run_dir, split, card.measures.examples))
+  return written
+
+
 def read_run(card: Card, run_dir: pathlib.Path) -> dict[str, Any]:
   """The record of one committed run (see attention_zoo.reproductions.derive)."""
   run = wd.read_json(run_dir / RUN)
   if (run_dir / wd.RESULTS).exists():
     results = wd.read_json(run_dir / wd.RESULTS)
     record = record_of_results(card, results, run.pop('wall_s_from_file_times', None))
+    if card.measures:
+      missing = [f for f in measure_files(card) if not (run_dir / f).exists()]
+      if missing:
+        raise FileNotFoundError(f'{run_dir}: card {card.name} reads its measures, and '
+                                f'{", ".join(missing)} is missing (experiments.reproduce '
+                                'measures each finished run)')
+      record |= record_of_measures(card, {s: wd.read_json(run_dir / measure_run.split_file(s))
+                                          for s in card.measures.splits})
     curve, has_results = wd.read_jsonl(run_dir / CURVE), True
   elif (run_dir / RECORD).exists():
     record = {k: v for k, v in wd.read_json(run_dir / RECORD).items() if k != 'note'}
@@ -113,11 +180,14 @@ def load(folder: pathlib.Path) -> dict[str, dict[str, Any]]:
 
 
 def store_run(run: dict[str, Any], run_dir: pathlib.Path, dest: pathlib.Path,
-              conditions: str) -> None:
-  """dest/ <- the committed files of one finished run of a sweep (see the module docstring)."""
+              conditions: str, measured: tuple[str, ...] = ()) -> None:
+  """dest/ <- the committed files of one finished run of a sweep (see the module docstring);
+  measured: the names of its measures files (in <run>/analysis/) to commit too."""
   dest.mkdir(parents=True)
   shutil.copyfile(run_dir / wd.CONFIG, dest / wd.CONFIG)
   shutil.copyfile(run_dir / wd.RESULTS, dest / wd.RESULTS)
+  for name in measured:
+    shutil.copyfile(run_dir / wd.ANALYSIS / name, dest / name)
   wd.write_text(dest / CURVE, ''.join(validation_lines(run_dir / wd.METRICS)))
   about = {'variant': run['variant'], 'seed': run['seed'], 'conditions': conditions,
            'machine': machine()}
@@ -160,7 +230,8 @@ def write(card: Card, sweep_dir: pathlib.Path, folder: pathlib.Path, conditions:
     for run in runs:
       dest = staged / RUNS / run['name']
       shutil.rmtree(dest, ignore_errors=True)
-      store_run(run, sweep_dir / wd.RUNS / run['name'], dest, conditions)
+      store_run(run, sweep_dir / wd.RUNS / run['name'], dest, conditions,
+                tuple(measure_files(card)))
     report = read_card(card, staged)  # before the swap: evidence that does not derive stays out
     old = target.with_name(f'.{card.name}.old')
     if target.exists():

@@ -50,10 +50,15 @@ def table(report: dict[str, Any]) -> str:
   papers = any(r['paper'] is not None for r in report['rows'])
   targets = any(r['target'] is not None for r in report['rows'])
   picks = any(r.get('selected') for r in report['rows'])
+  against = report.get('against')
+  read = any(r.get('measured') for r in report['rows'])
   head = (['', *(['paper'] if papers else []), *(['target (source)'] if targets else []),
            f'ours: {metric}',
            *(['ours: the selected seed'] if picks else []), *[f'{m}' for m in extra],
-           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []), 'n (seeds)', 'verdict',
+           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []),
+           *([f'Δ vs {against} (p)'] if against else []),
+           *([f'attention read (chosen on {report["measures"]["select_split"]})'] if read else []),
+           'n (seeds)', 'verdict',
            'wall time / run', 'tokens/s'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in report['rows']:
@@ -68,6 +73,9 @@ def table(report: dict[str, Any]) -> str:
                 if pick else '-'] if picks else []),
              *[_pm(r['shown'].get(m), 1.0, _shown_digits(r['shown'].get(m))) for m in extra],
              *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
+             *([_delta(r.get('vs_against'), scale, digits)] if against else []),
+             *([', '.join(f'{k} ({n} of {len(r["runs"])})' for k, n in r['measured'].items())
+                or '-'] if read else []),
              sweep_report.seeds_cell(r['seeds']), f'{r["verdict"]}: {r["reason"]}',
              _minutes(r['wall_s']),
              '-' if r['tokens_per_s'] is None else f'{r["tokens_per_s"]:,.0f}']
@@ -94,6 +102,48 @@ def aggregate_line(report: dict[str, Any]) -> str:
   fails = f' (failed: {over})' if agg['fail_above'] is not None else ''
   return (f'**Mean over the {agg["n_rows"]} rows{fails}:** ' + '; '.join(parts) +
           f'. Target {agg["target"]:g} ({agg["source"]}).')
+
+
+def measures_text(report: dict[str, Any]) -> str:
+  """How a measures card's numbers are measured ('' for other cards)."""
+  m = report.get('measures')
+  if not m:
+    return ''
+  text = (f'; the measures of each run\'s final checkpoint on the first {m["examples"]:,} '
+          f'examples of each of {", ".join(m["splits"])} (measures_<split>.json); a model with '
+          f'several source-target attention arrays is read at the one (layer, head) whose '
+          f'{report["metric"]} is highest on {m["select_split"]}, per run')
+  if report.get('against'):
+    text += (f'; Δ vs {report["against"]}: the paired t-test over seeds of each run\'s '
+             f'{report["metric"]} against its {report["against"]}')
+  return text
+
+
+def power_lines(report: dict[str, Any]) -> list[str]:
+  """The power of each comparison a verdict rests on (derive.power_entries), one item each; []
+  when the card has none."""
+  entries, digits = report.get('power') or [], report['digits']
+  if not entries:
+    return []
+  e0 = entries[0]
+  out = [f'**Power** (two-sided t-tests at α = {e0["alpha"]:g}, {e0["power"]:.0%} power asked; '
+         'estimated from the committed per-seed differences, whose spread over so few seeds is '
+         'itself uncertain):', '']
+  for e in entries:
+    seeds = ', '.join(map(str, e['seeds']))
+    needed = e['seeds_needed']
+    if needed is None:
+      need = 'no number of seeds up to 100,000 would detect it: cannot be decided at this size'
+    elif e['decidable']:
+      need = f'{needed:,} seeds would detect it'
+    else:
+      need = (f'{needed:,} seeds would detect it, more than the {report["seed_budget"]} this '
+              'project runs for one comparison: cannot be decided at this size')
+    out.append(f'- {e["label"]} ({e["test"]} over seeds {seeds}): {e["mean_diff"]:+.{digits}f}, '
+               f'sd {e["std"]:.{digits}f}, p = {e["p_value"]:.3f}, power now '
+               f'{e["power_now"]:.2f}: {need}; {e["n"]} seeds detect '
+               f'±{e["detectable"]:.{digits}f} or more.')
+  return out
 
 
 def evidence_line(report: dict[str, Any]) -> str:
@@ -127,11 +177,13 @@ def section(report: dict[str, Any]) -> str:
   out = [f'## {report["title"]} (`{report["card"]}`)', '',
          f'**Paper:** {report["paper"]}', '', f'**Claim:** {report["claim"]}', '',
          f'**Verdict:** {report["verdict"]}: {report["reason"]}', '',
+         *(power + [''] if (power := power_lines(report)) else []),
          f'**Command:** `{report["command"]}` (config `{report["config"]}`; total run time '
          f'{_minutes(report["wall_s"])} on {report["machine"]}'
          + (f'; {report["conditions"]}' if report.get('conditions') else '') + ')', '',
          f'**Statistics:** {report["statistics"]}'
-         + (f'; selected seed: {report["selection"]}' if report.get('selection') else ''), '',
+         + (f'; selected seed: {report["selection"]}' if report.get('selection') else '')
+         + measures_text(report), '',
          evidence_line(report), '', table(report)]
   for key, value in sorted(report.get('signatures', {}).items()):
     out.append(f'sacrebleu {key}: `{value}`  ')
@@ -169,8 +221,12 @@ def render(evidence: dict[str, dict[str, Any]]) -> str:
 
 
 def readme_blocks(evidence: dict[str, dict[str, Any]]) -> dict[str, str]:
-  """marker name -> the generated text between `<!-- card:NAME -->` and `<!-- /card:NAME -->`."""
-  return {name: table(report) for name, report in evidence.items() if report.get('readme')}
+  """marker name -> the generated text between `<!-- card:NAME -->` and `<!-- /card:NAME -->`:
+  the card's table, then its power where a verdict rests on noise."""
+  def block(report: dict[str, Any]) -> str:
+    power = power_lines(report)
+    return table(report) + ('\n' + '\n'.join(power) + '\n' if power else '')
+  return {name: block(report) for name, report in evidence.items() if report.get('readme')}
 
 
 def splice(text: str, blocks: dict[str, str]) -> str:
