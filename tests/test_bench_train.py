@@ -41,6 +41,10 @@ def test_quick_run_writes_the_json(quick_json):
     assert r['zoo_steps_per_s'] > 0 and r['zoo_param_count'] > 0
     assert r['torch_eager_steps_per_s'] is None and r['torch_compiled_steps_per_s'] is None
     assert r['ratio'] is None
+    assert r['zoo_flop_per_s'] == pytest.approx(r['zoo_flops_per_step'] * r['zoo_steps_per_s'])
+    assert 0 < r['zoo_mfu'] <= 1 and r['zoo_peak_flop_per_s'] > 1e9  # the measured CPU peak
+  # the seq2seq LSTM's scan repeats its matmuls: counted per step of the loop, not once
+  assert [r['zoo_flops_source'] for r in rows] == ['xla_hlo_matmuls', 'xla_cost_analysis']
   assert [r['batch_size'] for r in rows] == [64, 32]  # the demo's batches
 
 

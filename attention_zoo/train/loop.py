@@ -48,7 +48,7 @@ from absl import logging
 from attention_zoo import build
 from attention_zoo.data.base import Task
 from attention_zoo.train import batching, checkpoints, config_utils, distributed, evaluation, hooks
-from attention_zoo.train import optim, run_info, seeds as seeds_lib, steps
+from attention_zoo.train import flops, optim, run_info, seeds as seeds_lib, steps
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import Checkpoints
 from attention_zoo.train.writers import MetricWriter, progress_bar
@@ -250,6 +250,12 @@ def _train(runs: list[_Seed], task: Task, seed_map: str | None,
   evaluator = evaluation.make_evaluator(g_eval, task, mesh, config.eval,
                                         batching.full_width(task.splits['train']))
   speed.compile_s = time.perf_counter() - t0
+  step_flops = flops.StepFlops(programs, flops.analytic_count(
+      config.model_name, config.model.to_dict(), build.model_dims(config.model_name, task),
+      axis.size))  # read from the compiled programs: no compile of its own
+  speed.dtype = config.model.get('dtype', 'float32')
+  attention = run_info.attention_implementation(config, task,
+                                                runs[0].batches.shape_batches()[0])
   if start == 0 and tc.eval_every > 0:  # the learning curves' first point: the initial model
     for run, one in zip(runs, axis.unstack(state)):
       _evaluate(evaluator, run.writer, 'validation', 0, one)
@@ -268,7 +274,9 @@ def _train(runs: list[_Seed], task: Task, seed_map: str | None,
       for run, h in zip(runs, host):
         run.tokens += batching.count_tokens(h, task.input_keys)
         run.examples += len(h[task.target_key])
-      leaves, metrics = train_step(leaves, axis.to_device(host), seed_key)
+      batch = axis.to_device(host)
+      step_flops.add(batch)
+      leaves, metrics = train_step(leaves, batch, seed_key)
       step += 1
       speed.steps += 1
       rows.append((step, metrics))
@@ -334,10 +342,11 @@ def _train(runs: list[_Seed], task: Task, seed_map: str | None,
         run.writer.flush()
 
   out = []
+  speed.flops_per_step, speed.flops_source = step_flops.per_step(), step_flops.source
   per_seed = axis.unstack(jax.tree.unflatten(treedef, leaves))
   for run, one in zip(runs, per_seed):
     if run.stopped is None:
-      out.append(_finish(run, one, evaluator, task, step, speed, axis, t_start))
+      out.append(_finish(run, one, evaluator, task, step, speed, axis, t_start, attention))
     elif run.writer:
       run.writer.close()
   stopped = [r for r in runs if r.stopped is not None]
@@ -352,7 +361,7 @@ def _train(runs: list[_Seed], task: Task, seed_map: str | None,
 
 def _finish(run: _Seed, state: steps.TrainState, evaluator: evaluation.Evaluator, task: Task,
             step: int, speed: run_info.Throughput, axis: seeds_lib.SeedAxis,
-            t_start: float) -> dict[str, Any]:
+            t_start: float, attention: dict[str, Any]) -> dict[str, Any]:
   """The final evaluation of one seed and its results.json."""
   t_final = time.perf_counter()
   final_state, final = _final_state(run.workdir / wd.CHECKPOINTS, evaluator, state)
@@ -364,6 +373,7 @@ def _finish(run: _Seed, state: steps.TrainState, evaluator: evaluation.Evaluator
   results = run_info.results(step, run.last_train, evals, state.params, seed_speed,
                              run.config.train.batch_size)
   results['final_evaluation'] = final
+  results.update(attention)
   results['wall_s'] = time.perf_counter() - t_start  # this process: build, train, evaluate
   if axis.size > 1:  # speed figures are the group's; a run's share of the wall time: / size
     results.update(seed_group_size=axis.size, seed_map=axis.how)

@@ -1,5 +1,5 @@
-"""results.json: the final metrics, and facts about the run (parameter count, speed, peak memory,
-library versions, devices)."""
+"""results.json: the final metrics, and facts about the run (parameter count, speed, model FLOPs
+per step and MFU (flops.py), peak memory, library versions, devices)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
+from flax import nnx
+
+from attention_zoo.train import flops
 
 
 @dataclasses.dataclass
@@ -22,6 +26,9 @@ class Throughput:
   steps: int = 0
   tokens: int = 0  # non-PAD input tokens of this process's batches
   examples: int = 0  # examples of this process's batches (0: steps x batch_size)
+  flops_per_step: float | None = None  # model FLOPs of a train step (flops.StepFlops)
+  flops_source: str | None = None  # where they come from (flops.step_flops)
+  dtype: str = 'float32'  # the compute dtype, whose peak the MFU is against
 
 
 def results(step: int, train: dict[str, float], evals: dict[str, dict[str, float] | None],
@@ -40,10 +47,44 @@ def results(step: int, train: dict[str, float], evals: dict[str, dict[str, float
                       if train_s else None),
       tokens_per_s=(speed.tokens * jax.process_count() / train_s
                     if (speed.tokens and train_s) else None),
+      flops_per_step=speed.flops_per_step,
+      flops_source=speed.flops_source,
+      **flops.utilization(speed.flops_per_step, train_s, speed.steps,
+                          num_devices=jax.device_count(), dtype=speed.dtype),
       devices=devices(),
       versions=versions(),
       **peak_memory())
   return out
+
+
+def platform_name(device: Any = None) -> str:
+  """The lowering platform of `device` (default: jax.devices()[0]) as attention.implementations
+  names it: 'cpu', 'cuda', 'tpu' (jax calls an NVIDIA GPU's platform 'gpu')."""
+  platform = (device or jax.devices()[0]).platform
+  return {'gpu': 'cuda'}.get(platform, platform)
+
+
+def attention_implementation(config: Any, task: Any, batch: dict[str, Any]) -> dict[str, Any]:
+  """{'attention_kernel', 'attention_implementation'}: the configured kernel (config.model.kernel,
+  None for a model without one) and the implementation the model's attention layers resolve to
+  on this device's platform in a train step on `batch`: attention.implementations.for_model on
+  the model built abstractly, in train mode (nothing computed); names joined by '+' where
+  layers differ, None for a model without attention kernels."""
+  from attention_zoo.attention import implementations  # pylint: disable=import-outside-toplevel
+  from attention_zoo import build  # pylint: disable=import-outside-toplevel
+  platform = platform_name()
+  out = {'attention_kernel': config.model.get('kernel')}
+  try:
+    model = nnx.eval_shape(lambda: build.build_model(config, task))
+    model.train()
+    layers = implementations.for_model(model, *task.model_inputs(batch), platforms=(platform,))
+  except Exception as e:  # pylint: disable=broad-except  # a record: never the run's failure
+    logging.warning('the attention implementation could not be resolved: %s: %s',
+                    type(e).__name__, e)
+    return dict(out, attention_implementation=None,
+                attention_implementation_error=f'{type(e).__name__}: {e}'[:300])
+  names = sorted({name for per in layers.values() for name in per[platform].split('+')})
+  return dict(out, attention_implementation='+'.join(names) or None)
 
 
 def param_count(params: Any) -> int:

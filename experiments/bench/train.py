@@ -20,7 +20,9 @@ Each measurement runs in its own child process pinned to --threads CPUs (os.sche
 XLA single-threaded on one CPU (attention_zoo.sweeps.processes.run_env) and
 torch.set_num_threads(threads): --warmup steps, then the median steps/s of --windows windows of
 --steps steps. The load average is printed before and after: on a shared machine compare the
-rows of one run, not numbers across runs. Compile times come from warm caches where there are
+rows of one run, not numbers across runs. Each zoo row also has the model FLOPs of a step, their
+source, the FLOP/s and the MFU against the matmul peak measured in the child
+(attention_zoo/train/flops.py). Compile times come from warm caches where there are
 some (JAX's persistent compilation cache, TorchInductor's on-disk caches): a second run reports
 less.
 """
@@ -28,6 +30,7 @@ less.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib.util
 import json
 import os
@@ -44,7 +47,7 @@ from absl import app, flags
 
 from attention_zoo import build
 from attention_zoo.sweeps import processes
-from attention_zoo.train import batching, optim, run_info
+from attention_zoo.train import batching, flops, optim, run_info
 from attention_zoo.train import steps as steps_lib
 from configs import common, dates_demo
 
@@ -125,6 +128,10 @@ def measure_zoo(name: str, quick: bool, data: pathlib.Path, *, warmup: int, wind
       g_train, task, tx, optim.learning_rate(tc, config.model), state,
       batching.to_device(host[0], mesh), seed_key, rep, label_smoothing=tc.label_smoothing)
   compile_s = time.perf_counter() - start
+  count = flops.analytic_count(config.model_name, config.model.to_dict(),
+                               build.model_dims(config.model_name, task))
+  step_flops, flops_source = flops.step_flops(
+      step_fn, analytic=count and functools.partial(count, host[0]))
   for s in range(warmup):
     leaves, metrics = step_fn(leaves, batching.to_device(host[s], mesh), seed_key)
   jax.block_until_ready(leaves)
@@ -136,8 +143,12 @@ def measure_zoo(name: str, quick: bool, data: pathlib.Path, *, warmup: int, wind
       s += 1
     jax.block_until_ready((leaves, metrics))
     rates.append(steps / (time.perf_counter() - start))
-  return {'steps_per_s': float(np.median(rates)), 'window_steps_per_s': rates,
+  steps_per_s = float(np.median(rates))
+  used = flops.utilization(step_flops, 1.0, steps_per_s,  # one second at the median rate
+                           dtype=config.model.get('dtype', 'float32'))
+  return {'steps_per_s': steps_per_s, 'window_steps_per_s': rates,
           'compile_s': compile_s, 'param_count': params, 'loss': float(metrics['loss']),
+          'flops_per_step': step_flops, 'flops_source': flops_source, **used,
           'jax': jax.__version__}
 
 
@@ -275,19 +286,28 @@ def make_row(name: str, threads: int, spec: dict, found: dict[str, dict | None])
           'zoo_compile_s': get('zoo', 'compile_s'),
           'torch_compile_s': get('torch_compiled', 'compile_s'),
           'zoo_param_count': get('zoo', 'param_count'), 'torch_param_count': torch_params,
+          'zoo_flops_per_step': get('zoo', 'flops_per_step'),
+          'zoo_flops_source': get('zoo', 'flops_source'),
+          'zoo_flop_per_s': get('zoo', 'flop_per_s'), 'zoo_mfu': get('zoo', 'mfu'),
+          'zoo_peak_flop_per_s': get('zoo', 'peak_flop_per_s'),
           'versions': {k: v for k, v in (('jax', get('zoo', 'jax')),
                                          ('torch', get('torch_eager', 'torch'))) if v}}
 
 
 def print_table(rows: list[dict]) -> None:
   fmt = lambda x, spec='.2f': '-' if x is None else format(x, spec)
+  scaled = lambda x, unit: None if x is None else x / unit
   print('\n| model | threads | params zoo / torch | zoo steps/s | torch eager steps/s | '
-        'torch compiled steps/s | zoo / best torch | compile s zoo / torch |')
-  print('|---|---|---|---|---|---|---|---|')
+        'torch compiled steps/s | zoo / best torch | compile s zoo / torch | zoo MFLOP/step '
+        '(source) | zoo GFLOP/s | zoo MFU (peak GFLOP/s) |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     print(f"| {r['model']} (batch {r['batch_size']}) | {r['threads']} | "
           f"{fmt(r['zoo_param_count'], ',')} / {fmt(r['torch_param_count'], ',')} | "
           f"{fmt(r['zoo_steps_per_s'])} | {fmt(r['torch_eager_steps_per_s'])} | "
           f"{fmt(r['torch_compiled_steps_per_s'])} | {fmt(r['ratio'])} | "
-          f"{fmt(r['zoo_compile_s'], '.1f')} / {fmt(r['torch_compile_s'], '.1f')} |")
+          f"{fmt(r['zoo_compile_s'], '.1f')} / {fmt(r['torch_compile_s'], '.1f')} | "
+          f"{fmt(scaled(r['zoo_flops_per_step'], 1e6), '.1f')} ({r['zoo_flops_source']}) | "
+          f"{fmt(scaled(r['zoo_flop_per_s'], 1e9), '.2f')} | {fmt(r['zoo_mfu'], '.4f')} "
+          f"({fmt(scaled(r['zoo_peak_flop_per_s'], 1e9), '.0f')}) |")
 
