@@ -7,6 +7,8 @@ r"""Benchmarks, printed as tables (never timed tests).
   python -m experiments.bench train [--json=PATH] [--threads=1,2] [--steps=N] [--quick]
   python -m experiments.bench seeds [--seeds=3] [--models=seq2seq,transformer] [--quick]
   python -m experiments.bench alignment [--steps=300] [--out=runs/alignment]
+  python -m experiments.bench paper [--mfu=0.4]
+  python -m experiments.bench accelerator --json=PATH [--size=full|tiny] [--parts=...]
 
 Each section lives in its own module of this package (experiments/bench/<section>.py) with its
 flags and main(argv); only this dispatcher runs them.
@@ -19,7 +21,8 @@ import sys
 
 from absl import app
 
-SECTIONS = ('attention', 'data', 'batching', 'decode', 'train', 'seeds', 'alignment')
+SECTIONS = ('attention', 'data', 'batching', 'decode', 'train', 'seeds', 'alignment', 'paper',
+            'accelerator')
 
 
 def main(argv: list[str]) -> None:

@@ -30,7 +30,7 @@ from absl import app, flags
 
 from attention_zoo import build
 from attention_zoo.sweeps import processes
-from attention_zoo.train import batching, optim, seeds
+from attention_zoo.train import batching, flops, optim, seeds
 from attention_zoo.train import steps as steps_lib
 from configs import common, dates_demo
 
@@ -74,6 +74,8 @@ def measure(name: str, way: str, num_seeds: int, args) -> dict:
         label_smoothing=tc.label_smoothing, over_seeds=axis.over)
     programs.append([axis, own, step, leaves])
   compile_s = time.perf_counter() - start
+  counts = [flops.step_flops(p[2]) for p in programs]  # the FLOPs of one step of the S seeds
+  flops_per_step = sum(c for c, _ in counts) if all(c for c, _ in counts) else None
 
   def group_step(t):
     for p in programs:
@@ -92,7 +94,8 @@ def measure(name: str, way: str, num_seeds: int, args) -> dict:
     jax.block_until_ready([p[3] for p in programs])
     times.append(1e3 * (time.perf_counter() - begin) / args.steps)
   return {'model': name, 'way': way, 'seeds': num_seeds, 'ms_per_step': float(np.median(times)),
-          'window_ms': times, 'compile_s': compile_s, 'batch_size': tc.batch_size}
+          'window_ms': times, 'compile_s': compile_s, 'batch_size': tc.batch_size,
+          'flops_per_step': flops_per_step, 'flops_source': counts[0][1]}
 
 
 def main(argv: list[str]) -> None:
