@@ -1,0 +1,55 @@
+"""Every notebook of notebooks/ runs end to end at CI's size (ATTENTION_ZOO_NOTEBOOK_SIZE=tiny)
+through `make notebooks`, the command the README and BUILD.md show: jupytext renders the
+percent-format source to .ipynb, nbclient executes it in a fresh kernel. Each notebook asserts
+the numbers its text states (alignment accuracy above a threshold, and so on), so a notebook that
+breaks, or whose model stops learning what the text says, fails here."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / 'notebooks').glob('[0-9]*.py'))
+
+
+def test_the_five_notebooks_are_there_and_state_what_they_assert():
+  names = [p.stem for p in NOTEBOOKS]
+  assert len(names) >= 5, names
+  for path in NOTEBOOKS:
+    text = path.read_text()
+    assert text.startswith('# ---\n# jupyter:'), f'{path.name}: not a jupytext percent file'
+    assert '**What this notebook asserts:**' in text, path.name
+    assert re.search(r'^assert ', text, re.M), f'{path.name} asserts nothing'
+    assert 'ATTENTION_ZOO_NOTEBOOK_SIZE' in text and 'ATTENTION_ZOO_NOTEBOOK_RUNS' in text
+
+
+@pytest.fixture(scope='session')
+def shared_dirs(tmp_path_factory):
+  """A dataset cache and a runs folder shared by the notebooks of one test worker."""
+  return tmp_path_factory.mktemp('tfds'), tmp_path_factory.mktemp('notebook_runs')
+
+
+@pytest.mark.parametrize('notebook', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(notebook, tmp_path, shared_dirs, data_dir):
+  tfds_dir, runs = shared_dirs
+  env = dict(os.environ, ATTENTION_ZOO_NOTEBOOK_SIZE='tiny', ATTENTION_ZOO_NOTEBOOK_RUNS=str(runs),
+             TFDS_DATA_DIR=str(tfds_dir), ATTENTION_ZOO_DATA=data_dir)
+  venv = pathlib.Path(sys.prefix)  # this interpreter's environment: its jupytext, jupyter-execute
+  command = ['make', '-o', f'{venv}/.installed', 'notebooks', f'VENV={venv}',
+             f'NOTEBOOKS=notebooks/{notebook.name}', f'NOTEBOOKS_OUT={tmp_path}']
+  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, f'{notebook.name}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}'
+  nb = nbformat.read(tmp_path / f'{notebook.stem}.ipynb', as_version=4)
+  code = [c for c in nb.cells if c.cell_type == 'code']
+  assert code and all(c.execution_count is not None for c in code), 'a cell did not run'
+  outputs = [o for c in code for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == 'error']
+  html = [o['data']['text/html'] for o in outputs if 'text/html' in o.get('data', {})]
+  assert any('treescope' in h for h in html), 'no module rendered by treescope'
+  last = ''.join(o.get('text', '') for o in code[-1].outputs if o.output_type == 'stream')
+  assert last.strip(), 'the last cell (the check) printed nothing'
