@@ -10,9 +10,22 @@ it on the platform the program is lowered for. The numbers are the same to float
           Tri Dao's FlashAttention-2 in Triton), Mosaic on TPU
           (jax.experimental.pallas.ops.tpu.flash_attention).
   auto:   per lowering platform, the first of AUTO[platform] that takes the call, else xla:
-          cpu: native (where attention.native.preferred says it beats xla on this CPU's level);
-          cuda: cudnn (fp16/bf16, and only where this host has cuDNN, see below), then pallas
-          (Triton, fp16/bf16, no mask but causal); tpu: pallas; every other score: xla.
+          cpu: native (kernels chunked and fused, float32, where attention.native.preferred
+          says it beats xla on this CPU's level); cuda: cudnn (fp16/bf16, only where this host
+          has cuDNN, see below), then pallas (Triton: fp16/bf16, causal or no mask); tpu: pallas
+          (any float dtype, key-padding and/or causal masks). Every score that is not a scaled
+          dot product, attention dropout, a mask that varies over heads or queries, and calls of
+          fewer than MIN_AUTO_QUERIES queries (decoding steps) run as xla everywhere.
+
+What each implementation takes (a dot-product score, no attention dropout, and):
+  native  cpu; chunked, fused; float32; a key-padding [B|1, 1, 1, K] and/or causal mask.
+  cudnn   cuda; dense, chunked, fused; fp16/bf16; head dim <= 128, a multiple of 8; even
+          lengths with a mask; a host with cuDNN.
+  pallas  cuda (Triton): fp16/bf16; no mask but causal; a power-of-two head dim; lengths that
+          are powers of two up to 128 or multiples of 128, or causal self-attention (padded).
+          tpu (Mosaic flash): a key-padding and/or causal mask (keys padded to a multiple of 128,
+          told apart by segment ids; queries padded to the kernel's tile).
+The dense kernel runs as xla when its weights are asked for (its point).
 
 The choice between platforms is made when the program is lowered, never from the host's backend
 at trace time: 'auto' (and an explicit implementation) stage out one branch per platform with
@@ -30,7 +43,7 @@ Nothing compiles C++ here: the native path reads only what attention.native regi
 
 Unavailable combinations are refused with an error naming the reason and the valid
 implementations: at trace time for what every platform shares (e.g. 'cudnn' or 'pallas' with the
-additive score, 'native' with bfloat16, any but xla under the dense kernel), and when the program
+additive score, 'native' with bfloat16 or under the dense kernel), and when the program
 is lowered for a platform the implementation does not run on (e.g. 'native' lowered for cuda).
 
 Which implementation each attention layer of a model resolves to, per platform:
