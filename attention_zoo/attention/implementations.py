@@ -439,18 +439,29 @@ _LAYER: contextvars.ContextVar[str | None] = contextvars.ContextVar('layer', def
 _RECORD: contextvars.ContextVar[dict | None] = contextvars.ContextVar('record', default=None)
 
 
+def _record(call: Call, name_on: Callable[[str], str]) -> None:
+  """Inside `recording`: notes the implementation name_on(platform) of this call's layer."""
+  record = _RECORD.get()
+  if record is not None:
+    layer = record['layers'].setdefault(_LAYER.get() or call.kernel, {})
+    for p in record['platforms']:
+      layer.setdefault(p, set()).add(name_on(p))
+
+
+def run_xla(call: Call, implementation: str) -> None:
+  """For a kernel that computes `call` with its own xla code whatever the implementation (the
+  dense kernel asked for its weights): refuses what `check` refuses, and records xla."""
+  check(call, implementation)
+  _record(call, lambda p: 'xla')
+
+
 def attend(call: Call, implementation: str = 'auto') -> jax.Array:
   """Runs `call` with `implementation` (a name in IMPLEMENTATIONS, or 'auto') -> [B, Q, N, Dv].
 
   Raises ValueError naming the reason and the valid implementations when it refuses the call.
   """
   branches = _branches(call, implementation)
-  record = _RECORD.get()
-  if record is not None:
-    names = {p: resolve(call, p) if implementation == 'auto' else implementation
-             for p in record['platforms']}
-    for p, name in names.items():
-      record['layers'].setdefault(_LAYER.get() or call.kernel, {}).setdefault(p, set()).add(name)
+  _record(call, lambda p: resolve(call, p) if implementation == 'auto' else implementation)
   args = (call.q, call.k, call.v, call.mask)
   per_platform = {p: functools.partial(run, call) for p, run in branches.items()}
   default = per_platform.pop('default')

@@ -113,7 +113,7 @@ def dense(score, q, k, v, mask=None, *, causal=False, return_weights=False, drop
   call = implementations.Call('dense', score, q, _repeat_kv(k, n), _repeat_kv(v, n), mask,
                               causal, dropout, xla)
   if return_weights:
-    implementations.check(call, implementation)
+    implementations.run_xla(call, implementation)
     return _dense(score, q, k, v, mask, causal, True, dropout_rate, dropout_rng)
   return implementations.attend(call, implementation), None
 
