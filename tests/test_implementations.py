@@ -203,3 +203,14 @@ def test_for_model_names_each_layer_and_agrees_with_the_lowered_programs():
   for platform in impl.PLATFORMS:
     found = _found(traced.lower(lowering_platforms=(platform,)).as_text())
     assert found == layers['decoder.layers.0.self_attn'][platform]
+
+
+def test_for_model_records_xla_where_the_weights_are_captured():
+  """The dense kernel asked for its weights (capture_weights) computes them in xla everywhere."""
+  model = transformer.TransformerLM(13, rngs=nnx.Rngs(0), d_model=32, num_heads=2, num_layers=1,
+                                    ffn_dim=32, max_len=32, capture_weights=True)
+  layers = impl.for_model(model, jnp.ones((2, 16), jnp.int32))
+  assert layers == {'decoder.layers.0.self_attn': {p: 'xla' for p in impl.PLATFORMS}}
+  model.decoder.layers[0].self_attn.capture_weights = False  # the same layer, weights not asked
+  layers = impl.for_model(model, jnp.ones((2, 16), jnp.int32))
+  assert layers['decoder.layers.0.self_attn']['tpu'] == 'pallas'
