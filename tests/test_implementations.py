@@ -214,3 +214,15 @@ def test_for_model_records_xla_where_the_weights_are_captured():
   model.decoder.layers[0].self_attn.capture_weights = False  # the same layer, weights not asked
   layers = impl.for_model(model, jnp.ones((2, 16), jnp.int32))
   assert layers['decoder.layers.0.self_attn']['tpu'] == 'pallas'
+
+
+def test_for_model_of_decoding_leaves_the_steps_on_xla():
+  """generate: the encoder reads the whole source (pallas on tpu); each decoding step has one
+  query, which auto leaves on xla on every platform."""
+  model = transformer.EncoderDecoder(12, 12, rngs=nnx.Rngs(0), d_model=32, num_heads=2,
+                                     num_layers=1, ffn_dim=32, max_len=16)
+  layers = impl.for_model(model, jnp.ones((2, 10), jnp.int32), method='generate', max_len=5)
+  assert layers == {
+      'encoder.layers.0.self_attn': {'cpu': 'xla', 'cuda': 'xla', 'tpu': 'pallas'},
+      'decoder.layers.0.self_attn': {p: 'xla' for p in impl.PLATFORMS},
+      'decoder.layers.0.cross_attn': {p: 'xla' for p in impl.PLATFORMS}}
