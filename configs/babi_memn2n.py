@@ -100,6 +100,7 @@ def config(task_id: int = 1, encoding: str = 'position_matlab', tying: str = 'ad
       noise='time_shift',  # RN as the authors' code does it (models/memory.py)
       empty_slots='zero',  # slots without a sentence: zero memories in the softmax (their code)
       linear_start=True,  # LS: no memory softmax until train.start_phase ends (sec. 4.2)
+      **common.precision_fields(),  # dtype, param_dtype (models/precision.py)
   )
   return common.finish(
       c, SIZES, size,

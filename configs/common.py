@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 import ml_collections
 from ml_collections import config_dict
 
+from attention_zoo.models import precision
 from attention_zoo.models.seq2seq import Seq2SeqOptions
 from attention_zoo.models.transformer_blocks import BlockOptions
 from attention_zoo.registry import Registry
@@ -213,6 +214,15 @@ def transformer_model(max_len: int, **options: Any) -> dict[str, Any]:
   return model_fields(BlockOptions, leave_out=(
       'capture_weights',  # set by the analysis (analysis.load_run), not by a run's config
   )) | dict(max_len=max_len) | options
+
+
+def precision_fields() -> dict[str, Any]:
+  """model.dtype and model.param_dtype for a model family without an options dataclass (MemN2N,
+  the ResNets; the others get them from theirs): names in models.precision.DTYPES."""
+  return dict(
+      dtype=precision.DEFAULT,  # computation dtype: float32 | bfloat16 (mixed precision)
+      param_dtype=precision.DEFAULT,  # parameter dtype: float32 (keep it under bfloat16 compute)
+  )
 
 
 def _known(options: dict[str, Any], what: str, valid: tuple[str, ...]) -> dict[str, Any]:

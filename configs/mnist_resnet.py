@@ -53,7 +53,8 @@ def config(model: str = 'se_resnet_small', size: str = 'small',
   c = common.base_config()
   c.task = common.pick('data', data, DATA)
   c.model_name = model  # resnet_small | se_resnet_small | resnet20 | se_resnet20 | ...
-  c.model = ml_collections.ConfigDict()  # the resnet constructors take only sizes from the task
+  # the resnet constructors take their sizes from the task, and the dtypes (models/precision.py)
+  c.model = ml_collections.ConfigDict(common.precision_fields())
   return common.finish(c, SIZES, size,
                        optimizer='sgd', lr=0.05, momentum=0.9, schedule='cosine', warmup_steps=100)
 

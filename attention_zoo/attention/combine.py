@@ -21,14 +21,15 @@ reads f would change the gate of the kept units too. The rate is the block's `dr
 mode (train / eval) is the module's, as for nnx.Dropout.
 
 Every combine is a module `combine(x, fx) -> y`, x, fx, y [..., F] (F the stream's width), built
-as cls(dim, *, dropout_rate, rngs) and registered by name (@COMBINES.register('name'));
+as cls(dim, *, dropout_rate, dtype, param_dtype, rngs) (dtype / param_dtype: the computation and
+parameter dtypes of its layers, as flax's) and registered by name (@COMBINES.register('name'));
 make_combine(name, dim, dropout_rate=..., rngs=...) builds one. A new combine is one class here
 and its numpy reference in tests/numpy_reference.py (COMBINE_REFERENCES).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,9 @@ COMBINES: Registry = Registry('combine')
 class Residual(nnx.Module):
   """y = x + dropout(f). No parameters."""
 
-  def __init__(self, dim: int, *, dropout_rate: float = 0.0, rngs: nnx.Rngs):
-    del dim
+  def __init__(self, dim: int, *, dropout_rate: float = 0.0, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    del dim, dtype, param_dtype
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
   def __call__(self, x: jax.Array, fx: jax.Array) -> jax.Array:
@@ -69,9 +71,11 @@ class Gate(nnx.Module):
   Parameters: 2F·F + F.
   """
 
-  def __init__(self, dim: int, *, dropout_rate: float = 0.0, rngs: nnx.Rngs):
+  def __init__(self, dim: int, *, dropout_rate: float = 0.0, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
-    self.w_g = nnx.Linear(2 * dim, dim, bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+    self.w_g = nnx.Linear(2 * dim, dim, bias_init=nnx.initializers.zeros_init(), dtype=dtype,
+                          param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, fx: jax.Array) -> jax.Array:
     # x, fx [..., F] -> [..., F]
@@ -80,8 +84,11 @@ class Gate(nnx.Module):
 
 
 def make_combine(combine: str | Callable[..., nnx.Module], dim: int, *,
-                 dropout_rate: float = 0.0, rngs: nnx.Rngs) -> nnx.Module:
+                 dropout_rate: float = 0.0, dtype: Any = None, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs) -> nnx.Module:
   """The combine registered as `combine` (or the class it names, when looked up once before)
-  for a stream of width `dim` whose branch is dropped at `dropout_rate` in train mode
-  (ValueError naming the nearest and the known names if the name is unknown)."""
-  return COMBINES.resolve(combine)(dim, dropout_rate=dropout_rate, rngs=rngs)
+  for a stream of width `dim` whose branch is dropped at `dropout_rate` in train mode, computing
+  in `dtype` with parameters of `param_dtype` (ValueError naming the nearest and the known names
+  if the name is unknown)."""
+  return COMBINES.resolve(combine)(dim, dropout_rate=dropout_rate, dtype=dtype,
+                                   param_dtype=param_dtype, rngs=rngs)

@@ -12,6 +12,12 @@ jax.checkpoint-ed forward scan does):
 For a dot-product score that is 7 tile matmuls per tile pair (2 forward, 5 backward) instead of
 10; for the additive score, one tanh of [B, N, Qc, Kc, A] in the backward instead of two.
 Masked keys get p = 0; a query with no key left gets out = 0 and zero gradients.
+
+Precision: whatever the dtype of q, k, v (bfloat16 under mixed precision), the statistics m, l,
+lse and δ, the running output o and the gradient sums dq, dk, dv, dθ are float32. The tile
+products (P V forward; P dO and dO Vᵀ backward) take their operands in v's dtype and accumulate
+in float32 (`preferred_element_type`), as FlashAttention-2 casts P to the input dtype for P V.
+In float32 every cast is the identity.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ def _tiles(x: jax.Array, size: int) -> jax.Array:
   """[B, L, ...] -> [L / size, B, size, ...] (L a multiple of size)."""
   b, length = x.shape[:2]
   return jnp.swapaxes(x.reshape(b, length // size, size, *x.shape[2:]), 0, 1)
+
+
+def _dot_f32(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+  """einsum(spec, a, b) with both operands cast to `dtype` (the inputs' dtype) and float32
+  accumulation and result."""
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
 def _rows(x: jax.Array) -> jax.Array:
@@ -79,8 +91,7 @@ def online_softmax(score_fn: ScoreFn, params, q, k, v, mask, causal: bool, qb: i
       l = l * correction + jnp.sum(p, axis=-1)
       if drop is not None:
         p = drop(p, qi * nk + ki)
-      o = o * correction[..., None] + jnp.einsum('bnqk,bknd->bnqd', p,
-                                                 v_tile.astype(jnp.float32))
+      o = o * correction[..., None] + _dot_f32('bnqk,bknd->bnqd', p, v_tile, v.dtype)
       return (m_new, l, o), None
 
     init = (jnp.full((b, n, qb), -jnp.inf, jnp.float32), jnp.zeros((b, n, qb), jnp.float32),
@@ -123,8 +134,8 @@ def _bwd(score_fn, causal, qb, kb, k_len, res, d_out):
       s, pull = jax.vjp(lambda p, qx, kx: score_fn(p, qx, kx).astype(jnp.float32), params,
                         q_tile, k_tile)
       p = jnp.where(valid, jnp.exp(s - lse_t[..., None]), 0.0)  # [B, N, Qc, Kc]
-      d_v = d_v + jnp.einsum('bnqk,bqnd->bknd', p, do_tile)
-      d_p = jnp.einsum('bqnd,bknd->bnqk', do_tile, v_tile.astype(jnp.float32))
+      d_v = d_v + _dot_f32('bnqk,bqnd->bknd', p, do_tile, v.dtype)
+      d_p = _dot_f32('bqnd,bknd->bnqk', do_tile, v_tile, v.dtype)
       g_params, g_q, g_k = pull(p * (d_p - delta_t[..., None]))
       d_q_tile = jax.lax.dynamic_slice_in_dim(d_q, qi * qb, qb, axis=1) + g_q
       d_q = jax.lax.dynamic_update_slice_in_dim(d_q, d_q_tile, qi * qb, axis=1)

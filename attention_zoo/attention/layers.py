@@ -9,11 +9,14 @@
 Shapes: B batch, Q query positions, K key positions, F features, N query heads, G key/value
 heads, D head dim (Dq / Dk / Dv of query / key / value in one-head Attention), A score dim.
 Masks are bool, True = may attend, broadcastable to [B, N, Q, K].
+Precision, as in flax's own layers: `dtype` computes (the projections, scores and kernel inputs
+are cast to it; None: as the inputs and parameters promote), `param_dtype` stores the parameters.
+The kernels keep the softmax statistics in float32 whatever `dtype` is (attention.kernels).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +55,8 @@ class Attention(nnx.Module):
     kernel: a name in KERNELS ('dense', 'chunked', 'fused'), or the kernel it names.
     score_dim: hidden size A of the additive / concat scores (default key_dim).
     capture_weights: sow the weights [B, 1, Q, K] as nnx.Intermediate 'attention_weights'.
+    dtype / param_dtype: computation / parameter dtype (module doc); query, keys and values are
+      cast to `dtype`.
 
   Call: query [B, Dq] or [B, Q, Dq], keys [B, K, Dk], values [B, K, Dv] (default keys),
     mask [B, K] (True = real key) or rank 4, projected_keys = project_keys(keys) when computed
@@ -62,21 +67,29 @@ class Attention(nnx.Module):
 
   def __init__(self, query_dim: int, key_dim: int, *, score: str | Callable = 'general',
                kernel: str | Callable = 'dense', score_dim: int | None = None,
-               capture_weights: bool = False, rngs: nnx.Rngs):
+               capture_weights: bool = False, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.query_dim, self.key_dim = query_dim, key_dim
-    self.score = scores_lib.make_score(score, query_dim, key_dim, score_dim=score_dim, rngs=rngs)
+    self.dtype = dtype
+    self.score = scores_lib.make_score(score, query_dim, key_dim, score_dim=score_dim,
+                                       dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.kernel = kernels_lib.get_kernel(kernel)
     self.capture_weights = capture_weights
 
   def project_keys(self, keys: jax.Array) -> jax.Array:
     """keys [B, K, Dk] -> what the score reads of them [B, K, A] (e.g. W_k k of the additive
     score), to pass as `projected_keys` when many queries read the same keys."""
-    return self.score.project_keys(keys[:, :, None])[:, :, 0]
+    return self.score.project_keys(self._cast(keys)[:, :, None])[:, :, 0]
+
+  def _cast(self, x: jax.Array | None) -> jax.Array | None:
+    return x if x is None or self.dtype is None else x.astype(self.dtype)
 
   def __call__(self, query: jax.Array, keys: jax.Array, values: jax.Array | None = None,
                mask: jax.Array | None = None, *, return_weights: bool = False,
                projected_keys: jax.Array | None = None):
     values = keys if values is None else values
+    query, keys, values = self._cast(query), self._cast(keys), self._cast(values)
+    projected_keys = self._cast(projected_keys)
     single = query.ndim == 2
     q = query[:, None] if single else query  # [B, Q, Dq]
     if q.ndim != 3 or q.shape[-1] != self.query_dim:
@@ -119,6 +132,8 @@ class MultiHeadAttention(nnx.Module):
     dropout_rate: dropout on the attention weights in training (`model.train()`).
     rotary: rotate queries and keys by position (RoPE) in self-attention.
     capture_weights: sow the weights [B, N, Q, K] as nnx.Intermediate 'attention_weights'.
+    dtype / param_dtype: computation / parameter dtype (module doc): the projections compute in
+      `dtype`, so the kernel reads queries, keys and values of `dtype`.
 
   Call: x [B, Q, F], context [B, K, Fc] (None: self-attention), mask rank 4 or [B, K],
     causal=True adds the causal mask in-kernel -> [B, Q, out_features]; or, for source-target
@@ -134,7 +149,8 @@ class MultiHeadAttention(nnx.Module):
                num_kv_heads: int | None = None, score: str | Callable = 'scaled_dot',
                kernel: str | Callable = 'dense', score_dim: int | None = None,
                dropout_rate: float = 0.0, use_bias: bool = True, rotary: bool = False,
-               capture_weights: bool = False, deterministic: bool = True, rngs: nnx.Rngs):
+               capture_weights: bool = False, deterministic: bool = True, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     qkv_features = in_features if qkv_features is None else qkv_features
     out_features = in_features if out_features is None else out_features
     kv_features = in_features if kv_features is None else kv_features
@@ -148,15 +164,17 @@ class MultiHeadAttention(nnx.Module):
     head_dim = qkv_features // num_heads
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.in_features, self.kv_features = in_features, kv_features
+    self.dtype = dtype
+    precision = dict(dtype=dtype, param_dtype=param_dtype)
     proj = lambda fin, heads: nnx.LinearGeneral(fin, (heads, head_dim), use_bias=use_bias,
-                                                rngs=rngs)
+                                                **precision, rngs=rngs)
     self.query = proj(in_features, num_heads)  # [F] -> [N, D]
     self.key = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
     self.value = proj(kv_features, num_kv_heads)  # [Fc] -> [G, D]
     self.out = nnx.LinearGeneral((num_heads, head_dim), out_features, axis=(-2, -1),
-                                 use_bias=use_bias, rngs=rngs)  # [N, D] -> [F_out]
+                                 use_bias=use_bias, **precision, rngs=rngs)  # [N, D] -> [F_out]
     self.score = scores_lib.make_score(score, head_dim, head_dim, num_heads=num_heads,
-                                       score_dim=score_dim, rngs=rngs)
+                                       score_dim=score_dim, **precision, rngs=rngs)
     self.kernel = kernels_lib.get_kernel(kernel)
     self.dropout_rate = dropout_rate
     self.deterministic = deterministic
@@ -228,8 +246,11 @@ class MultiHeadAttention(nnx.Module):
     mask = _key_mask(mask, x.shape[0], context.shape[1])
     return self._attend(q, k, v, mask, causal)
 
-  def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """An empty self-attention cache: key/value [B, max_len, G, D], index [B] (next position)."""
+  def init_cache(self, batch_size: int, max_len: int, dtype=None) -> dict[str, jax.Array]:
+    """An empty self-attention cache: key/value [B, max_len, G, D] of `dtype` (None: the
+    layer's dtype, float32 without one), index [B] (next position)."""
+    if dtype is None:
+      dtype = jnp.float32 if self.dtype is None else self.dtype
     shape = (batch_size, max_len, self.num_kv_heads, self.head_dim)
     return {'key': jnp.zeros(shape, dtype), 'value': jnp.zeros(shape, dtype),
             'index': jnp.zeros((batch_size,), jnp.int32)}

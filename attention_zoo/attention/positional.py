@@ -1,6 +1,7 @@
 """Positional information: sinusoidal (Vaswani), learned and rotary (RoPE) positions.
 
-One class per kind, each `positions(x, pos) -> x with its positions`, found by name in POSITIONS:
+One class per kind, each `positions(x, pos) -> x with its positions` (x's dtype kept), built as
+cls(max_len, dim, *, dtype, param_dtype, rngs) and found by name in POSITIONS:
   sinusoidal: x + PE[pos], a fixed table (Vaswani et al. 2017, sec. 3.5).
   learned:    x + E[pos], a learned table of max_len rows (Gehring et al. 2017; BERT).
   rotary:     x unchanged; every attention rotates its queries and keys instead (`apply_rotary`,
@@ -10,6 +11,8 @@ Shapes: B batch, L length, F features (the stream's width), N heads, D head dim.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +40,9 @@ class SinusoidalPositions(nnx.Module):
 
   rotary = False
 
-  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
-    del rngs
+  def __init__(self, max_len: int, dim: int, *, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    del dtype, param_dtype, rngs  # a constant table, added in x's dtype
     self.max_len, self.dim = max_len, dim
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -52,9 +56,11 @@ class LearnedPositions(nnx.Module):
 
   rotary = False
 
-  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
+  def __init__(self, max_len: int, dim: int, *, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.max_len = max_len
-    self.embed = nnx.Embed(max_len, dim, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+    self.embed = nnx.Embed(max_len, dim, embedding_init=nnx.initializers.normal(0.02),
+                           dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     # x [B, L, F], positions [L] int -> [B, L, F]
@@ -66,8 +72,9 @@ class RotaryPositions(nnx.Module):
 
   rotary = True
 
-  def __init__(self, max_len: int, dim: int, *, rngs: nnx.Rngs):
-    del max_len, dim, rngs
+  def __init__(self, max_len: int, dim: int, *, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    del max_len, dim, dtype, param_dtype, rngs
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     del positions
@@ -82,7 +89,8 @@ def apply_rotary(x: jax.Array, positions: jax.Array, *, base: float = 10_000.0) 
   """Rotates feature pairs (x_i, x_{i+D/2}) by angle pos · base^(-2i/D).
 
   x [B, L, N, D], positions [L] or [B, L] -> [B, L, N, D]. The dot product of a rotated query at
-  position m and a rotated key at position n depends only on m - n.
+  position m and a rotated key at position n depends only on m - n. The rotation computes in
+  float32 (angles of positions up to max_len need its mantissa) and returns x's dtype.
   Reference: Su et al. (2021), RoFormer, eq. (34) (half-split pairing, as in GPT-NeoX).
   """
   d = x.shape[-1]

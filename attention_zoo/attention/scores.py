@@ -19,6 +19,10 @@ reference in tests/numpy_reference.py (README.md, "Adding a score").
 
 Shapes: B batch, Q query positions, K key positions, N heads, Dq / Dk query / key features,
 A score dim.
+Precision: a score computes in the dtype of its inputs, its parameters stored in
+ScoreDims.param_dtype and cast to ScoreDims.dtype (flax's `dtype` / `param_dtype`); its logits
+may be bfloat16 (the kernels upcast them to float32 before the softmax, as flax's and
+jax.nn.dot_product_attention's XLA paths do).
 References:
   additive:   Bahdanau, Cho, Bengio (2014), eq. (6): vᵀ tanh(W_q q + W_k k).
   concat:     Luong, Pham, Manning (2015), eq. (8): vᵀ tanh(W [q; k]).
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -105,6 +109,11 @@ def _dot(q: jax.Array, k: jax.Array) -> jax.Array:
   return jnp.matmul(jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2).swapaxes(-1, -2))
 
 
+def _precision(dims: ScoreDims) -> dict[str, Any]:
+  """The dtype keywords of the score's flax layers."""
+  return dict(dtype=dims.dtype, param_dtype=dims.param_dtype)
+
+
 def _same_dims(name: str, dims: ScoreDims):
   if dims.query_dim != dims.key_dim:
     raise ValueError(f'score {name!r} needs query_dim == key_dim, got query_dim={dims.query_dim}, '
@@ -120,6 +129,8 @@ class ScoreDims:
   key_dim: int  # Dk
   num_heads: int = 1  # N, the heads the score is called on (one-head seq2seq attention: 1)
   score_dim: int | None = None  # A of a score with a hidden layer (None: the score's default)
+  dtype: Any = None  # computation dtype of its layers (None: as inputs and parameters promote)
+  param_dtype: Any = jnp.float32  # dtype of its parameters
 
 
 class Score(nnx.Module):
@@ -182,7 +193,8 @@ class GeneralScore(Score):
   """Luong general score: s(q, k) = qᵀ W k, W [Dq, Dk]."""
 
   def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
-    self.w = nnx.Linear(dims.query_dim, dims.key_dim, use_bias=False, rngs=rngs)
+    self.w = nnx.Linear(dims.query_dim, dims.key_dim, use_bias=False, **_precision(dims),
+                        rngs=rngs)
 
   def __call__(self, q, k):
     return _dot(self.w(q), k)  # (q W) [B, Q, N, Dk] . k -> [B, N, Q, K]
@@ -194,10 +206,10 @@ class AdditiveScore(Score):
   the module doc): W_q, W_k are concat's W split into its query and key rows."""
 
   def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
-    score_dim = dims.score_dim or dims.key_dim
-    self.w_q = nnx.Linear(dims.query_dim, score_dim, use_bias=False, rngs=rngs)
-    self.w_k = nnx.Linear(dims.key_dim, score_dim, use_bias=False, rngs=rngs)
-    self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
+    score_dim, precision = dims.score_dim or dims.key_dim, _precision(dims)
+    self.w_q = nnx.Linear(dims.query_dim, score_dim, use_bias=False, **precision, rngs=rngs)
+    self.w_k = nnx.Linear(dims.key_dim, score_dim, use_bias=False, **precision, rngs=rngs)
+    self.v = nnx.Linear(score_dim, 1, use_bias=False, **precision, rngs=rngs)
 
   def project_keys(self, k):
     return self.w_k(k)  # [B, K, N, A]; Bahdanau et al. precompute U_a h_j the same way
@@ -219,10 +231,11 @@ class ConcatScore(Score):
   """
 
   def __init__(self, dims: ScoreDims, *, rngs: nnx.Rngs):
-    score_dim = dims.score_dim or dims.key_dim
+    score_dim, precision = dims.score_dim or dims.key_dim, _precision(dims)
     self.query_dim = dims.query_dim
-    self.w = nnx.Linear(dims.query_dim + dims.key_dim, score_dim, use_bias=False, rngs=rngs)
-    self.v = nnx.Linear(score_dim, 1, use_bias=False, rngs=rngs)
+    self.w = nnx.Linear(dims.query_dim + dims.key_dim, score_dim, use_bias=False, **precision,
+                        rngs=rngs)
+    self.v = nnx.Linear(score_dim, 1, use_bias=False, **precision, rngs=rngs)
 
   def project_keys(self, k):
     return k @ self.w.kernel[self.query_dim:].astype(k.dtype)  # [B, K, N, A]
@@ -236,12 +249,15 @@ class ConcatScore(Score):
 
 
 def make_score(score: str | Callable[..., Score], query_dim: int, key_dim: int, *,
-               num_heads: int = 1, score_dim: int | None = None, rngs: nnx.Rngs) -> Score:
+               num_heads: int = 1, score_dim: int | None = None, dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs) -> Score:
   """Builds a score for queries of Dq = query_dim and keys of Dk = key_dim features, called on
-  num_heads heads (A = score_dim where it has a hidden layer).
+  num_heads heads (A = score_dim where it has a hidden layer), computing in `dtype` with
+  parameters of `param_dtype`.
 
   `score` is a name in SCORES (ValueError naming the nearest and the known ones otherwise) or
   the class a name stands for, looked up once before (e.g. by models.transformer_blocks'
   BlockOptions, for every layer it builds).
   """
-  return SCORES.resolve(score)(ScoreDims(query_dim, key_dim, num_heads, score_dim), rngs=rngs)
+  dims = ScoreDims(query_dim, key_dim, num_heads, score_dim, dtype, param_dtype)
+  return SCORES.resolve(score)(dims, rngs=rngs)

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -17,10 +19,12 @@ class SqueezeExcite(nnx.Module):
 
   Parameters: C·C/r + C/r (W_1 and bias) + C/r·C + C (W_2 and bias).
   With capture_weights=True the channel weights s [B, C] are sown as 'se_weights'.
+  dtype / param_dtype: computation / parameter dtype of W_1, W_2 (flax's); the squeeze (a mean)
+  accumulates in float32 (jnp.mean upcasts bfloat16).
   """
 
   def __init__(self, channels: int, reduction: int = 16, *, capture_weights: bool = False,
-               rngs: nnx.Rngs):
+               dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     if not isinstance(reduction, int) or reduction < 1:
       raise ValueError(f'SqueezeExcite: reduction must be a positive int, got {reduction!r}')
     if reduction > channels:
@@ -31,8 +35,9 @@ class SqueezeExcite(nnx.Module):
                        f'C={channels}; choose r among the divisors of {channels}')
     self.channels = channels
     self.capture_weights = capture_weights
-    self.reduce = nnx.Linear(channels, channels // reduction, rngs=rngs)
-    self.expand = nnx.Linear(channels // reduction, channels, rngs=rngs)
+    precision = dict(dtype=dtype, param_dtype=param_dtype)
+    self.reduce = nnx.Linear(channels, channels // reduction, **precision, rngs=rngs)
+    self.expand = nnx.Linear(channels // reduction, channels, **precision, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim not in (3, 4) or x.shape[-1] != self.channels:

@@ -41,11 +41,17 @@ softmax, p_i = u^kᵀ m_i on the non-empty slots, until the training loop ends i
 other state, and the choice linear / softmax is a traced `jnp.where`, so the switch needs no
 recompilation. Evaluation follows it (linear while the start phase is on).
 
+Precision (models/precision.py): `dtype` computes (the tables are cast to it where they are
+read), `param_dtype` stores the tables and matrices; the memory softmax's statistics stay float32
+(attention.kernels.dense).
+
 Shapes: B batch, M memory slots, W words per sentence, E embedding dim (the paper's d), V
 vocabulary; hops and classes are written in full.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +60,7 @@ from flax import nnx
 
 from attention_zoo.attention import get_kernel, make_score
 from attention_zoo.attention.masks import padding_mask
+from attention_zoo.models import precision as precision_lib
 from attention_zoo.models.registry import register_model
 from attention_zoo.registry import choose
 from attention_zoo.specials import PAD
@@ -147,9 +154,9 @@ NOISES = {'time_shift': _time_shift, 'empty_slots': _empty_slots}
 EMPTY_SLOTS = {'masked': False, 'zero': True}  # name -> whether empty slots are zero memories
 
 
-def _normal(rngs: nnx.Rngs, shape: tuple[int, ...]) -> nnx.Param:
-  """N(0, 0.1²) initialization, as in the paper (section 4.2)."""
-  return nnx.Param(0.1 * jax.random.normal(rngs.params(), shape))
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Any) -> nnx.Param:
+  """N(0, 0.1²) initialization, as in the paper (section 4.2), stored as `dtype`."""
+  return nnx.Param((0.1 * jax.random.normal(rngs.params(), shape)).astype(dtype))
 
 
 class AdjacentTying(nnx.Module):
@@ -158,11 +165,14 @@ class AdjacentTying(nnx.Module):
   Embedding tables T_0..T_hops: A^k = T_{k-1}, C^k = T_k (likewise the temporal tables).
   """
 
-  def __init__(self, vocab_size, num_classes, memory_size, embed_dim, hops, temporal, *, rngs):
-    self.words = _normal(rngs, (hops + 1, vocab_size, embed_dim))  # [hops + 1, V, E]
-    self.times = _normal(rngs, (hops + 1, memory_size, embed_dim)) if temporal else None
+  def __init__(self, vocab_size, num_classes, memory_size, embed_dim, hops, temporal, *, dtype,
+               param_dtype, rngs):
+    self.words = _normal(rngs, (hops + 1, vocab_size, embed_dim), param_dtype)  # [hops + 1, V, E]
+    self.times = (_normal(rngs, (hops + 1, memory_size, embed_dim), param_dtype) if temporal
+                  else None)
     tie = num_classes == vocab_size
-    self.out = None if tie else nnx.Linear(embed_dim, num_classes, use_bias=False, rngs=rngs)
+    self.out = None if tie else nnx.Linear(embed_dim, num_classes, use_bias=False, dtype=dtype,
+                                           param_dtype=param_dtype, rngs=rngs)
 
   def memory_tables(self, k: int):
     """-> A, C [V, E] and T_A, T_C [M, E] (None without TE) of hop k (0-based)."""
@@ -178,18 +188,21 @@ class AdjacentTying(nnx.Module):
 
   def answer(self, u: jax.Array) -> jax.Array:
     # u [B, E] -> [B, classes]
-    return self.out(u) if self.out is not None else u @ self.words[-1].T
+    return self.out(u) if self.out is not None else u @ self.words[-1].T.astype(u.dtype)
 
 
 class LayerwiseTying(nnx.Module):
   """A^1 = ... = A^hops, C^1 = ... = C^hops, separate B and W, and u^{k+1} = H u^k + o^k."""
 
-  def __init__(self, vocab_size, num_classes, memory_size, embed_dim, hops, temporal, *, rngs):
+  def __init__(self, vocab_size, num_classes, memory_size, embed_dim, hops, temporal, *, dtype,
+               param_dtype, rngs):
     del hops
-    self.words = _normal(rngs, (3, vocab_size, embed_dim))  # A, C, B [3, V, E]
-    self.times = _normal(rngs, (2, memory_size, embed_dim)) if temporal else None  # T_A, T_C
-    self.h = nnx.Linear(embed_dim, embed_dim, use_bias=False, rngs=rngs)
-    self.out = nnx.Linear(embed_dim, num_classes, use_bias=False, rngs=rngs)
+    dtypes = dict(dtype=dtype, param_dtype=param_dtype)
+    self.words = _normal(rngs, (3, vocab_size, embed_dim), param_dtype)  # A, C, B [3, V, E]
+    self.times = (_normal(rngs, (2, memory_size, embed_dim), param_dtype) if temporal
+                  else None)  # T_A, T_C
+    self.h = nnx.Linear(embed_dim, embed_dim, use_bias=False, **dtypes, rngs=rngs)
+    self.out = nnx.Linear(embed_dim, num_classes, use_bias=False, **dtypes, rngs=rngs)
 
   def memory_tables(self, k: int):
     del k
@@ -235,6 +248,8 @@ class MemN2N(nnx.Module):
     empty_slots: 'masked' | 'zero': slots without a sentence (see the module docstring).
     capture_weights: sow the per-hop weights [B, hops, M] as nnx.Intermediate
       'attention_weights'.
+    dtype, param_dtype: computation and parameter dtype, names in models.precision.DTYPES
+      ('float32', 'bfloat16').
 
   The defaults follow the paper's text where it speaks (its PE formula, RN as inserted empty
   memories); on slots without a sentence it is silent, and they are masked out of the softmax.
@@ -246,15 +261,18 @@ class MemN2N(nnx.Module):
                embed_dim: int = 20, hops: int = 3, tying: str = 'adjacent',
                encoding: str = 'position', temporal: bool = True, linear_start: bool = False,
                random_noise: float = 0.1, noise: str = 'empty_slots', empty_slots: str = 'masked',
-               capture_weights: bool = False, rngs: nnx.Rngs):
+               capture_weights: bool = False, dtype: str = precision_lib.DEFAULT,
+               param_dtype: str = precision_lib.DEFAULT, rngs: nnx.Rngs):
+    precision = precision_lib.resolve(dtype, param_dtype)
     if hops < 1:
       raise ValueError(f'memn2n: hops must be >= 1, got {hops}')
     if not 0.0 <= random_noise < 1.0:
       raise ValueError(f'memn2n: random_noise must be in [0, 1), got {random_noise}')
     self.encode = choose(ENCODINGS, encoding, 'sentence encoding')
     self.tying = choose(TYING, tying, 'tying')(vocab_size, num_classes, memory_size, embed_dim,
-                                               hops, temporal, rngs=rngs)
+                                               hops, temporal, **precision.kwargs, rngs=rngs)
     self.score = make_score('dot', embed_dim, embed_dim, rngs=rngs)
+    self.dtype = precision.dtype
     self.kernel = get_kernel('dense')
     self.memory_size, self.sentence_len, self.embed_dim = memory_size, sentence_len, embed_dim
     self.hops, self.temporal, self.random_noise = hops, temporal, random_noise
@@ -267,8 +285,9 @@ class MemN2N(nnx.Module):
       self.start_phase = StartPhase(jnp.asarray(True))  # True: no memory softmax yet
 
   def _embed(self, tokens: jax.Array, table: jax.Array) -> jax.Array:
-    # tokens [..., W], table [V, E] -> Σ_j l_j ⊙ table[x_j]  [..., E]
-    return jnp.sum(self.encode(tokens, self.embed_dim) * table[tokens], axis=-2)
+    # tokens [..., W], table [V, E] -> Σ_j l_j ⊙ table[x_j]  [..., E] in the computation dtype
+    weights = self.encode(tokens, self.embed_dim).astype(self.dtype)  # [..., W, 1 | E]
+    return jnp.sum(weights * table.astype(self.dtype)[tokens], axis=-2)
 
   def _memories(self, story: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """-> (story [B, M, W], valid slots [B, M], time index of each slot [B, M]): as given in
@@ -296,7 +315,8 @@ class MemN2N(nnx.Module):
       m = self._embed(story, table_a)  # [B, M, E]
       c = self._embed(story, table_c)  # [B, M, E]
       if self.temporal:
-        m, c = m + time_a[times], c + time_c[times]  # slot i gets T(t_i): [B, M, E]
+        # slot i gets T(t_i): [B, M, E]
+        m, c = m + time_a.astype(m.dtype)[times], c + time_c.astype(c.dtype)[times]
       if self.zero_empty:  # no sentence, no TE: a zero memory (it does take part in the softmax)
         m, c = jnp.where(valid[..., None], m, 0.0), jnp.where(valid[..., None], c, 0.0)
       q, keys, values = u[:, None, None], m[:, :, None], c[:, :, None]  # [B, 1|M, 1, E]

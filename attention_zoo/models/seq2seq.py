@@ -59,6 +59,11 @@ bahdanau, no input feeding for luong) is: cell='lstm', bidirectional=False, init
 readout='state', input_feeding=False. With score='none' there is no attention: the style then only
 picks the encoder, the initial state and the read-out defaults.
 
+Precision (models/precision.py): every layer (embeddings, cells, attention, read-out) computes in
+`dtype` with parameters of `param_dtype`; the recurrent state (the carry of every cell, Bahdanau's
+s_{i-1}, Luong's fed h̃_{t-1}) is float32 (STATE_DTYPE), so that the cell's update, e.g. the LSTM's
+c' = f ⊙ c + i ⊙ g, adds in float32 at every step while its matmuls run in `dtype`.
+
 Source PAD (= 0) positions are masked out of the attention and skipped by the encoder. Peeky and
 attention may be combined. Dropout (train mode only) acts on the embeddings and on the read-out
 input, never inside the recurrence. `generate` is inference: it never applies dropout.
@@ -78,25 +83,29 @@ from attention_zoo.attention import Attention, padding_mask
 from attention_zoo.attention.kernels import with_implementation
 from attention_zoo.attention.scores import SCORES
 from attention_zoo.models import decoding
+from attention_zoo.models import precision as precision_lib
 from attention_zoo.models.registry import options_from, register_model
 from attention_zoo.registry import choose
 from attention_zoo.specials import BOS, EOS, PAD
 
 
+STATE_DTYPE = jnp.float32  # the recurrent state's dtype, whatever the computation's (module doc)
+
+
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
   """How to build one recurrent cell, its zero state, and a state whose output is a given s."""
-  make: Callable[..., nnx.Module]  # (in_features, hidden_features, *, rngs) -> cell
+  make: Callable[..., nnx.Module]  # (in_features, hidden_features, *, dtype, param_dtype, rngs)
   zero_carry: Callable[[int, int], Any]  # (batch, hidden) -> carry pytree
   from_output: Callable[[jax.Array], Any]  # s [B, F] -> carry whose output is s
 
 
-_lstm_zeros = lambda b, f: (jnp.zeros((b, f)), jnp.zeros((b, f)))  # (c, h)
+_lstm_zeros = lambda b, f: (jnp.zeros((b, f), STATE_DTYPE), jnp.zeros((b, f), STATE_DTYPE))
 _lstm_from_output = lambda s: (jnp.zeros_like(s), s)  # memory cell 0, output s
 CELLS = {
-    'lstm': CellSpec(nnx.OptimizedLSTMCell, _lstm_zeros, _lstm_from_output),
+    'lstm': CellSpec(nnx.OptimizedLSTMCell, _lstm_zeros, _lstm_from_output),  # (c, h)
     'lstm_unfused': CellSpec(nnx.LSTMCell, _lstm_zeros, _lstm_from_output),
-    'gru': CellSpec(nnx.GRUCell, lambda b, f: jnp.zeros((b, f)), lambda s: s),
+    'gru': CellSpec(nnx.GRUCell, lambda b, f: jnp.zeros((b, f), STATE_DTYPE), lambda s: s),
 }
 
 # The papers' wiring per style: the value an option takes when it is left None.
@@ -166,9 +175,9 @@ class AttentionStep(nnx.Module):
   encoder states of `key_dim`), and the keys it projects once per source."""
 
   def __init__(self, hidden: int, key_dim: int, *, score: Callable, kernel: Callable,
-               score_dim: int | None, rngs: nnx.Rngs):
+               score_dim: int | None, rngs: nnx.Rngs, **dtypes: Any):
     self.attention = Attention(hidden, key_dim, score=score, kernel=kernel, score_dim=score_dim,
-                               rngs=rngs)
+                               **dtypes, rngs=rngs)
 
   def project(self, keys):
     return self.attention.project_keys(keys)  # [B, S, A]
@@ -198,11 +207,11 @@ class AttentionalState(nnx.Module):
   (eq. 6) and, with input feeding, the next step's input. It is not a stream combine (those keep
   the identity path, see attention.combine): h_t reaches the output only through W_c and tanh.
 
-  context c [B, K], state h [B, F] -> h̃ [B, F].
+  context c [B, K], state h [B, F] -> h̃ [B, F]. dtypes: flax's dtype= and param_dtype=.
   """
 
-  def __init__(self, key_dim: int, hidden: int, *, rngs: nnx.Rngs):
-    self.w_c = nnx.Linear(key_dim + hidden, hidden, use_bias=False, rngs=rngs)
+  def __init__(self, key_dim: int, hidden: int, *, rngs: nnx.Rngs, **dtypes: Any):
+    self.w_c = nnx.Linear(key_dim + hidden, hidden, use_bias=False, **dtypes, rngs=rngs)
 
   def __call__(self, h: jax.Array, c: jax.Array) -> jax.Array:
     return jnp.tanh(self.w_c(jnp.concatenate([c, h], axis=-1)))  # [B, F]
@@ -214,11 +223,12 @@ class LuongStep(AttentionStep):
   With input feeding the state carries h̃_{t-1} (h̃_0 = 0)."""
 
   def __init__(self, hidden: int, key_dim: int, *, input_feeding: bool, rngs: nnx.Rngs,
-               **attention):
-    super().__init__(hidden, key_dim, rngs=rngs, **attention)
+               dtype: Any = None, param_dtype: Any = jnp.float32, **attention):
+    dtypes = dict(dtype=dtype, param_dtype=param_dtype)
+    super().__init__(hidden, key_dim, rngs=rngs, **dtypes, **attention)
     # Named `combine` so that the parameter path decoder_step/combine/w_c of checkpoints written
     # before stays valid; it is the eq. 5 read-out layer, not a combine of attention.combine.
-    self.combine = AttentionalState(key_dim, hidden, rngs=rngs)
+    self.combine = AttentionalState(key_dim, hidden, **dtypes, rngs=rngs)
     self.input_feeding = input_feeding
     self.cell_extra, self.feature_dim = (hidden if input_feeding else 0), hidden
 
@@ -234,7 +244,9 @@ class LuongStep(AttentionStep):
     carry, h = cell(state['carry'], x)  # h [B, F]
     c, w = attend(self.attention, h, enc, want_weights)  # [B, K]
     h_tilde = self.combine(h, c)  # [B, F]
-    new = {'carry': carry, 'feed': h_tilde} if self.input_feeding else {'carry': carry}
+    new = {'carry': carry}
+    if self.input_feeding:
+      new['feed'] = h_tilde.astype(state['feed'].dtype)  # the state's dtype (STATE_DTYPE)
     return new, h_tilde, w
 
 
@@ -243,11 +255,12 @@ STYLES = {'bahdanau': BahdanauStep, 'luong': LuongStep}
 
 class MaxoutReadout(nnx.Module):
   """Bahdanau et al. app. A.2.2: t̃ = W_t u + b_t (2L), t_j = max(t̃_{2j-1}, t̃_{2j}),
-  logits = W_o t + b_o. u [..., in_dim] -> logits [..., V]."""
+  logits = W_o t + b_o. u [..., in_dim] -> logits [..., V]. dtypes: flax's dtype=, param_dtype=."""
 
-  def __init__(self, in_dim: int, units: int, vocab_size: int, *, rngs: nnx.Rngs):
-    self.hidden = nnx.Linear(in_dim, 2 * units, rngs=rngs)
-    self.out = nnx.Linear(units, vocab_size, rngs=rngs)
+  def __init__(self, in_dim: int, units: int, vocab_size: int, *, rngs: nnx.Rngs,
+               **dtypes: Any):
+    self.hidden = nnx.Linear(in_dim, 2 * units, **dtypes, rngs=rngs)
+    self.out = nnx.Linear(units, vocab_size, **dtypes, rngs=rngs)
 
   def __call__(self, u: jax.Array) -> jax.Array:
     t = self.hidden(u)  # [..., 2L]
@@ -255,11 +268,12 @@ class MaxoutReadout(nnx.Module):
     return self.out(t)  # [..., V]
 
 
-# readout name -> (reads E y_{t-1} besides the step's features, builder(in_dim, L, V, rngs)).
+# readout name -> (reads E y_{t-1} besides the step's features,
+#                  builder(in_dim, L, V, rngs, dtype=, param_dtype=)).
 READOUTS = {
-    'state': (False, lambda d, units, v, rngs: nnx.Linear(d, v, rngs=rngs)),
-    'linear': (True, lambda d, units, v, rngs: nnx.Linear(d, v, rngs=rngs)),
-    'maxout': (True, lambda d, units, v, rngs: MaxoutReadout(d, units, v, rngs=rngs)),
+    'state': (False, lambda d, units, v, rngs, **dt: nnx.Linear(d, v, **dt, rngs=rngs)),
+    'linear': (True, lambda d, units, v, rngs, **dt: nnx.Linear(d, v, **dt, rngs=rngs)),
+    'maxout': (True, lambda d, units, v, rngs, **dt: MaxoutReadout(d, units, v, **dt, rngs=rngs)),
 }
 # init_state name -> needs a bidirectional encoder.
 INIT_STATES = {'final': False, 'backward': True}
@@ -280,6 +294,7 @@ class Wiring:
   input_feeding: bool
   score: Callable[..., nnx.Module] | None  # a class of attention.scores.SCORES; None: 'none'
   kernel: Callable  # a function of attention.kernels.KERNELS, bound to its implementation
+  precision: precision_lib.Precision  # dtype and param_dtype as jnp dtypes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +320,8 @@ class Seq2SeqOptions:
   score_dim: int | None = None  # A of the additive / concat score (None: K)
   dropout_rate: float = 0.0
   capture_weights: bool = False
+  dtype: str = precision_lib.DEFAULT  # computation dtype: a name in models.precision.DTYPES
+  param_dtype: str = precision_lib.DEFAULT  # parameter dtype: a name in precision.DTYPES
   wiring: Wiring = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
@@ -342,7 +359,8 @@ class Seq2SeqOptions:
                     encoder_hidden=o['encoder_hidden'], key_dim=key_dim,
                     init_state=o['init_state'], reads_embedding=reads_embedding,
                     make_readout=make_readout, input_feeding=o['input_feeding'], score=score,
-                    kernel=with_implementation(self.kernel, self.implementation))
+                    kernel=with_implementation(self.kernel, self.implementation),
+                    precision=precision_lib.resolve(self.dtype, self.param_dtype))
     object.__setattr__(self, 'wiring', wiring)  # frozen: set once, here
 
 
@@ -379,37 +397,41 @@ class Seq2Seq(nnx.Module):
     dropout_rate: dropout on embeddings and read-out input (train mode only).
     capture_weights: sow the teacher-forced alignment [B, T, S] as nnx.Intermediate
       'attention_weights' on this module (read it with nnx.capture(model, nnx.Intermediate)).
+    dtype, param_dtype: computation and parameter dtype, names in models.precision.DTYPES
+      ('float32', 'bfloat16'); the recurrent state stays float32 (module doc).
   """
 
   def __init__(self, src_vocab_size: int, tgt_vocab_size: int, *, rngs: nnx.Rngs,
                **options: Any):
     opts = options_from(Seq2SeqOptions, options, 'seq2seq')
     w, hidden, embed_dim = opts.wiring, opts.hidden, opts.embed_dim
+    dtypes = w.precision.kwargs
     self.score_name = None if w.score is None else opts.score
     if w.step is None:
       self.decoder_step = NoAttention(hidden)
     else:
       self.decoder_step = w.step(hidden, w.key_dim, score=w.score, kernel=w.kernel,
                                  score_dim=opts.score_dim, input_feeding=w.input_feeding,
-                                 rngs=rngs)
+                                 **dtypes, rngs=rngs)
     self.spec, self.hidden, self.peeky = w.cell, hidden, opts.peeky
     self.bidirectional, self.capture_weights = w.bidirectional, opts.capture_weights
     self.encoder_hidden, self.init_state = w.encoder_hidden, w.init_state
     self.reads_embedding = w.reads_embedding
     self.tgt_vocab_size = tgt_vocab_size
-    self.src_embed = nnx.Embed(src_vocab_size, embed_dim, rngs=rngs)
-    self.tgt_embed = nnx.Embed(tgt_vocab_size, embed_dim, rngs=rngs)
-    self.encoder = w.cell.make(embed_dim, self.encoder_hidden, rngs=rngs)
-    self.encoder_bwd = (w.cell.make(embed_dim, self.encoder_hidden, rngs=rngs)
+    self.src_embed = nnx.Embed(src_vocab_size, embed_dim, **dtypes, rngs=rngs)
+    self.tgt_embed = nnx.Embed(tgt_vocab_size, embed_dim, **dtypes, rngs=rngs)
+    self.encoder = w.cell.make(embed_dim, self.encoder_hidden, **dtypes, rngs=rngs)
+    self.encoder_bwd = (w.cell.make(embed_dim, self.encoder_hidden, **dtypes, rngs=rngs)
                         if self.bidirectional else None)
-    self.init_proj = (nnx.Linear(self.encoder_hidden, hidden, rngs=rngs)
+    self.init_proj = (nnx.Linear(self.encoder_hidden, hidden, **dtypes, rngs=rngs)
                       if w.init_state == 'backward' else None)  # W_s, b_s
     peek = w.key_dim if opts.peeky else 0
-    self.decoder = w.cell.make(embed_dim + peek + self.decoder_step.cell_extra, hidden, rngs=rngs)
+    self.decoder = w.cell.make(embed_dim + peek + self.decoder_step.cell_extra, hidden, **dtypes,
+                               rngs=rngs)
     self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
     readout_in = self.decoder_step.feature_dim + peek + (embed_dim if w.reads_embedding else 0)
     units = opts.readout_dim or hidden // 2
-    self.readout = w.make_readout(readout_in, units, tgt_vocab_size, rngs)
+    self.readout = w.make_readout(readout_in, units, tgt_vocab_size, rngs, **dtypes)
 
   def encode(self, source: jax.Array, *, deterministic: bool | None = None
              ) -> dict[str, jax.Array]:
@@ -423,7 +445,7 @@ class Seq2Seq(nnx.Module):
     valid = source != PAD  # [B, S]
     x = self.dropout(self.src_embed(source), deterministic=deterministic)  # [B, S, E]
     g = self.encoder_hidden
-    zero = lambda: (self.spec.zero_carry(batch, g), jnp.zeros((batch, g)))
+    zero = lambda: (self.spec.zero_carry(batch, g), jnp.zeros((batch, g), STATE_DTYPE))
     carry, summary, keys = run_cell(self.encoder, *zero(), x, valid)  # keys [B, S, G]
     if self.bidirectional:
       carry_b, summary_b, keys_b = run_cell(self.encoder_bwd, *zero(), x, valid, reverse=True)
@@ -432,6 +454,7 @@ class Seq2Seq(nnx.Module):
           keys, keys_b)  # [B, K], [B, K], [B, S, K]; summary_b = h←_1
     if self.init_proj is not None:
       s0 = jnp.tanh(self.init_proj(summary_b))  # s_0 = tanh(W_s h←_1 + b_s) [B, F]
+      s0 = s0.astype(STATE_DTYPE)
       carry = self.spec.from_output(s0)
     else:
       s0 = summary  # the encoder's final output [B, F]

@@ -4,7 +4,7 @@ Vaswani et al. (2017), "Attention Is All You Need". The blocks (norm placement, 
 live in transformer_blocks.py; attention itself is attention_zoo.attention.MultiHeadAttention, so
 score ('scaled_dot', 'additive', ...), kernel and combine ('residual', 'gate') are options.
 Every constructor takes the options of its layers once, as `**block` -> BlockOptions, which
-checks them and holds their defaults.
+checks them and holds their defaults (dtype and param_dtype among them: models/precision.py).
 
 Shapes: B batch, S source length, T target length, L length, P prompt length, F features
 (`d_model`, the paper's name for the stream's width), V vocabulary, N heads.
@@ -50,13 +50,14 @@ class EncoderDecoder(nnx.Module):
       raise ValueError(f'share_embeddings=True needs src_vocab_size == tgt_vocab_size, got '
                        f'{src_vocab_size} and {tgt_vocab_size}; use tie_output=True to share '
                        'only the target and output embeddings')
-    self.tgt_embed = Embedder(tgt_vocab_size, opts.d_model, rngs=rngs)
+    dtypes = opts.parts.dtypes
+    self.tgt_embed = Embedder(tgt_vocab_size, opts.d_model, **dtypes, rngs=rngs)
     self.src_embed = (self.tgt_embed if share_embeddings
-                      else Embedder(src_vocab_size, opts.d_model, rngs=rngs))
+                      else Embedder(src_vocab_size, opts.d_model, **dtypes, rngs=rngs))
     self.encoder = EncoderStack(opts, rngs=rngs)
     self.decoder = DecoderStack(opts, cross=True, rngs=rngs)
     tied = share_embeddings or tie_output
-    self.out = None if tied else nnx.Linear(opts.d_model, tgt_vocab_size, rngs=rngs)
+    self.out = None if tied else nnx.Linear(opts.d_model, tgt_vocab_size, **dtypes, rngs=rngs)
     self.max_len = max_len
 
   def encode(self, source: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -87,7 +88,7 @@ class EncoderDecoder(nnx.Module):
     if max_len > self.max_len:
       raise ValueError(f'max_len {max_len} exceeds the model max_len {self.max_len}')
     memory, valid = self.encode(source)
-    state = {'cache': self.decoder.init_cache(source.shape[0], max_len, memory.dtype),
+    state = {'cache': self.decoder.init_cache(source.shape[0], max_len),
              'valid': valid}
     if cross_cache:
       state['cross'] = self.decoder.project_memory(memory)  # per layer {'key', 'value'}
@@ -182,9 +183,10 @@ class TransformerLM(nnx.Module):
   def __init__(self, vocab_size: int, *, tie_output: bool = False, max_len: int = 256,
                rngs: nnx.Rngs, **block: Any):
     opts = options_from(BlockOptions, dict(block, max_len=max_len), 'Transformer')
-    self.embed = Embedder(vocab_size, opts.d_model, rngs=rngs)
+    dtypes = opts.parts.dtypes
+    self.embed = Embedder(vocab_size, opts.d_model, **dtypes, rngs=rngs)
     self.decoder = DecoderStack(opts, cross=False, rngs=rngs)
-    self.out = None if tie_output else nnx.Linear(opts.d_model, vocab_size, rngs=rngs)
+    self.out = None if tie_output else nnx.Linear(opts.d_model, vocab_size, **dtypes, rngs=rngs)
     self.max_len = max_len
 
   def _logits(self, h: jax.Array) -> jax.Array:
@@ -194,7 +196,8 @@ class TransformerLM(nnx.Module):
     # inputs [B, L] int -> logits [B, L, V]
     return self._logits(self.decoder(self.embed(inputs)))  # causal self-attention
 
-  def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> list:
+  def init_cache(self, batch_size: int, max_len: int, dtype=None) -> list:
+    """The decoder's self-attention caches, of `dtype` (None: the model's computation dtype)."""
     if max_len > self.max_len:
       raise ValueError(f'max_len {max_len} exceeds the model max_len {self.max_len}')
     return self.decoder.init_cache(batch_size, max_len, dtype)
@@ -231,8 +234,10 @@ def _lm_generate(model: TransformerLM, prompt, *, max_len):
 class ClsPooling(nnx.Module):
   """A learned [CLS] vector prepended at position 0; its final state is the summary (BERT)."""
 
-  def __init__(self, d_model: int, *, rngs: nnx.Rngs):
-    self.cls = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
+  def __init__(self, d_model: int, *, dtype: Any = None, param_dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
+    del dtype  # the vector is cast to the stream's dtype where it joins it
+    self.cls = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype))
 
   def prepare(self, h: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     # h [B, L, F], valid [B, L] -> [B, L + 1, F], [B, L + 1]
@@ -245,10 +250,11 @@ class ClsPooling(nnx.Module):
 
 
 class MeanPooling(nnx.Module):
-  """Mean of the final states over the non-PAD positions."""
+  """Mean of the final states over the non-PAD positions (summed in float32: jnp.sum upcasts)."""
 
-  def __init__(self, d_model: int, *, rngs: nnx.Rngs):
-    del d_model, rngs
+  def __init__(self, d_model: int, *, dtype: Any = None, param_dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
+    del d_model, dtype, param_dtype, rngs
 
   def prepare(self, h: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     return h, valid
@@ -275,10 +281,11 @@ class TransformerClassifier(nnx.Module):
   def __init__(self, vocab_size: int, num_classes: int, *, pooling: str = 'cls',
                max_len: int = 512, rngs: nnx.Rngs, **block: Any):
     opts = options_from(BlockOptions, dict(block, max_len=max_len), 'Transformer')
-    self.embed = Embedder(vocab_size, opts.d_model, rngs=rngs)
-    self.pooling = choose(POOLINGS, pooling, 'pooling')(opts.d_model, rngs=rngs)
+    dtypes = opts.parts.dtypes
+    self.embed = Embedder(vocab_size, opts.d_model, **dtypes, rngs=rngs)
+    self.pooling = choose(POOLINGS, pooling, 'pooling')(opts.d_model, **dtypes, rngs=rngs)
     self.encoder = EncoderStack(opts, rngs=rngs)
-    self.head = nnx.Linear(opts.d_model, num_classes, rngs=rngs)
+    self.head = nnx.Linear(opts.d_model, num_classes, **dtypes, rngs=rngs)
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
     # inputs [B, L] int tokens (PAD = 0 masked) -> logits [B, classes]

@@ -9,6 +9,8 @@ where combine (attention.combine.COMBINES) is 'residual', x + dropout(f) (the pa
 it after its gate, so a dropped unit leaves y = x.
 Embeddings are scaled by sqrt(d_model) and get positions from attention.positional.POSITIONS
 (sec. 3.4, 3.5).
+Precision (models/precision.py): every layer computes in BlockOptions.dtype with parameters of
+BlockOptions.param_dtype; LayerNorm statistics and the softmax statistics stay float32.
 
 Shapes: B batch, S source length, T target length, L length, F features (d_model, the paper's
 name for the stream's width), V vocabulary.
@@ -29,6 +31,7 @@ from attention_zoo.attention.kernels import with_implementation
 from attention_zoo.attention.layers import MultiHeadAttention
 from attention_zoo.attention.positional import POSITIONS
 from attention_zoo.attention.scores import SCORES
+from attention_zoo.models import precision as precision_lib
 from attention_zoo.registry import choose
 
 PRE_NORM = {'post': False, 'pre': True}  # norm -> is the LayerNorm before the sublayer?
@@ -43,6 +46,12 @@ class Parts:
   combine: Callable[..., nnx.Module]  # a class of attention.combine.COMBINES
   positions: Callable[..., nnx.Module]  # a class of attention.positional.POSITIONS
   pre_norm: bool  # PRE_NORM[norm]
+  precision: precision_lib.Precision  # dtype and param_dtype as jnp dtypes
+
+  @property
+  def dtypes(self) -> dict[str, Any]:
+    """dtype= and param_dtype= for the layers (flax's keywords)."""
+    return self.precision.kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +76,8 @@ class BlockOptions:
   combine: str = 'residual'  # 'residual' | 'gate': a name in attention.combine.COMBINES
   capture_weights: bool = False
   score_dim: int | None = None  # A of the additive / concat score per head (None: head dim)
+  dtype: str = precision_lib.DEFAULT  # computation dtype: a name in models.precision.DTYPES
+  param_dtype: str = precision_lib.DEFAULT  # parameter dtype: a name in precision.DTYPES
   parts: Parts = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
@@ -85,7 +96,8 @@ class BlockOptions:
                   kernel=with_implementation(self.kernel, self.implementation),
                   combine=COMBINES.get(self.combine),
                   positions=choose(POSITIONS, self.positional, 'positional encoding'),
-                  pre_norm=choose(PRE_NORM, self.norm, 'norm placement'))
+                  pre_norm=choose(PRE_NORM, self.norm, 'norm placement'),
+                  precision=precision_lib.resolve(self.dtype, self.param_dtype))
     object.__setattr__(self, 'parts', parts)  # frozen: set once, here
 
   @property
@@ -97,15 +109,16 @@ def make_attention(opts: BlockOptions, *, rngs: nnx.Rngs) -> MultiHeadAttention:
   return MultiHeadAttention(opts.num_heads, opts.d_model, score=opts.parts.score,
                             kernel=opts.parts.kernel, score_dim=opts.score_dim,
                             dropout_rate=opts.attention_dropout_rate, rotary=opts.rotary,
-                            capture_weights=opts.capture_weights, rngs=rngs)
+                            capture_weights=opts.capture_weights, **opts.parts.dtypes,
+                            rngs=rngs)
 
 
 class FeedForward(nnx.Module):
-  """FFN(x) = max(0, x W1 + b1) W2 + b2 (sec. 3.3)."""
+  """FFN(x) = max(0, x W1 + b1) W2 + b2 (sec. 3.3); dtypes: flax's dtype= and param_dtype=."""
 
-  def __init__(self, d_model: int, ffn_dim: int, *, rngs: nnx.Rngs):
-    self.w1 = nnx.Linear(d_model, ffn_dim, rngs=rngs)
-    self.w2 = nnx.Linear(ffn_dim, d_model, rngs=rngs)
+  def __init__(self, d_model: int, ffn_dim: int, *, rngs: nnx.Rngs, **dtypes: Any):
+    self.w1 = nnx.Linear(d_model, ffn_dim, **dtypes, rngs=rngs)
+    self.w2 = nnx.Linear(ffn_dim, d_model, **dtypes, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     # x [B, L, F] -> [B, L, F]
@@ -117,9 +130,9 @@ class Sublayer(nnx.Module):
 
   def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
     self.pre = opts.parts.pre_norm
-    self.norm = nnx.LayerNorm(opts.d_model, rngs=rngs)
+    self.norm = nnx.LayerNorm(opts.d_model, **opts.parts.dtypes, rngs=rngs)
     self.combine = make_combine(opts.parts.combine, opts.d_model, dropout_rate=opts.dropout_rate,
-                                rngs=rngs)
+                                **opts.parts.dtypes, rngs=rngs)
 
   def __call__(self, x: jax.Array, fn) -> tuple[jax.Array, Any]:
     """x [B, L, F]; fn(h [B, L, F]) -> (f(h) [B, L, F], aux) -> (y [B, L, F], aux)."""
@@ -133,7 +146,7 @@ class EncoderLayer(nnx.Module):
 
   def __init__(self, opts: BlockOptions, *, rngs: nnx.Rngs):
     self.self_attn = make_attention(opts, rngs=rngs)
-    self.ffn = FeedForward(opts.d_model, opts.ffn_dim, rngs=rngs)
+    self.ffn = FeedForward(opts.d_model, opts.ffn_dim, **opts.parts.dtypes, rngs=rngs)
     self.attn_sub = Sublayer(opts, rngs=rngs)
     self.ffn_sub = Sublayer(opts, rngs=rngs)
 
@@ -155,7 +168,7 @@ class DecoderLayer(nnx.Module):
       self.cross_sub = Sublayer(opts, rngs=rngs)
     else:
       self.cross_attn = self.cross_sub = None
-    self.ffn = FeedForward(opts.d_model, opts.ffn_dim, rngs=rngs)
+    self.ffn = FeedForward(opts.d_model, opts.ffn_dim, **opts.parts.dtypes, rngs=rngs)
     self.ffn_sub = Sublayer(opts, rngs=rngs)
 
   def _cross_and_ffn(self, x, memory, memory_mask, projected=None):
@@ -186,11 +199,12 @@ class DecoderLayer(nnx.Module):
 
 
 class Embedder(nnx.Module):
-  """Token embedding scaled by sqrt(d_model) (sec. 3.4); `attend` gives tied output logits."""
+  """Token embedding scaled by sqrt(d_model) (sec. 3.4); `attend` gives tied output logits.
+  dtypes: flax's dtype= (of the embeddings and logits) and param_dtype=."""
 
-  def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
+  def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs, **dtypes: Any):
     self.vocab_size, self.scale = vocab_size, math.sqrt(d_model)
-    self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
+    self.embed = nnx.Embed(vocab_size, d_model, **dtypes, rngs=rngs)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     # tokens [B, L] int -> [B, L, F]
@@ -207,11 +221,13 @@ class _Stack(nnx.Module):
 
   def __init__(self, opts: BlockOptions, make_layer: Callable[[], nnx.Module], *,
                rngs: nnx.Rngs):
-    self.positions = opts.parts.positions(opts.max_len, opts.d_model, rngs=rngs)
+    self.positions = opts.parts.positions(opts.max_len, opts.d_model, **opts.parts.dtypes,
+                                          rngs=rngs)
     self.dropout = nnx.Dropout(opts.dropout_rate, rngs=rngs)
     self.max_len = opts.max_len
     self.layers = nnx.List([make_layer() for _ in range(opts.num_layers)])
-    self.final_norm = nnx.LayerNorm(opts.d_model, rngs=rngs) if opts.parts.pre_norm else None
+    self.final_norm = (nnx.LayerNorm(opts.d_model, **opts.parts.dtypes, rngs=rngs)
+                       if opts.parts.pre_norm else None)
 
   def _inputs(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     return self.dropout(self.positions(x, positions))  # [B, L, F]
@@ -256,8 +272,9 @@ class DecoderStack(_Stack):
       x = layer(x, memory, memory_mask)
     return self._out(x)
 
-  def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> list:
-    """One self-attention cache per decoder layer (pytrees with leading dim B)."""
+  def init_cache(self, batch_size: int, max_len: int, dtype=None) -> list:
+    """One self-attention cache per decoder layer (pytrees with leading dim B), of `dtype`
+    (None: the layers' computation dtype)."""
     return [layer.self_attn.init_cache(batch_size, max_len, dtype) for layer in self.layers]
 
   def project_memory(self, memory: jax.Array) -> list:
