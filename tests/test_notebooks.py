@@ -28,6 +28,24 @@ def test_the_five_notebooks_are_there_and_state_what_they_assert():
     assert 'ATTENTION_ZOO_NOTEBOOK_SIZE' in text and 'ATTENTION_ZOO_NOTEBOOK_RUNS' in text
 
 
+def test_documented_make_notebooks_commands_are_those_run_here():
+  """README.md and BUILD.md show `make notebooks` with the variables that test_notebook_executes
+  sets (the size through the environment, the notebooks and the output folder through make), on
+  notebooks that exist; the full render at the reader's size is left to the reader (by hand)."""
+  commands = [line.split('#')[0].split() for name in ('README.md', 'BUILD.md')
+              for line in (REPO / name).read_text().splitlines()
+              if re.match(r'(\w+=\S+ )*make notebooks', line)]
+  assert len(commands) >= 2, commands
+  for words in commands:
+    at = words.index('make')
+    env = dict(w.split('=', 1) for w in words[:at])
+    variables = dict(w.split('=', 1) for w in words[at + 2:])
+    assert set(env) <= {'ATTENTION_ZOO_NOTEBOOK_SIZE'} and set(variables) <= {
+        'NOTEBOOKS', 'NOTEBOOKS_OUT'}, words
+    assert env.get('ATTENTION_ZOO_NOTEBOOK_SIZE', 'small') in ('small', 'tiny'), words
+    assert all((REPO / n).exists() for n in variables.get('NOTEBOOKS', '').split()), words
+
+
 @pytest.fixture(scope='session')
 def shared_dirs(tmp_path_factory):
   """A dataset cache and a runs folder shared by the notebooks of one test worker."""
