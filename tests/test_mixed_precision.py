@@ -240,9 +240,10 @@ FAMILIES = {
 # bfloat16 keeps 8 significant bits: one rounding has relative error <= u = 2^-8 (0.39%). The
 # forward pass rounds each layer's inputs, weights and outputs; these errors are independent and
 # add in quadrature, so over the few dozen roundings on the path of these small models the logits'
-# relative error (RMS over all logits, against their RMS) is a few u. The bound is 8u = 3.1%; a
-# softmax or norm statistic lost to bfloat16, or a model computing in float16's 11 bits or in
-# float32, lands outside (0.05u, 8u].
+# relative error (RMS over all logits, against their RMS) is a few u (measured: 0.8u for the
+# SE-ResNet to 2.3u for the Transformer). The bound is 8u = 3.1%. The lower bound 0.05u fails a
+# model that ignores `dtype` and computes in float32 (error 0); the float32 statistics themselves
+# are checked on the jaxpr above, not by this tolerance.
 U = 2.0 ** -8
 REL_TOL = 8 * U
 
