@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from attention_zoo.train import flops
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.loop import train_and_evaluate
 from tests.fixtures import CONFIGS, tiny
@@ -28,6 +29,9 @@ def test_tiny_config_trains_and_writes_workdir(name, tmp_path_factory, request):
                                                      (4, 'validation'), (4, 'test')}
   assert all(np.isfinite(r['loss']) for r in rows)
   assert results['num_params'] > 0 and results['steps_per_s'] > 0 and results['compile_s'] > 0
+  # MFU in every run: the step's model FLOPs from its compiled program, against the CPU's peak
+  assert results['flops_per_step'] > 0 and results['flops_source'] in flops.SOURCES
+  assert 0 < results['mfu'] <= 1
   assert 0 <= results['test']['accuracy'] <= 1
   if config.model_name in ('seq2seq', 'transformer'):
     assert 0 <= results['test']['gen_exact_match'] <= 1

@@ -17,7 +17,8 @@ and reports, in this order:
   seeds      a seed group of the demo's Transformer (the loop's seed axis, the platform's seed
              map) against its seeds trained one after another (experiments/bench/seeds.py).
 Every row: the implementation that ran, the compile time, the model FLOPs of a call and their
-source, FLOP/s and MFU against the device's peak (attention_zoo/train/flops.py). The JSON:
+source, FLOP/s and MFU against the device's peak (attention_zoo/train/flops.py; on CPU the
+highest matmul rate the process measured, once more at the end). The JSON:
 {'device', 'size', 'load', 'tests', 'rows': [...], 'skipped': [...]}.
 """
 
@@ -178,7 +179,7 @@ def attention_rows(size: Size, budget: Budget, skipped: list[dict], args) -> lis
         continue
       if budget.over('attention', name):
         continue
-      score = scores.make_score(score_name, d, d, num_heads=n, dtype=dtype, rngs=nnx.Rngs(0))
+      score = scores.make_score(score_name, d, d, num_heads=n, rngs=nnx.Rngs(0))  # f32 params
       graphdef, params = nnx.split(score)
       run = kernels.with_implementation(kernel, impl)
       loss = lambda p, q, k, v: jnp.sum(run(nnx.merge(graphdef, p), q, k, v, causal=True)[0]
@@ -187,12 +188,12 @@ def attention_rows(size: Size, budget: Budget, skipped: list[dict], args) -> lis
       start = time.perf_counter()
       try:
         compiled = grad.lower(params, q, k, v).compile()
+        compile_s = time.perf_counter() - start
+        seconds = _median_s(lambda: compiled(params, q, k, v), size.steps)
       except Exception as e:  # pylint: disable=broad-except  # refusals, out of memory: a reason
         skipped.append({'row': name, 'reason': f'{type(e).__name__}: {str(e)[:300]}'})
         continue
-      compile_s = time.perf_counter() - start
       memory = compiled.memory_analysis()
-      seconds = _median_s(lambda: compiled(params, q, k, v), size.steps)
       dot = getattr(score, 'fused_scale', None) is not None
       analytic = (lambda: 3 * 4.0 * b * n * length * length * d) if dot else None  # 3 x QKᵀ, PV
       rows.append(_row('attention', name, compiled, seconds, compile_s, size.attention_dtype,
@@ -213,11 +214,11 @@ def multi30k_rows(size: Size, budget: Budget, skipped: list[dict], args) -> list
       if budget.over('multi30k', name):
         continue
       config = multi30k_transformer.get_config(f'size={config_size}')
-      if 'dtype' not in config.model:
+      if 'dtype' in config.model:
+        config.model.dtype = dtype
+      elif dtype != 'float32':
         skipped.append({'row': name, 'reason': 'config.model has no dtype field'})
         continue
-      with config.unlocked():
-        config.model.dtype = dtype
       config.train.batching = 'padded'  # one compiled step (the buckets would compile 8)
       rows.append(_train_row(name, config, size.steps))
       print(_line(rows[-1]), flush=True)
@@ -253,7 +254,7 @@ def _train_row(name: str, config, reps: int) -> dict:
   count = flops.analytic_count(config.model_name, config.model.to_dict(),
                                build.model_dims(config.model_name, task))
   attention = run_info.attention_implementation(config, task, host[0])
-  return _row('multi30k', name, step, seconds, compile_s, config.model.dtype,
+  return _row('multi30k', name, step, seconds, compile_s, config.model.get('dtype', 'float32'),
               count and (lambda: count(host[0])), tokens_per_s=tokens / seconds,
               batch_size=tc.batch_size, loss=float(metrics['loss']),
               implementation=attention['attention_implementation'],
@@ -341,6 +342,11 @@ def run(args) -> dict:
     out['rows'] += multi30k_rows(size, budget, skipped, args)
   if 'seeds' in args.parts:
     out['rows'] += seeds_rows(size, budget, skipped)
+  if on_cpu:  # every row against the highest matmul rate this process measured, at the end too
+    for dtype in {r['dtype'] for r in out['rows']}:
+      flops.measured_cpu_peak(dtype, again=True)
+    for r in out['rows']:
+      r.update(flops.utilization(r['flops'], r['seconds'], 1, dtype=r['dtype']))
   out['load'] = {'before': list(load_before), 'after': list(os.getloadavg())}
   for s in skipped:
     print(f'skipped {s["row"]}: {s["reason"][:160]}')
