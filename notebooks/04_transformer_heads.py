@@ -39,13 +39,11 @@
 # sums to 1.
 
 # %%
-import os
 import pathlib
 import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
-import treescope
 from flax import nnx
 from IPython.display import Image, display
 
@@ -56,17 +54,13 @@ from attention_zoo.data import pipeline
 from attention_zoo.specials import PAD
 from attention_zoo.train.loop import train_and_evaluate
 
-# The repository root (configs/ imports; runs/ paths as in BUILD.md): `pip install -e .` keeps the
-# package in it.
-ROOT = pathlib.Path(attention_zoo.__file__).resolve().parents[1]
-assert (ROOT / 'configs').is_dir(), f'{ROOT} has no configs/: install the zoo with pip install -e .'
-os.chdir(ROOT)
-sys.path.insert(0, str(ROOT))
-from configs import common, dates_transformer, multi30k_transformer  # noqa: E402
+# notebooks/notebook_setup.py: the repository root (found through the installed package) as the
+# working directory, SIZE and RUNS from the environment, treescope as the renderer.
+sys.path.insert(0, str(pathlib.Path(attention_zoo.__file__).resolve().parents[1]))
+from notebooks.notebook_setup import setup  # noqa: E402
 
-SIZE = os.environ.get('ATTENTION_ZOO_NOTEBOOK_SIZE', 'small')  # small: the reader's; tiny: CI's
-RUNS = pathlib.Path(os.environ.get('ATTENTION_ZOO_NOTEBOOK_RUNS', 'runs/notebooks')) / SIZE
-treescope.basic_interactive_setup(autovisualize_arrays=True)
+ROOT, SIZE, RUNS = setup()
+from configs import common, dates_transformer, multi30k_transformer  # noqa: E402
 
 # %% [markdown]
 # ## A Transformer on dates

@@ -38,12 +38,10 @@
 
 # %%
 import json
-import os
 import pathlib
 import sys
 
 import numpy as np
-import treescope
 from IPython.display import Image, Markdown, display
 from scipy import stats as scipy_stats
 
@@ -51,16 +49,12 @@ import attention_zoo
 from attention_zoo import sweeps
 from attention_zoo.analysis import report, stats
 
-# The repository root (configs/, experiments/ for the runs; runs/ paths as in BUILD.md):
-# `pip install -e .` keeps the package in it.
-ROOT = pathlib.Path(attention_zoo.__file__).resolve().parents[1]
-assert (ROOT / 'configs').is_dir(), f'{ROOT} has no configs/: install the zoo with pip install -e .'
-os.chdir(ROOT)
-sys.path.insert(0, str(ROOT))
+# notebooks/notebook_setup.py: the repository root (found through the installed package) as the
+# working directory, SIZE and RUNS from the environment, treescope as the renderer.
+sys.path.insert(0, str(pathlib.Path(attention_zoo.__file__).resolve().parents[1]))
+from notebooks.notebook_setup import setup  # noqa: E402
 
-SIZE = os.environ.get('ATTENTION_ZOO_NOTEBOOK_SIZE', 'small')  # small: the reader's; tiny: CI's
-RUNS = pathlib.Path(os.environ.get('ATTENTION_ZOO_NOTEBOOK_RUNS', 'runs/notebooks')) / SIZE
-treescope.basic_interactive_setup(autovisualize_arrays=True)
+ROOT, SIZE, RUNS = setup()
 
 # %% [markdown]
 # ## Run the sweep

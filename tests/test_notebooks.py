@@ -25,7 +25,16 @@ def test_the_five_notebooks_are_there_and_state_what_they_assert():
     assert text.startswith('# ---\n# jupyter:'), f'{path.name}: not a jupytext percent file'
     assert '**What this notebook asserts:**' in text, path.name
     assert re.search(r'^assert ', text, re.M), f'{path.name} asserts nothing'
-    assert 'ATTENTION_ZOO_NOTEBOOK_SIZE' in text and 'ATTENTION_ZOO_NOTEBOOK_RUNS' in text
+    assert 'ROOT, SIZE, RUNS = setup()' in text, f'{path.name}: not started by notebook_setup'
+
+
+def test_notebook_setup_refuses_an_unknown_size(monkeypatch, tmp_path):
+  from notebooks.notebook_setup import SIZES, setup  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)  # setup() moves to the repository root; restored after the test
+  monkeypatch.setenv('ATTENTION_ZOO_NOTEBOOK_SIZE', 'huge')
+  with pytest.raises(ValueError, match='huge.*small, tiny'):
+    setup()
+  assert SIZES == ('small', 'tiny')
 
 
 def test_documented_make_notebooks_commands_are_those_run_here():
