@@ -23,13 +23,11 @@ from jax import export
 from attention_zoo import data
 from attention_zoo.attention import implementations as impl
 from attention_zoo.build import build_model
-from attention_zoo.models.transformer_blocks import BlockOptions
 from attention_zoo.train import batching, optim, steps
 from tests.fixtures import CONFIGS, tiny
 
 CASES = [(name, 'size=tiny') for name in CONFIGS] + [('multi30k_transformer', 'size=small')]
-# bfloat16 is model.dtype = 'bfloat16' (mixed precision): run where the models take the field.
-DTYPES = ('float32', 'bfloat16') if 'dtype' in BlockOptions.__dataclass_fields__ else ('float32',)
+DTYPES = ('float32', 'bfloat16')  # model.dtype (mixed precision: parameters stay float32)
 TRANSFORMERS = ('transformer', 'transformer_lm', 'transformer_classifier')
 CUDA_HALF = impl.TARGETS[('cudnn' if impl.host_has_cudnn() else 'pallas', 'cuda')]
 
@@ -82,8 +80,8 @@ def _dot_product_transformer(config) -> bool:
 @pytest.mark.parametrize('name,arg', CASES, ids=[f'{n}-{a}' for n, a in CASES])
 def test_every_program_lowers_for_every_platform(name, arg, dtype, tfds_dir, request):
   config = tiny(name, tfds_dir, request, arg)
-  if dtype != 'float32':
-    config.model.dtype = dtype
+  assert config.model.dtype == 'float32'  # every config has the field, float32 by default
+  config.model.dtype = dtype
   task = _task(json.dumps(config.task.to_dict(), sort_keys=True))
   cpu_only = impl.cpu_only_targets()
   for kind, (fn, args) in _programs(config, task).items():
