@@ -18,7 +18,7 @@ and reports, in this order:
              map) against its seeds trained one after another (experiments/bench/seeds.py).
 Every row: the implementation that ran, the compile time, the model FLOPs of a call and their
 source, FLOP/s and MFU against the device's peak (attention_zoo/train/flops.py; on CPU the
-highest matmul rate the process measured, once more at the end). The JSON:
+highest matmul rate the process measured, again after each part). The JSON:
 {'device', 'size', 'load', 'tests', 'rows': [...], 'skipped': [...]}.
 """
 
@@ -333,18 +333,25 @@ def run(args) -> dict:
   out: dict[str, Any] = {'device': {'kind': device.device_kind, 'platform': device.platform,
                                     'count': jax.device_count()},
                          'size': size_name, 'rows': [], 'skipped': skipped}
-  if 'tests' in args.parts:
-    paths = args.test_paths or ('tests/test_accelerator.py' if on_cpu else 'tests')
-    out['tests'] = run_tests(paths)
-  if 'attention' in args.parts:
-    out['rows'] += attention_rows(size, budget, skipped, args)
-  if 'multi30k' in args.parts:
-    out['rows'] += multi30k_rows(size, budget, skipped, args)
-  if 'seeds' in args.parts:
-    out['rows'] += seeds_rows(size, budget, skipped)
-  if on_cpu:  # every row against the highest matmul rate this process measured, at the end too
-    for dtype in {r['dtype'] for r in out['rows']}:
-      flops.measured_cpu_peak(dtype, again=True)
+  parts = {'attention': lambda: attention_rows(size, budget, skipped, args),
+           'multi30k': lambda: multi30k_rows(size, budget, skipped, args),
+           'seeds': lambda: seeds_rows(size, budget, skipped)}
+  out['part_s'] = {}
+  for part in PARTS:
+    if part not in args.parts:
+      continue
+    start = time.perf_counter()
+    if part == 'tests':
+      out['tests'] = run_tests(args.test_paths or ('tests/test_accelerator.py' if on_cpu
+                                                   else 'tests'))
+    else:
+      out['rows'] += parts[part]()
+    out['part_s'][part] = time.perf_counter() - start
+    if on_cpu:  # the peak again after each part: the highest is kept (flops.measured_cpu_peak)
+      for dtype in {r['dtype'] for r in out['rows']}:
+        flops.measured_cpu_peak(dtype, again=True)
+  print('seconds per part: ' + ', '.join(f'{k} {v:.1f}' for k, v in out['part_s'].items()))
+  if on_cpu:  # every row against the highest matmul rate this process measured
     for r in out['rows']:
       r.update(flops.utilization(r['flops'], r['seconds'], 1, dtype=r['dtype']))
   out['load'] = {'before': list(load_before), 'after': list(os.getloadavg())}

@@ -6,7 +6,8 @@ For each of the demo's attention models (configs/dates_demo.py: the seq2seq LSTM
 Transformer d=64, both with the additive score, the demo's slowest), the loop's train step for S
 seeds (attention_zoo.train.seeds.SeedAxis), ms per step of all S seeds:
   separate  S single-run steps one after another (what one process per seed computes on a
-            shared core, without the processes' start-up and compile);
+            shared core, without the processes' start-up and compile; the program is compiled
+            once, as the persistent compilation cache serves a sweep's later seeds);
   map       one program, jax.lax.map over the seeds;
   vmap      one program, jax.vmap over the seeds.
 The measurement runs in a child pinned to one CPU with XLA single-threaded (a sweep lane's
@@ -69,6 +70,9 @@ def measure(name: str, way: str, num_seeds: int, args) -> dict:
   for i, axis in enumerate(axes):
     g, _, state = axis.init(config, task, tx)
     own = streams[i:i + 1] if way == 'separate' else streams
+    if programs and way == 'separate':  # the same program (a sweep's compilation cache)
+      programs.append([axis, own, programs[0][2], jax.tree.leaves(state)])
+      continue
     step, leaves, _ = steps_lib.compile_train_step(
         g, task, tx, lr, state, axis.to_device([b.batch(0) for b in own]), axis.keys(), rep,
         label_smoothing=tc.label_smoothing, over_seeds=axis.over)
