@@ -248,6 +248,14 @@ U = 2.0 ** -8
 REL_TOL = 8 * U
 
 
+def forward(model: nnx.Module, inputs: tuple):
+  """(model(*inputs) in eval mode, jit-compiled once; the jaxpr of that call)."""
+  model.eval()
+  graphdef, state = nnx.split(model)
+  call = lambda s, *x: nnx.merge(graphdef, s)(*x)  # noqa: E731
+  return jax.jit(call)(state, *inputs), jax.make_jaxpr(call)(state, *inputs)
+
+
 def _relative_error(a, b):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b ** 2)))
@@ -264,16 +272,11 @@ def test_bf16_forward_matches_f32_on_the_same_weights(family):
                   strict=True):  # the same float32 weights: dtype changes only the computation
     assert b.dtype == F32
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  outs = {}
-  for dt, model in models.items():
-    model.eval()
-    outs[dt] = model(*inputs)
-  assert outs['float32'].dtype == F32 and outs['bfloat16'].dtype == BF16
-  err = _relative_error(outs['bfloat16'], outs['float32'])
+  (f32, _), (bf16, jaxpr) = forward(models['float32'], inputs), forward(models['bfloat16'], inputs)
+  assert f32.dtype == F32 and bf16.dtype == BF16
+  err = _relative_error(bf16, f32)
   assert 0.05 * U < err < REL_TOL, f'{family}: relative error {err:.2e} (u = {U:.2e})'
   # every matrix product of the bfloat16 forward pass takes bfloat16 operands
-  graphdef, state = nnx.split(models['bfloat16'])
-  jaxpr = jax.make_jaxpr(lambda s, *x: nnx.merge(graphdef, s)(*x))(state, *inputs)
   matmuls = precision_report(jaxpr)['matmul']
   assert matmuls and set(matmuls) == {(BF16, BF16)}, matmuls
 
@@ -320,7 +323,7 @@ def test_bf16_run_loads_into_a_float32_model(tmp_path, tfds_dir, param_dtype):
     np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b))
   batch = next(iter(task.batches('validation', 16, seed=0, shuffle=False, num_epochs=1)))
   inputs = task.model_inputs({k: jnp.asarray(v) for k, v in batch.items()})
-  bf16_logits, f32_logits = trained(*inputs), analysed(*inputs)
+  (bf16_logits, _), (f32_logits, _) = forward(trained, inputs), forward(analysed, inputs)
   assert bf16_logits.dtype == BF16 and f32_logits.dtype == F32
   assert np.all(np.isfinite(np.asarray(f32_logits)))
   err = _relative_error(bf16_logits, f32_logits)
