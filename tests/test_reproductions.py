@@ -34,7 +34,7 @@ def test_committed_docs_equal_their_recomputation_from_the_runs():
 
 def test_a_folder_of_no_card_is_an_error_naming_it(tmp_path):
   (tmp_path / 'not_a_card' / evidence.RUNS).mkdir(parents=True)
-  with pytest.raises(ValueError, match='not_a_card: evidence of no card; cards: babi_memn2n'):
+  with pytest.raises(ValueError, match='not_a_card: evidence of no card; cards: .*babi_memn2n, '):
     evidence.load(tmp_path)
 
 
@@ -46,6 +46,8 @@ def test_every_card_has_per_run_evidence_and_every_folder_is_a_card():
       assert {wd.CONFIG, evidence.RUN} <= files, run
       # a run's final metrics as it wrote them, or (older runs) as the earlier report kept them
       assert ({wd.RESULTS, evidence.CURVE} <= files) != (evidence.RECORD in files), run
+      # a card that reads attention measures commits them per run
+      assert set(evidence.measure_files(cards.CARDS.get(name))) <= files, run
   assert not list(reproduce.EVIDENCE.glob('*/report.json'))  # derived, never committed
 
 
@@ -638,6 +640,10 @@ def test_a_measures_card_commits_the_measures_and_tests_each_row_against_chance(
   general = rows['seq2seq + Luong general']
   assert general['verdict'] == 'not reproduced' and general['vs_against']['p_value'] == 1.0
   assert report['verdict'] == 'partly reproduced'
+  # the row at chance rests on noise: its power is stated (a zero mean difference: no seeds)
+  assert [(e['label'], e['seeds_needed']) for e in report['power']] == [
+      ('seq2seq + Luong general - chance_in_gold', None)]
+  assert 'cannot be decided at this size' in render.power_lines(report)[-1]
   table = render.table(report)
   assert 'Δ vs chance_in_gold (p)' in table and '| attention_weights (3 of 3) |' in table
   assert '+66.00 (p = ' in table
@@ -645,3 +651,102 @@ def test_a_measures_card_commits_the_measures_and_tests_each_row_against_chance(
   (run / 'measures_test.json').unlink()
   with pytest.raises(FileNotFoundError, match='measures_test.json is missing'):
     evidence.read_card(card, tmp_path / 'evidence' / card.name)
+
+
+def test_the_dates_alignment_evidence_chance_recomputed_from_the_task(tmp_path):
+  """The committed chance level of the dates_alignment card, recomputed here from the dates task
+  of one committed run's config (its test split's gold spans and source lengths), equals what the
+  runs' measures hold; every run measured the same examples, so every run holds that number."""
+  from attention_zoo import build
+  from attention_zoo.analysis import load
+  from attention_zoo.specials import PAD
+  card = cards.CARDS.get('dates_alignment')
+  runs = sorted((reproduce.EVIDENCE / card.name / evidence.RUNS).iterdir())
+  measured = [wd.read_json(r / 'measures_test.json') for r in runs]
+  chances = {round(entry['chance_in_gold'], 6) for m in measured
+             for entry in (m['alignment'].get('by_attention') or {}).values()}
+  assert len(chances) == 1, chances
+  config = load.load_config(runs[0])
+  config.task.tfds_dir = str(tmp_path)  # the task built afresh, apart from any cache
+  task = build.get_task(config)
+  n = min(card.measures.examples, len(task.splits['test']))
+  gold = task.gold_alignment('test', range(n))
+  ratios = []
+  for i, a in enumerate(gold):
+    length = int(np.sum(np.asarray(task.splits['test'][i]['source']) != PAD))
+    ratios += [len(p) / length for p in a.possible if p]
+  assert measured[0]['examples'] == n == 1_000
+  assert chances.pop() == pytest.approx(np.mean(ratios), abs=1e-6)
+  # the plain encoder-decoders have no source attention to measure
+  report = EVIDENCE[card.name]
+  for row in report['rows']:
+    assert (row['verdict'] == 'not measured') == ('score=none' in row['variant']), row['label']
+
+
+def test_a_memory_networks_hops_are_each_shown_and_one_chosen_on_validation():
+  card = dataclasses.replace(
+      cards.CARDS.get('dates_alignment'),
+      shown=('hop1_argmax_in_gold', 'hop2_argmax_in_gold', 'hop3_argmax_in_gold',
+             'chance_in_gold'),
+      measures=cards.Measures(per_head='hop'))
+
+  def hops(values):
+    return {'alignment': {'by_attention': {'attention_weights': {
+        'argmax_in_gold': values, 'chance_in_gold': 0.1}}}}
+  record = evidence.record_of_measures(card, {'validation': hops([0.2, 0.7, 0.5]),
+                                              'test': hops([0.3, 0.6, 0.9])})
+  assert record['measured'] == 'attention_weights hop 2'  # best on validation
+  assert record['splits']['test'] == {'value': 0.6, 'shown': {
+      'hop1_argmax_in_gold': 0.3, 'hop2_argmax_in_gold': 0.6, 'hop3_argmax_in_gold': 0.9,
+      'chance_in_gold': 0.1}}
+
+
+def test_se_selectivity_is_read_by_depth():
+  card = dataclasses.replace(
+      cards.CARDS.get('dates_alignment'), metric='se_selectivity',
+      shown=('block1_se_selectivity', 'block2_se_selectivity', 'block3_se_selectivity'),
+      measures=cards.Measures(section='se_selectivity', splits=('test',)))
+  blocks = {'stages/10/se': 0.5, 'stages/2/se': 0.2, 'stages/0/se': 0.01}  # listed out of order
+  record = evidence.record_of_measures(card, {'test': {'se_selectivity': {'blocks': blocks}}})
+  assert record['splits']['test'] == {'value': 0.5, 'shown': {
+      'block1_se_selectivity': 0.01, 'block2_se_selectivity': 0.2, 'block3_se_selectivity': 0.5}}
+  plain = evidence.record_of_measures(card, {'test': {'alignment': {}}})
+  assert plain['splits']['test']['value'] is None and 'no squeeze-and-excitation' in plain['note']
+  with pytest.raises(ValueError, match="no reader of measures section 'entropy'; readers: "):
+    evidence.record_of_measures(dataclasses.replace(
+        card, measures=cards.Measures(section='entropy')), {})
+
+
+@pytest.mark.parametrize('task_id', [1, 2, 3])
+def test_the_babi_hops_evidence_chance_recomputed_from_the_task(tmp_path, data_dir, task_id):
+  """The committed chance level of a babi_hops card, recomputed from bAbI's raw files: per test
+  question, |supporting-fact slots| / non-empty memory slots, averaged; and each run shows
+  every hop."""
+  from attention_zoo import build
+  from attention_zoo.analysis import load
+  from attention_zoo.specials import PAD
+  card = cards.CARDS.get(f'babi_hops_{task_id}')
+  runs = sorted((reproduce.EVIDENCE / card.name / evidence.RUNS).iterdir())
+  measured = [wd.read_json(r / 'measures_test.json') for r in runs]
+  chances = {round(m['alignment']['by_attention']['attention_weights']['chance_in_gold'], 6)
+             for m in measured}
+  assert len(chances) == 1, chances
+  config = load.load_config(runs[0])
+  config.task.data_dir, config.task.tfds_dir = f'{data_dir}/babi/en', str(tmp_path)
+  task = build.get_task(config)
+  n = min(card.measures.examples, len(task.splits['test']))
+  ratios = []
+  for i, a in enumerate(task.gold_alignment('test', range(n))):
+    if a.possible[0]:
+      story = np.asarray(task.splits['test'][i]['story'])  # [M, W]
+      ratios.append(len(a.possible[0]) / np.any(story != PAD, -1).sum())
+  assert measured[0]['examples'] == n
+  assert chances.pop() == pytest.approx(np.mean(ratios), abs=1e-6)
+  row = EVIDENCE[card.name]['rows'][0]
+  assert set(row['shown']) == {'hop1_argmax_in_gold', 'hop2_argmax_in_gold',
+                               'hop3_argmax_in_gold', 'chance_in_gold'}
+  # the card's value per run is one of its hops
+  for seed, value in row['by_seed'].items():
+    run = wd.read_json(reproduce.EVIDENCE / card.name / evidence.RUNS /
+                       f'task_id={task_id},size=small,seed={seed}' / 'measures_test.json')
+    assert value in run['alignment']['by_attention']['attention_weights']['argmax_in_gold']

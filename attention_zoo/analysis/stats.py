@@ -47,6 +47,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     'perplexity': (1.0, math.inf),  # exp of a cross-entropy
     'in_gold': (0.0, 1.0),  # shares of steps: argmax_in_gold, chance_in_gold (measure_run)
     'gold_mass': (0.0, 1.0),  # attention mass on the gold span
+    'se_selectivity': (0.0, math.inf),  # a variance over a mean of positive numbers
 }
 LEVEL = 0.95  # the confidence of every interval
 ALPHA = 0.05  # the level of every test (two-sided)

@@ -77,15 +77,22 @@ SELECTIONS: dict[str, Any] = {'best_train': (best_train, 'the lowest final train
 @dataclasses.dataclass(frozen=True)
 class Measures:
   """The attention measures a card reads from each finished run (measure_run.write_split: the
-  first `examples` examples of each split, the file measures_<split>.json in the run's evidence).
-
-  The card's metric is an alignment measure of measures.json (`argmax_in_gold`, `gold_mass`); a
-  model with several source-target attention arrays (layers, heads) is read at the one whose
-  measure is highest on `select_split`, per run, so that the choice never sees the test split.
+  first `examples` examples of each split, the file measures_<split>.json in the run's evidence),
+  through the reader of its `section` of measures.json (attention_zoo.reproductions.evidence
+  READERS):
+    'alignment'       the card's metric is an alignment measure (`argmax_in_gold`, `gold_mass`);
+                      a model with several source-target attention arrays (layers, heads; a
+                      memory network's hops) is read at the one whose measure is highest on
+                      `select_split`, per run, so that the choice never sees the test split;
+    'se_selectivity'  the card's metric is the SE class selectivity of the deepest block, and
+                      each block is shown as 'block<i>_se_selectivity' (i = 1: the first).
   """
+  section: str = 'alignment'  # the section of measures.json the card reads
   splits: tuple[str, ...] = ('validation', 'test')  # the splits measured (select_split among them)
   examples: int = 1_000  # examples of each split measured (all of a smaller split)
-  select_split: str = 'validation'  # the split that picks the attention array (layer, head)
+  select_split: str = 'validation'  # alignment: the split that picks the attention array
+  per_head: str = ''  # alignment: e.g. 'hop': each head of the chosen array shown too, as
+  #                    'hop<h>_<metric>' when card.shown lists it (a memory network's hops)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +245,40 @@ register(Card(
 ))
 
 register(Card(
+    name='dates_alignment',
+    title='Every attention score learns the dates alignment',
+    paper='Bahdanau, Cho, Bengio (2015), sec. 5.2.1 and fig. 3 (the soft alignments a model '
+          'trained for translation learns); Luong, Pham, Manning (2015), sec. 3.1 and 5.4 '
+          '(dot and general scores, alignment quality measured by AER); Vaswani et al. (2017) '
+          '(source-target attention)',
+    claim='Trained for the output alone, every attention score learns where each output '
+          'character comes from: the most-attended source character of an output digit lies in '
+          'its field of the input (the year, the month, the day) far more often than attention '
+          'with no information would put it there. The encoder-decoders without attention have '
+          'no alignment to read.',
+    config='configs/dates_demo.py',
+    metric='argmax_in_gold',
+    metric_label='alignment accuracy % (most-attended source position in the gold span)',
+    scale=100.0,
+    rows=tuple(Row(v, label) for v, label in _DATES_ROWS),
+    shown=('gold_mass', 'chance_in_gold'),
+    measures=Measures(splits=('validation', 'test'), examples=1_000, select_split='validation'),
+    against='chance_in_gold',
+    parallel=2,
+    deviations=(
+        'Dates, not translation: the papers show alignments on WMT sentences, where no gold is '
+        'known for most words; here the generator knows each output digit\'s source field '
+        '(attention_zoo/data/dates.py, dates_gold), so the alignment is counted, not looked '
+        'at. The \'-\' separators and the end token have no gold and are not counted.',
+        'The chance level (chance_in_gold) is the alignment accuracy of a position drawn '
+        'uniformly from the example\'s source characters: |gold span| / source length per '
+        'output digit, averaged over the digits as the measure is (measure_run.chance_in_gold).',
+        'The same runs as the `dates` card\'s sweep (configs/dates_demo.py), trained again: '
+        'its committed runs predate per-run files and kept no checkpoint to measure.',
+    ),
+))
+
+register(Card(
     name='seq2seq_ladder',
     title='The seq2seq ladder on addition',
     paper='Saito, *Deep Learning from Scratch 2* (2018), ch. 7-8; Sutskever et al. (2014) for '
@@ -385,3 +426,37 @@ register(Card(
         'One run is selected for all 20 rows (the joint model is one model).',),
     **_BABI,
 ))
+
+for _task in (1, 2, 3):
+  register(Card(
+      name=f'babi_hops_{_task}',
+      title=f'The memory network\'s hops land on the supporting facts (bAbI task {_task})',
+      paper='Sukhbaatar, Szlam, Weston, Fergus (2015), "End-To-End Memory Networks", fig. 2 and '
+            'the appendix (the probabilities p of each hop on example stories)',
+      claim='Trained on the answers alone, the memory network\'s hops read the supporting facts: '
+            'per hop, the share of questions whose most-attended memory is one of the question\'s '
+            'supporting facts, and for the hop that does so best, far more often than attention '
+            'with no information would.',
+      config=f'configs/babi_memn2n.py:tasks={_task}',
+      metric='argmax_in_gold',
+      metric_label='supporting-fact accuracy % (most-attended memory a supporting fact)',
+      scale=100.0,
+      rows=(Row(f'task_id={_task},size=small', f'task {_task} (PE LS RN, 3 hops)'),),
+      shown=('hop1_argmax_in_gold', 'hop2_argmax_in_gold', 'hop3_argmax_in_gold',
+             'chance_in_gold'),
+      measures=Measures(splits=('validation', 'test'), examples=1_000,
+                        select_split='validation', per_head='hop'),
+      against='chance_in_gold',
+      parallel=1,
+      deviations=(
+          'The paper shows the hops on example stories (fig. 2) without a count; here each '
+          'question\'s supporting facts come with bAbI (data/babi.py maps them to memory '
+          'slots; a fact dropped by the 50-slot memory is no gold), so the landing is counted.',
+          'The hop the card is judged on is chosen per run on the validation split (the 100 '
+          'held-out training questions); every hop is shown.',
+          'The chance level (chance_in_gold) is the share a slot drawn uniformly from the '
+          'question\'s non-empty memories reaches: |supporting slots| / non-empty slots, '
+          'averaged over the questions (measure_run.chance_in_gold).',
+          *_BABI_DEVIATIONS[1:],
+      ),
+  ))

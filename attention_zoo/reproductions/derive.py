@@ -60,10 +60,10 @@ def row(card: Card, row_: Row, records: list[dict[str, Any]],
   summary = stats.summarize(values, stats.bounds(card.metric)) if values else None
   mean = summary['mean'] * card.scale if summary else None
   verdict, reason = row_verdict(row_, mean, card.higher_is_better)
-  vs_against = None
+  vs_against, against = None, {}
   if card.against:
-    against = {r['seed']: s['shown'].get(card.against) for r, s in zip(group, splits)}
-    vs_against = stats.paired_test(_finite(by_seed), _finite(against))
+    against = _finite({r['seed']: s['shown'].get(card.against) for r, s in zip(group, splits)})
+    vs_against = stats.paired_test(_finite(by_seed), against)
     verdict, reason = against_verdict(card, vs_against, mean)
   notes = sorted({r['note'] for r in group if r.get('note')})
   if group and not values and notes:
@@ -96,6 +96,7 @@ def row(card: Card, row_: Row, records: list[dict[str, Any]],
       'shown': {m: stats.summarize([s['shown'][m] for s in splits], stats.bounds(m))
                 for m in card.shown if group and all(m in s['shown'] for s in splits)},
       'verdict': verdict, 'reason': reason, **timings, 'vs_against': vs_against,
+      'against_by_seed': against,
       'measured': _counts([r.get('measured') for r in group]),
       'final_evaluation': [r['final_evaluation'] for r in group],
       'by_seed': by_seed,
@@ -281,8 +282,9 @@ def _power(label: str, test: str, seeds: list[int], diffs: list[float],
 def power_entries(card: Card, rows: list[dict[str, Any]],
                   by_variant: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
   """The power of each comparison a verdict of the card rests on (module docstring), in the
-  tables' scale: every step of the ordering claim, and every row with a target that its seeds
-  do not tell apart from the target (one-sample t, p >= 0.05)."""
+  tables' scale: every step of the ordering claim, every row with a target that its seeds do
+  not tell apart from the target (one-sample t, p >= 0.05), and every row that its seeds do not
+  tell apart from card.against (paired t, p >= 0.05)."""
   out = []
   for worse, better in zip(card.order, card.order[1:]):
     lo, hi = _finite(by_variant[worse]['by_seed']), _finite(by_variant[better]['by_seed'])
@@ -293,6 +295,12 @@ def power_entries(card: Card, rows: list[dict[str, Any]],
                       test['p_value']))
   for r in rows:
     values = _finite(r['by_seed'])
+    test = r.get('vs_against')
+    if test and test['n'] >= 2 and not test['p_value'] < stats.ALPHA:
+      against = r['against_by_seed']
+      out.append(_power(f'{r["label"]} - {card.against}', 'paired t', test['seeds'],
+                        [(values[s] - against[s]) * card.scale for s in test['seeds']],
+                        test['p_value']))
     if r['target'] is None or len(values) < 2:
       continue
     bar = {s: r['target'] / card.scale for s in values}

@@ -88,23 +88,37 @@ def measure_files(card: Card) -> list[str]:
 
 
 def record_of_measures(card: Card, found: dict[str, dict[str, Any]]) -> dict[str, Any]:
-  """What a measures card reads of one run's measures (split -> measures_<split>.json): per
-  split a row reads, the card's measure and its shown measures at the source-target attention
-  array and head whose measure is highest on card.measures.select_split (the first of equals),
-  and which that is ('measured'); a model without such attention has value None and the
-  measures' note."""
-  select = found[card.measures.select_split]['alignment']
-  splits = dict.fromkeys(r.split for r in card.rows)
-  if not select.get('by_attention'):
-    return {'splits': {s: {'value': None, 'shown': {}} for s in splits},
-            'measured': None, 'note': select['note']}
+  """What a measures card reads of one run's measures (split -> measures_<split>.json), through
+  the reader of card.measures.section: {'splits': {split: {'value', 'shown'}} per split a row
+  reads, 'measured': which part of the model was read, 'note': why nothing was (or None)}."""
+  if card.measures.section not in READERS:
+    raise ValueError(f'card {card.name}: no reader of measures section '
+                     f'{card.measures.section!r}; readers: {sorted(READERS)}')
+  splits = list(dict.fromkeys(r.split for r in card.rows))
+  return READERS[card.measures.section](card, found, splits)
 
-  def at(entry: dict[str, Any], key: str, head: int) -> float | None:
-    value = entry.get(key)
-    return value[head] if isinstance(value, list) else value
+
+def _head(entry: dict[str, Any], key: str, head: int) -> float | None:
+  value = entry.get(key)
+  return value[head] if isinstance(value, list) else value
+
+
+def _unmeasured(splits: list[str], note: str) -> dict[str, Any]:
+  return {'splits': {s: {'value': None, 'shown': {}} for s in splits}, 'measured': None,
+          'note': note}
+
+
+def read_alignment(card: Card, found: dict[str, dict[str, Any]],
+                   splits: list[str]) -> dict[str, Any]:
+  """The card's alignment measure at the source-target attention array and head whose measure
+  is highest on card.measures.select_split (the first of equals); with per_head, every head of
+  that array too ('<per_head><h>_<metric>'); a model without such attention: the note."""
+  select = found[card.measures.select_split]['alignment']
+  if not select.get('by_attention'):
+    return _unmeasured(splits, select['note'])
 
   def on_select(candidate: tuple[str, int]) -> float:
-    value = at(select['by_attention'][candidate[0]], card.metric, candidate[1])
+    value = _head(select['by_attention'][candidate[0]], card.metric, candidate[1])
     return -math.inf if value is None else value
 
   candidates = [(path, h) for path, entry in select['by_attention'].items()
@@ -113,12 +127,40 @@ def record_of_measures(card: Card, found: dict[str, dict[str, Any]]) -> dict[str
   out = {}
   for split in splits:
     entry = found[split]['alignment']['by_attention'][path]
-    out[split] = {'value': _value(card, at(entry, card.metric, head)),
-                  'shown': {m: at(entry, m, head) for m in card.shown
-                            if at(entry, m, head) is not None}}
+    shown = {m: _head(entry, m, head) for m in card.shown}
+    if card.measures.per_head:  # every head of the chosen array: 'hop1_argmax_in_gold', ...
+      shown |= {f'{card.measures.per_head}{h + 1}_{card.metric}': v
+                for h, v in enumerate(entry[card.metric])}
+    out[split] = {'value': _value(card, _head(entry, card.metric, head)),
+                  'shown': {m: v for m, v in shown.items() if m in card.shown and v is not None}}
   heads = len(select['by_attention'][path][card.metric])
-  return {'splits': out, 'measured': path + (f' head {head}' if heads > 1 else ''),
+  name = card.measures.per_head or 'head'  # (numbered from 1, as the shown columns are)
+  return {'splits': out, 'measured': path + (f' {name} {head + 1}' if heads > 1 else ''),
           'note': None}
+
+
+def _depth(path: str) -> tuple[Any, ...]:
+  """A module path's sort key by depth: its numbers as numbers ('stages/10' after 'stages/2')."""
+  return tuple(int(p) if p.isdigit() else p for p in path.split('/'))
+
+
+def read_se_selectivity(card: Card, found: dict[str, dict[str, Any]],
+                        splits: list[str]) -> dict[str, Any]:
+  """The SE class selectivity of the deepest block as the value, each block (by depth) shown as
+  'block<i>_se_selectivity'; a model without SE blocks: unmeasured."""
+  out = {}
+  for split in splits:
+    section = found[split].get('se_selectivity')
+    if not section:
+      return _unmeasured(splits, 'the model has no squeeze-and-excitation block')
+    blocks = [section['blocks'][p] for p in sorted(section['blocks'], key=_depth)]
+    shown = {f'block{i}_se_selectivity': v for i, v in enumerate(blocks, start=1)}
+    out[split] = {'value': _value(card, blocks[-1]),
+                  'shown': {m: v for m, v in shown.items() if m in card.shown and v is not None}}
+  return {'splits': out, 'measured': f'{len(blocks)} SE blocks', 'note': None}
+
+
+READERS = {'alignment': read_alignment, 'se_selectivity': read_se_selectivity}
 
 
 def measure_runs(card: Card, sweep_dir: pathlib.Path) -> list[pathlib.Path]:

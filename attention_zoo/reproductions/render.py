@@ -110,9 +110,11 @@ def measures_text(report: dict[str, Any]) -> str:
   if not m:
     return ''
   text = (f'; the measures of each run\'s final checkpoint on the first {m["examples"]:,} '
-          f'examples of each of {", ".join(m["splits"])} (measures_<split>.json); a model with '
-          f'several source-target attention arrays is read at the one (layer, head) whose '
-          f'{report["metric"]} is highest on {m["select_split"]}, per run')
+          f'examples of each of {", ".join(m["splits"])} (measures_<split>.json)')
+  text += {'alignment': f'; a model with several source-target attention arrays is read at the '
+                        f'one (layer, head; a memory network\'s hop) whose {report["metric"]} is '
+                        f'highest on {m["select_split"]}, per run',
+           'se_selectivity': '; the card\'s number is the deepest SE block\'s'}[m['section']]
   if report.get('against'):
     text += (f'; Δ vs {report["against"]}: the paired t-test over seeds of each run\'s '
              f'{report["metric"]} against its {report["against"]}')
@@ -213,7 +215,11 @@ def render(evidence: dict[str, dict[str, Any]]) -> str:
          'recomputes it. Verdicts: *reproduced* (the target is met by the mean over seeds), '
          '*not reproduced* (it is not; the reason gives both numbers), *reported* (no target). '
          'Every target names its source (a paper\'s table, a public repository); one with none '
-         'cited is marked *reported*.', '']
+         'cited is marked *reported*. A card that reads attention measures of its runs\' '
+         'checkpoints (committed per run as measures_<split>.json) judges each row against a '
+         'per-run number, such as the chance level, with a paired t-test: *reproduced* when '
+         'above it at p < 0.05, *not measured* when the model has no such attention. Where a '
+         'verdict rests on noise, the card states its power: the seeds needed to decide it.', '']
   if missing:
     out += ['Cards without evidence yet: ' + ', '.join(f'`{m}`' for m in missing) + '.', '']
   out += [section(evidence[name]) for name in sorted(evidence)]
