@@ -44,12 +44,12 @@ import attention_zoo
 from attention_zoo import build
 from attention_zoo.analysis import load_run, maps, measure_run
 from attention_zoo.data import pipeline
-from attention_zoo.train.loop import train_and_evaluate
 
 # notebooks/notebook_setup.py: the repository root (found through the installed package) as the
-# working directory, SIZE and RUNS from the environment, treescope as the renderer.
+# working directory, SIZE and RUNS from the environment, treescope as the renderer; train() is the
+# loop's train_and_evaluate (a finished run is read back, a stale one trained afresh).
 sys.path.insert(0, str(pathlib.Path(attention_zoo.__file__).resolve().parents[1]))
-from notebooks.notebook_setup import setup  # noqa: E402
+from notebooks.notebook_setup import setup, train  # noqa: E402
 
 ROOT, SIZE, RUNS = setup()
 from configs import common, dates_demo  # noqa: E402
@@ -91,7 +91,7 @@ def dates_config(arg):
 workdirs = {}
 for name, arg in VARIANTS.items():
   workdirs[name] = RUNS / 'dates' / name
-  results = train_and_evaluate(dates_config(arg), workdirs[name])
+  results = train(dates_config(arg), workdirs[name])
   shown = {k: round(v, 3) for k, v in results['test'].items() if k != 'loss'}
   print(f'{name:10s} params {results["num_params"]:,}  test {shown}')
 

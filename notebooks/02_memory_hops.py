@@ -44,12 +44,12 @@ import attention_zoo
 from attention_zoo import build
 from attention_zoo.analysis import load_run, maps, measure_run
 from attention_zoo.data import pipeline
-from attention_zoo.train.loop import train_and_evaluate
 
 # notebooks/notebook_setup.py: the repository root (found through the installed package) as the
-# working directory, SIZE and RUNS from the environment, treescope as the renderer.
+# working directory, SIZE and RUNS from the environment, treescope as the renderer; train() is the
+# loop's train_and_evaluate (a finished run is read back, a stale one trained afresh).
 sys.path.insert(0, str(pathlib.Path(attention_zoo.__file__).resolve().parents[1]))
-from notebooks.notebook_setup import setup  # noqa: E402
+from notebooks.notebook_setup import setup, train  # noqa: E402
 
 ROOT, SIZE, RUNS = setup()
 from configs import babi_memn2n, common  # noqa: E402
@@ -76,7 +76,7 @@ for task_id in TASKS:
   config = babi_memn2n.get_config(f'task_id={task_id}')
   common.apply_size(config, OVERRIDES)
   workdirs[task_id] = RUNS / 'babi' / f'task{task_id}'
-  results = train_and_evaluate(config, workdirs[task_id])
+  results = train(config, workdirs[task_id])
   test_accuracy[task_id] = results['test']['accuracy']
   print(f'task {task_id}: test accuracy {test_accuracy[task_id]:.3f} '
         f'({results["num_params"]:,} params, {results["step"]} steps)')

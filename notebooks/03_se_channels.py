@@ -47,12 +47,12 @@ import attention_zoo
 from attention_zoo import build
 from attention_zoo.analysis import load_run, maps, measures
 from attention_zoo.data import pipeline
-from attention_zoo.train.loop import train_and_evaluate
 
 # notebooks/notebook_setup.py: the repository root (found through the installed package) as the
-# working directory, SIZE and RUNS from the environment, treescope as the renderer.
+# working directory, SIZE and RUNS from the environment, treescope as the renderer; train() is the
+# loop's train_and_evaluate (a finished run is read back, a stale one trained afresh).
 sys.path.insert(0, str(pathlib.Path(attention_zoo.__file__).resolve().parents[1]))
-from notebooks.notebook_setup import setup  # noqa: E402
+from notebooks.notebook_setup import setup, train  # noqa: E402
 
 ROOT, SIZE, RUNS = setup()
 from configs import common, mnist_resnet  # noqa: E402
@@ -74,7 +74,7 @@ config = mnist_resnet.get_config('model=se_resnet_small')
 common.apply_size(config, SIZES[SIZE])
 config.train.update(log_every=50, eval_every=0, checkpoint_every=config.train.steps)
 workdir = RUNS / 'mnist' / 'se_resnet_small'
-results = train_and_evaluate(config, workdir)
+results = train(config, workdir)
 print(f'test accuracy {results["test"]["accuracy"]:.3f}, {results["num_params"]:,} params')
 
 # %% [markdown]

@@ -52,12 +52,12 @@ from attention_zoo import build
 from attention_zoo.analysis import load_run, maps, measure_run, measures
 from attention_zoo.data import pipeline
 from attention_zoo.specials import PAD
-from attention_zoo.train.loop import train_and_evaluate
 
 # notebooks/notebook_setup.py: the repository root (found through the installed package) as the
-# working directory, SIZE and RUNS from the environment, treescope as the renderer.
+# working directory, SIZE and RUNS from the environment, treescope as the renderer; train() is the
+# loop's train_and_evaluate (a finished run is read back, a stale one trained afresh).
 sys.path.insert(0, str(pathlib.Path(attention_zoo.__file__).resolve().parents[1]))
-from notebooks.notebook_setup import setup  # noqa: E402
+from notebooks.notebook_setup import setup, train  # noqa: E402
 
 ROOT, SIZE, RUNS = setup()
 from configs import common, dates_transformer, multi30k_transformer  # noqa: E402
@@ -82,7 +82,7 @@ common.apply_size(config, SIZES[SIZE])
 config.train.update(log_every=50, eval_every=0, checkpoint_every=config.train.steps)
 config.eval.batch_size = 128
 dates_dir = RUNS / 'transformer' / 'dates'
-results = train_and_evaluate(config, dates_dir)
+results = train(config, dates_dir)
 print('test', {k: round(v, 3) for k, v in results['test'].items()})
 
 # %% [markdown]
@@ -191,7 +191,7 @@ m30k.train.update(steps=M30K_STEPS[SIZE], warmup_steps=M30K_STEPS[SIZE] // 10, e
                   checkpoint_every=M30K_STEPS[SIZE], batching='padded')
 m30k.eval.update(generate=False, average_checkpoints=1)
 m30k_dir = RUNS / 'transformer' / 'multi30k'
-results = train_and_evaluate(m30k, m30k_dir)
+results = train(m30k, m30k_dir)
 print('test', {k: round(v, 3) for k, v in results['test'].items()})
 
 # %%

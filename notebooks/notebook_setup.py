@@ -1,4 +1,7 @@
-"""What every notebook of this folder starts with (`ROOT, SIZE, RUNS = setup()`):
+"""What every notebook of this folder starts with (`ROOT, SIZE, RUNS = setup()`), and how it
+trains (`train(config, workdir)`).
+
+setup():
 
 - the repository root as the working directory and on sys.path, so that `configs` imports and
   `runs/` paths mean what they mean in BUILD.md, wherever the kernel was started (`pip install
@@ -7,6 +10,10 @@
   (CI's, tests/test_notebooks.py);
 - the runs folder, ATTENTION_ZOO_NOTEBOOK_RUNS (default runs/notebooks) / size;
 - treescope as the renderer of modules and arrays (`nnx.display`, a cell's last value).
+
+train(config, workdir): the loop's train_and_evaluate, which reads a finished run of the same
+config back instead of training it again; a folder that holds a run of another config (trained
+before the zoo's configs gained a field, say) is trained afresh, the differing keys printed.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ import os
 import pathlib
 import sys
 
+import ml_collections
 import treescope
 
 import attention_zoo
+from attention_zoo.train import loop
+from attention_zoo.train import workdir as wd
 
 SIZES = ('small', 'tiny')
 
@@ -37,3 +47,12 @@ def setup() -> tuple[pathlib.Path, str, pathlib.Path]:
   runs = pathlib.Path(os.environ.get('ATTENTION_ZOO_NOTEBOOK_RUNS', 'runs/notebooks')) / size
   treescope.basic_interactive_setup(autovisualize_arrays=True)
   return root, size, runs
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """-> results.json of the run of `config` in `workdir` (trained, or read back when finished)."""
+  try:
+    return loop.train_and_evaluate(config, workdir)
+  except wd.ConfigMismatchError as e:
+    print(f'{e}\n-> {workdir}: training afresh')
+    return loop.train_and_evaluate(config, workdir, fresh=True)

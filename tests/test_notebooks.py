@@ -55,6 +55,22 @@ def test_documented_make_notebooks_commands_are_those_run_here():
     assert all((REPO / n).exists() for n in variables.get('NOTEBOOKS', '').split()), words
 
 
+def test_notebook_train_replaces_a_run_of_another_config(monkeypatch, tmp_path):
+  """train() reads a finished run back, and trains afresh where the folder holds a run of
+  another config (which train_and_evaluate alone refuses)."""
+  from configs import dates_demo  # pylint: disable=import-outside-toplevel
+  from notebooks.notebook_setup import train  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
+  config = dates_demo.get_config('family=seq2seq,score=dot,size=tiny')
+  config.train.update(steps=6, log_every=3, eval_every=0, checkpoint_every=6)
+  config.eval.generate = False
+  first = train(config, tmp_path / 'run')
+  assert first['step'] == 6 and train(config, tmp_path / 'run') == first  # read back
+  config.train.update(steps=4, checkpoint_every=4)
+  assert train(config, tmp_path / 'run')['step'] == 4  # another config: trained afresh
+  assert sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()) == ['4']
+
+
 @pytest.fixture(scope='session')
 def shared_dirs(tmp_path_factory):
   """A dataset cache and a runs folder shared by the notebooks of one test worker."""
