@@ -750,3 +750,16 @@ def test_the_babi_hops_evidence_chance_recomputed_from_the_task(tmp_path, data_d
     run = wd.read_json(reproduce.EVIDENCE / card.name / evidence.RUNS /
                        f'task_id={task_id},size=small,seed={seed}' / 'measures_test.json')
     assert value in run['alignment']['by_attention']['attention_weights']['argmax_in_gold']
+
+
+def test_the_dates_transformer_additive_choice_stated_on_the_card_holds_on_validation():
+  """The dates card's choice: the additive Transformer's validation exact match still rises
+  between its last two evaluations on every seed of the dates_alignment runs of that config."""
+  assert any('still raises its validation exact match between its last two evaluations' in c
+             for c in cards.CARDS.get('dates').choices)
+  runs = reproduce.EVIDENCE / 'dates_alignment' / evidence.RUNS
+  for seed in (0, 1, 2):
+    curve = wd.read_jsonl(runs / f'family=transformer,score=additive,seed={seed}' /
+                          evidence.CURVE)
+    (s0, before), (s1, last) = [(r['step'], r['gen_exact_match']) for r in curve[-2:]]
+    assert (s0, s1) == (1_200, 1_500) and last > before, (seed, before, last)
