@@ -64,7 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """ResNet vs SE-ResNet, 3 seeds each."""
-  del arg
-  return [{'model_name': m, 'seed': s}
-          for m in ('resnet_small', 'se_resnet_small') for s in common.seeds()]
+  """ResNet vs SE-ResNet (arg `models`: '+'-separated model names), `seeds` seeds each
+  (default 3), at `size` (default: the config's own), e.g. 'models=se_resnet_small'."""
+  arg = common.parse_arg(arg, models='resnet_small+se_resnet_small', seeds=3, size='')
+  config_arg = f'size={arg.size}' if arg.size else ''  # '': each run's config takes no arg
+  return [{'config_arg': config_arg, 'model_name': m, 'seed': s}
+          for m in arg.models.split('+') for s in common.seeds(arg.seeds)]
