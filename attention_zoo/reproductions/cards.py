@@ -403,6 +403,33 @@ register(Card(
                 'the paired difference against float32.'),
 ))
 
+register(Card(
+    name='se_depth',
+    title='SE excitations become class-specific with depth (MNIST)',
+    paper='Hu, Shen, Sun (2018), "Squeeze-and-Excitation Networks", sec. 6.4 and fig. 6 (the '
+          'class-mean excitations of SE-ResNet-50 on ImageNet, layer by layer)',
+    claim='The excitations of early SE blocks are nearly the same for every class (class-'
+          'agnostic); deeper blocks\' excitations depend on the class: the class selectivity '
+          'of the deepest block is higher than that of the first.',
+    config='configs/mnist_resnet.py:models=se_resnet_small',
+    metric='se_selectivity',
+    metric_label='SE class selectivity of the deepest block',
+    digits=4,
+    rows=(Row('model_name=se_resnet_small', 'SE-ResNet (small), deepest block'),),
+    shown=('block1_se_selectivity', 'block2_se_selectivity', 'block3_se_selectivity'),
+    measures=Measures(section='se_selectivity', splits=('test',), examples=2_000),
+    against='block1_se_selectivity',
+    parallel=2,
+    deviations=(
+        'Hu et al. show the excitations as curves per class (fig. 6) without a number; here '
+        'each block gets one: the variance over classes of the class-mean excitation, over its '
+        'mean, averaged over channels (analysis.measures.se_selectivity), and the deepest block '
+        'is tested against the first (paired over seeds).',
+        'MNIST digits and a small SE-ResNet (configs/mnist_resnet.py) instead of ImageNet and '
+        'SE-ResNet-50, as on the se_mnist card.',
+    ),
+))
+
 # Sukhbaatar et al. (2015), Table 1 (bAbI 1k), test error % of tasks 1..20. Transcribed by hand:
 # their means are the paper's 13.9 and 12.4, their counts above 5% its 11 and 11 failed tasks.
 _BABI_PE_LS_RN = (0.0, 8.3, 40.3, 2.8, 13.1, 7.6, 17.3, 10.0, 13.2, 15.1,
