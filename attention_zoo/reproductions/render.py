@@ -15,6 +15,11 @@ from attention_zoo.analysis import report as sweep_report
 from attention_zoo.reproductions.cards import CARDS
 
 
+# A measures card's column saying what each run's number was read from, by measures section.
+READ_HEADER = {'alignment': 'attention read (chosen on {select_split})',
+               'se_selectivity': 'blocks measured'}
+
+
 def _pm(s: dict[str, Any] | None, scale: float, digits: int) -> str:
   if not s:
     return '-'
@@ -57,7 +62,8 @@ def table(report: dict[str, Any]) -> str:
            *(['ours: the selected seed'] if picks else []), *[f'{m}' for m in extra],
            *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []),
            *([f'Δ vs {against} (p)'] if against else []),
-           *([f'attention read (chosen on {report["measures"]["select_split"]})'] if read else []),
+           *([READ_HEADER[report['measures']['section']].format(**report['measures'])]
+             if read else []),
            'n (seeds)', 'verdict',
            'wall time / run', 'tokens/s'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
