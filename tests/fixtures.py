@@ -9,7 +9,9 @@ never see them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import json
 import pathlib
 import textwrap
 from typing import Iterator
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attention_zoo import data
 from attention_zoo.data.base import Task
 from attention_zoo.data.vocab import Vocab
 from attention_zoo.specials import BOS, EOS, SPECIALS
@@ -233,3 +236,14 @@ def sweep_config_file(path: pathlib.Path, tfds_dir: str, entries: list[dict], *,
         return {entries!r}
   '''))
   return path
+
+
+def built_task(task_config) -> Task:
+  """data.get_task(task_config), built once per process for equal task configs (the config and
+  lowering tests build the same tiny tasks for many entries)."""
+  return _built_task(json.dumps(task_config.to_dict(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _built_task(task_json: str) -> Task:
+  return data.get_task(json.loads(task_json))

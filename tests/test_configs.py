@@ -2,15 +2,12 @@
 
 import ast
 import dataclasses
-import functools
-import json
 
 import jax
 import pytest
 from flax import nnx
 from ml_collections import config_dict
 
-from attention_zoo import data
 from attention_zoo import sweeps
 from attention_zoo.attention import COMBINES, SCORES
 from attention_zoo.models.seq2seq import Seq2SeqOptions
@@ -18,18 +15,13 @@ from attention_zoo.models.transformer_blocks import BlockOptions
 from attention_zoo.build import build_model
 from attention_zoo.train import config_utils
 from configs import common
-from tests.fixtures import CONFIG_DIR, CONFIGS, tiny
+from tests.fixtures import CONFIG_DIR, CONFIGS, built_task, tiny
 from tests.fixtures import load_config as load
 
 
 @pytest.fixture(scope='session')
 def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
-
-
-@functools.lru_cache(maxsize=None)
-def _task(task_json):
-  return data.get_task(json.loads(task_json))
 
 
 def test_configs_are_found():
@@ -87,7 +79,7 @@ def test_every_sweep_entry_builds_task_and_model(name, tfds_dir, request):
     c = config_utils.apply_overrides(config, overrides)
     for key, value in overrides.items():
       assert config_utils.flatten(config_utils.to_dict(c))[key] == value
-    task = _task(json.dumps(c.task.to_dict(), sort_keys=True))
+    task = built_task(c.task)
     model = nnx.eval_shape(lambda: build_model(c, task))  # checks every model option, cheaply
     assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) > 0
 
@@ -103,7 +95,7 @@ def test_parse_arg_casts_to_default_types():
 @pytest.mark.parametrize('task', ['copy', 'reverse', 'sort', 'recall'])
 def test_sequence_tasks_each_build(task, tfds_dir, request):
   c = tiny('sequence_seq2seq', tfds_dir, request, f'task={task},size=tiny')
-  built = _task(json.dumps(c.task.to_dict(), sort_keys=True))
+  built = built_task(c.task)
   assert built.kind == 'seq2seq' and c.task.name == task
   nnx.eval_shape(lambda: build_model(c, built))
 

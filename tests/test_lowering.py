@@ -11,8 +11,6 @@ where this host has cuDNN). Programs that need the device to lower (cuDNN's) are
 check's (experiments.bench accelerator).
 """
 
-import functools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +18,10 @@ import numpy as np
 import pytest
 from jax import export
 
-from attention_zoo import data
 from attention_zoo.attention import implementations as impl
 from attention_zoo.build import build_model
 from attention_zoo.train import batching, optim, steps
-from tests.fixtures import CONFIGS, tiny
+from tests.fixtures import CONFIGS, built_task, tiny
 
 CASES = [(name, 'size=tiny') for name in CONFIGS] + [('multi30k_transformer', 'size=small')]
 DTYPES = ('float32', 'bfloat16')  # model.dtype (mixed precision: parameters stay float32)
@@ -35,11 +32,6 @@ CUDA_HALF = impl.TARGETS[('cudnn' if impl.host_has_cudnn() else 'pallas', 'cuda'
 @pytest.fixture(scope='module')
 def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
-
-
-@functools.lru_cache(maxsize=None)
-def _task(task_json):
-  return data.get_task(json.loads(task_json))
 
 
 def _programs(config, task):
@@ -82,7 +74,7 @@ def test_every_program_lowers_for_every_platform(name, arg, dtype, tfds_dir, req
   config = tiny(name, tfds_dir, request, arg)
   assert config.model.dtype == 'float32'  # every config has the field, float32 by default
   config.model.dtype = dtype
-  task = _task(json.dumps(config.task.to_dict(), sort_keys=True))
+  task = built_task(config.task)
   cpu_only = impl.cpu_only_targets()
   for kind, (fn, args) in _programs(config, task).items():
     traced = fn.trace(*args)
@@ -104,7 +96,7 @@ def test_the_train_step_exports_for_every_platform(tfds_dir, request):
   only); the cpu one only attention.native's targets, when it holds them."""
   config = tiny('dates_transformer', tfds_dir, request)
   config.model.kernel = 'chunked'
-  task = _task(json.dumps(config.task.to_dict(), sort_keys=True))
+  task = built_task(config.task)
   fn, args = _programs(config, task)['train']
   for platform in ('cuda', 'tpu'):
     exported = export.export(fn, platforms=(platform,))(*args)
