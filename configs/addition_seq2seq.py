@@ -70,9 +70,14 @@ LADDER = ('reverse=false,peeky=false,score=none',  # Saito 7.3: the plain seq2se
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """Saito's ladder at `size` (default small) and `operands` (default uniform): plain, reversed
-  source, + peeky, + attention; `seeds` seeds each (default 3)."""
+  """Saito's ladder at `size` (default small) and `operands` (default uniform; '+'-separated for
+  several, e.g. 'uniform+saito'): plain, reversed source, + peeky, + attention; `seeds` seeds each
+  (default 3)."""
   arg = common.parse_arg(arg, size='small', seeds=3, operands='uniform')
-  extra = '' if arg.operands == 'uniform' else f',operands={arg.operands}'
-  return [{'config_arg': f'{v},size={arg.size}{extra}', 'seed': s}
-          for v in LADDER for s in common.seeds(arg.seeds)]
+  out = []
+  for operands in str(arg.operands).split('+'):
+    common.pick('operands', operands, OPERANDS)  # a typo names the valid options
+    extra = '' if operands == 'uniform' else f',operands={operands}'
+    out += [{'config_arg': f'{v},size={arg.size}{extra}', 'seed': s}
+            for v in LADDER for s in common.seeds(arg.seeds)]
+  return out

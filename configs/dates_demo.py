@@ -11,7 +11,7 @@ the Transformer with its scaled_dot score and with the additive one. Sizes and s
 so that every attention variant reaches its plateau (at least 99% exact match) and the sweep
 fits a 2-core CPU; the runs, their times included, are the evidence in reproductions/dates.
 Args: family = seq2seq | transformer, score = none | a name in attention_zoo.attention.SCORES,
-peeky, reverse = false | true, size = demo | tiny.
+peeky, reverse = false | true, size = demo | tiny, steps = training steps (0: the family's own).
 """
 
 import ml_collections
@@ -45,11 +45,15 @@ FAMILY = {  # family -> model size and training steps of the demo
 
 
 def config(family: str = 'seq2seq', score: str = 'none', peeky: bool = False,
-           reverse: bool = False, size: str = 'demo') -> ml_collections.ConfigDict:
+           reverse: bool = False, size: str = 'demo', steps: int = 0) -> ml_collections.ConfigDict:
+  if steps < 0:
+    raise ValueError(f'dates_demo: steps must be >= 0 (0: the family\'s own), got {steps}')
   c = common.pick('family', family, FAMILIES)(score, peeky)
   c.task.reverse_source = reverse
   common.apply_size(c, FAMILY[family])
   common.apply_size(c, common.pick('size', size, SIZES))
+  if steps:
+    c.train.steps = steps
   return c
 
 
@@ -75,7 +79,18 @@ def variants() -> list[str]:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """The variants of the demo, 3 seeds each (arg: e.g. 'size=tiny,seeds=1')."""
-  arg = common.parse_arg(arg, size='demo', seeds=3)
+  """The variants of the demo, 3 seeds each (arg: e.g. 'size=tiny,seeds=1'); `longer`: a
+  '+'-separated list of 'variant@steps' run again at that many steps beside the demo's own, e.g.
+  'family=transformer;score=additive@3000' (';' for the variant's ',')."""
+  arg = common.parse_arg(arg, size='demo', seeds=3, longer='')
   size = '' if arg.size == 'demo' else f',size={arg.size}'
-  return [{'config_arg': v + size, 'seed': s} for v in variants() for s in common.seeds(arg.seeds)]
+  longer = []
+  for item in filter(None, arg.longer.split('+')):
+    variant, at, steps = item.partition('@')
+    variant = variant.replace(';', ',')
+    if variant not in variants() or not (at and steps.isdigit() and int(steps) > 0):
+      raise ValueError(f'dates_demo sweep: longer item {item!r} is not <variant>@<steps> with '
+                       f'a variant of {variants()} (\';\' for \',\') and steps > 0')
+    longer.append(f'{variant},steps={steps}')
+  return [{'config_arg': v + size, 'seed': s}
+          for v in variants() + longer for s in common.seeds(arg.seeds)]

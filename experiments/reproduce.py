@@ -49,7 +49,8 @@ _SEED_MAP = flags.DEFINE_enum('seed_map', None, list(seeds.CHOICES),
                               'how runs that differ only in their seed train (as '
                               'experiments.sweep): one program in one process (map, vmap), a '
                               'run\'s wall time then its share of the group\'s; or one process '
-                              'per run (processes)')
+                              'per run (processes); default: the card\'s own, else the '
+                              'platform\'s')
 _CONDITIONS = flags.DEFINE_string('conditions', '', 'what else ran on the machine during the runs '
                                   '(wall times depend on it), kept in the evidence')
 
@@ -74,7 +75,7 @@ def main(argv):
       sweeps.write_plan(spec, sweep_dir)  # runs started by hand have none
     else:
       status = sweeps.run_sweep(spec, sweep_dir, parallel=_PARALLEL.value or card.parallel,
-                                root=ROOT, seed_map=_SEED_MAP.value)
+                                root=ROOT, seed_map=_SEED_MAP.value or card.seed_map)
       failed = [n for n, s in status.items() if s == 'failed']
       if failed:
         print(f'{len(failed)} run(s) failed: {", ".join(failed)} (see their error.log)')

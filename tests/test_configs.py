@@ -125,6 +125,34 @@ def test_demo_calls_the_family_configs_with_its_fields():
   assert demo.get_config('family=transformer,score=additive,size=tiny').to_dict() == c.to_dict()
 
 
+def test_demo_runs_a_variant_longer_beside_its_own_length():
+  """`steps` sets the training length (the cosine schedule decays to 0 there); the sweep's
+  `longer` adds 'variant@steps' runs beside the demo's own and refuses what is not a variant."""
+  demo = load('dates_demo')
+  c = demo.get_config('family=transformer,score=additive,steps=3000')
+  assert c.train.steps == 3000 and demo.get_config('family=transformer').train.steps == 1_500
+  plain = demo.get_sweep()
+  longer = demo.get_sweep('longer=family=transformer;score=additive@3000,seeds=2')
+  assert len(plain) == 3 * len(demo.variants()) and len(longer) == 2 * (len(demo.variants()) + 1)
+  assert longer[-2:] == [{'config_arg': 'family=transformer,score=additive,steps=3000', 'seed': s}
+                         for s in (0, 1)]
+  for bad in ('family=transformer;score=cosine@3000', 'family=transformer;score=additive@0',
+              'family=transformer;score=additive'):
+    with pytest.raises(ValueError, match='is not <variant>@<steps> with a variant of'):
+      demo.get_sweep(f'longer={bad}')
+  with pytest.raises(ValueError, match='steps must be >= 0'):
+    demo.config(steps=-1)
+
+
+def test_ladder_sweeps_both_operand_distributions():
+  ladder = load('addition_seq2seq')
+  both = [r['config_arg'] for r in ladder.get_sweep('size=saito,operands=uniform+saito,seeds=1')]
+  assert both == [f'{v},size=saito' for v in ladder.LADDER] + [
+      f'{v},size=saito,operands=saito' for v in ladder.LADDER]
+  with pytest.raises(ValueError, match=r"operands='book'; valid values"):
+    ladder.get_sweep('operands=uniform+book')
+
+
 def test_model_helpers_take_the_models_defaults():
   """configs.common's model fields are the options dataclasses' defaults (None: a placeholder
   that the command line can set), not a second set of numbers."""

@@ -21,7 +21,8 @@ step of an ordering claim (paired over shared seeds), and for each row with a ta
 one-sample t-test against it is not significant (p >= 0.05: "mean >= target" could go either
 way), the seeds needed for 80% power at α = 0.05 to detect the observed mean difference, and the
 smallest difference the committed seeds detect. A difference that needs more than SEED_BUDGET
-seeds cannot be decided at this size.
+seeds cannot be decided at this size. A row whose training length rests on the plateau rule
+(card.plateau) shows its validation curve's last two evaluations per seed (`plateau`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ def report(card: Card, records: dict[str, dict[str, Any]],
     verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(
         rows, f'row above {card.against} (paired t, p < 0.05)' if card.against else 'target met'))
   power = power_entries(card, rows, by_variant)
+  plateaus = [plateau(card, by_variant[v]['label'], [rec for rec in records.values()
+                                                     if rec['variant'] == v])
+              for v in card.plateau]
   intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
   machines = sorted({rec['machine'] for rec in records.values()})
   return {
@@ -144,7 +148,7 @@ def report(card: Card, records: dict[str, dict[str, Any]],
       'config': card.config, 'command': card.command, 'metric': card.metric,
       'metric_label': card.metric_label, 'scale': card.scale, 'digits': card.digits,
       'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
-      'power': power, 'seed_budget': SEED_BUDGET,
+      'power': power, 'seed_budget': SEED_BUDGET, 'plateaus': plateaus,
       'against': card.against,
       'measures': dataclasses.asdict(card.measures) if card.measures else None,
       'complement': card.complement, 'aggregate': aggregate,
@@ -154,7 +158,7 @@ def report(card: Card, records: dict[str, dict[str, Any]],
       'signatures': signatures, 'wall_s': float(sum(walls)) if walls else None,
       'machine': '; '.join(machines),
       'conditions': (sittings.pop() if len(sittings) == 1 else '; '.join(
-          f'{r["label"]}: {r["conditions"] or "alone"}' for r in rows if r['runs'])),
+          f'{" / ".join(labels)}: {c or "alone"}' for c, labels in _by_conditions(rows).items())),
       'deviations': list(card.deviations), 'sources': list(card.sources),
       'choices': list(card.choices),
       'readme': card.readme, 'baseline': card.baseline,
@@ -164,6 +168,15 @@ def report(card: Card, records: dict[str, dict[str, Any]],
                    'curves': sum(rec['curve'] is not None for rec in records.values()),
                    'row_level': sorted({k for r in rows for k in r['from_legacy']})},
   }
+
+
+def _by_conditions(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+  """{a sitting's conditions: the labels of the rows run in it}, in first-seen order."""
+  out: dict[str, list[str]] = {}
+  for r in rows:
+    if r['runs']:
+      out.setdefault(r['conditions'], []).append(r['label'])
+  return out
 
 
 def _counts(names: list[str | None]) -> dict[str, int]:
@@ -269,6 +282,26 @@ def order_verdict(card: Card, by_variant: dict[str, dict[str, Any]]) -> tuple[st
                             ', '.join(f'{a} < {b}' for a, b in bad) + '; ' + text)
 
 
+def plateau(card: Card, label: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+  """The plateau rule (cards module docstring) on one row: per seed, its metric
+  (card.plateau_metric or card.metric, scaled) on validation at the last two evaluations of its
+  curve, their means over seeds, and `rising`: the mean at the last is above the one before (the
+  row wants a longer run). Seeds without a curve are left out and counted."""
+  metric, seeds, missing = card.plateau_metric or card.metric, [], 0
+  for rec in sorted(records, key=lambda r: r['seed']):
+    points = [[p['step'], p[metric] * card.scale] for p in rec['curve'] or () if metric in p]
+    if len(points) < 2:
+      missing += 1
+    else:
+      seeds.append({'seed': rec['seed'], 'last_two': points[-2:]})
+  out = {'label': label, 'metric': metric, 'seeds': seeds, 'missing': missing, 'rising': None}
+  if seeds:
+    out['mean_before'], out['mean_last'] = (
+        float(np.mean([s['last_two'][i][1] for s in seeds])) for i in (0, 1))
+    out['rising'] = out['mean_last'] > out['mean_before']
+  return out
+
+
 def _power(label: str, test: str, seeds: list[int], diffs: list[float],
            p_value: float) -> dict[str, Any] | None:
   found = stats.power_analysis(diffs)
@@ -289,10 +322,19 @@ def power_entries(card: Card, rows: list[dict[str, Any]],
   for worse, better in zip(card.order, card.order[1:]):
     lo, hi = _finite(by_variant[worse]['by_seed']), _finite(by_variant[better]['by_seed'])
     seeds = sorted(set(lo) & set(hi))
+    if len(seeds) < 2:  # a step not run yet has no power to state
+      continue
     test = stats.paired_test(hi, lo)
-    out.append(_power(f'{by_variant[better]["label"]} - {by_variant[worse]["label"]}',
-                      'paired t', seeds, [(hi[s] - lo[s]) * card.scale for s in seeds],
-                      test['p_value']))
+    entry = _power(f'{by_variant[better]["label"]} - {by_variant[worse]["label"]}',
+                   'paired t', seeds, [(hi[s] - lo[s]) * card.scale for s in seeds],
+                   test['p_value'])
+    if entry and card.pilot and len(seeds) > card.pilot:  # what the pilot's seeds asked for
+      first = seeds[:card.pilot]
+      entry['pilot'] = _power('', 'paired t', first,
+                              [(hi[s] - lo[s]) * card.scale for s in first],
+                              stats.paired_test({s: hi[s] for s in first},
+                                                {s: lo[s] for s in first})['p_value'])
+    out.append(entry)
   for r in rows:
     values = _finite(r['by_seed'])
     test = r.get('vs_against')

@@ -147,10 +147,38 @@ def power_lines(report: dict[str, Any]) -> list[str]:
     else:
       need = (f'{needed:,} seeds would detect it, more than the {report["seed_budget"]} this '
               'project runs for one comparison: cannot be decided at this size')
+    pilot = e.get('pilot')
+    asked = (f' The pilot (seeds {", ".join(map(str, pilot["seeds"]))}) read '
+             f'{pilot["mean_diff"]:+.{digits}f}, sd {pilot["std"]:.{digits}f}, and asked for '
+             f'{pilot["seeds_needed"]:,} seeds.' if pilot and pilot['seeds_needed'] else '')
     out.append(f'- {e["label"]} ({e["test"]} over seeds {seeds}): {e["mean_diff"]:+.{digits}f}, '
                f'sd {e["std"]:.{digits}f}, p = {e["p_value"]:.3f}, power now '
                f'{e["power_now"]:.2f}: {need}; {e["n"]} seeds detect '
-               f'±{e["detectable"]:.{digits}f} or more.')
+               f'±{e["detectable"]:.{digits}f} or more.{asked}')
+  return out
+
+
+def plateau_lines(report: dict[str, Any]) -> list[str]:
+  """The plateau rule on each row the card names (derive.plateau): the last two validation
+  evaluations per seed, their means, and whether the row still rises; [] when it names none."""
+  digits, out = report['digits'], []
+  for e in report.get('plateaus') or []:
+    if not e['seeds']:
+      out.append(f'- {e["label"]}: no run has a validation curve of {e["metric"]} '
+                 f'({e["missing"]} without): the rule cannot be read.')
+      continue
+    per_seed = '; '.join(
+        f'seed {s["seed"]} ' + ' → '.join(f'{v:.{digits}f} (step {step:,})'
+                                          for step, v in s['last_two']) for s in e['seeds'])
+    state = ('still rising: a longer run is what validation asks for' if e['rising'] else
+             'not rising: at its plateau')
+    out.append(f'- {e["label"]}, validation {e["metric"]} at the last two evaluations: '
+               f'{per_seed}; mean {e["mean_before"]:.{digits}f} → {e["mean_last"]:.{digits}f}, '
+               f'{state}' + (f' ({e["missing"]} run(s) without a curve left out)'
+                             if e['missing'] else '') + '.')
+  if out:
+    out = ['**Training length, on validation** (the plateau rule: the mean over seeds does not '
+           'rise between the last two evaluations):', ''] + out
   return out
 
 
@@ -186,6 +214,7 @@ def section(report: dict[str, Any]) -> str:
          f'**Paper:** {report["paper"]}', '', f'**Claim:** {report["claim"]}', '',
          f'**Verdict:** {report["verdict"]}: {report["reason"]}', '',
          *(power + [''] if (power := power_lines(report)) else []),
+         *(plateau + [''] if (plateau := plateau_lines(report)) else []),
          f'**Command:** `{report["command"]}` (config `{report["config"]}`; total run time '
          f'{_minutes(report["wall_s"])} on {report["machine"]}'
          + (f'; {report["conditions"]}' if report.get('conditions') else '') + ')', '',
