@@ -21,9 +21,9 @@ A card with an ordering claim (`order`: variants from worst to best) is judged o
   not reproduced        a step is reversed, or not distinguishable (the reason names it and p).
 A card with an `aggregate` claim is judged on the mean over its rows (bAbI's mean error).
 A training length is chosen on validation by the plateau rule: a row named in `plateau` is at
-its plateau when the mean over seeds of its metric on validation (`plateau_metric`, by default the card's) does not rise between its
-last two evaluations; the report shows both, per seed (derive.plateau), and a row still rising
-calls for a longer run.
+its plateau when the mean over seeds of its metric on validation (`plateau_metric`, by default
+the card's) does not rise between its last two evaluations; the report shows both, per seed
+(derive.plateau), and a row still rising calls for a longer run.
 A card whose metric is an attention measure (`measures`) reads it from the measures of each run's
 final checkpoint (attention_zoo.analysis.measure_run), which `experiments.reproduce` writes after
 training and the evidence commits beside results.json; with `against` (e.g. the chance level of
