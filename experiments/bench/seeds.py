@@ -3,7 +3,8 @@ r"""The `seeds` section of the benchmark: how S seeds of one config train fastes
   python -m experiments.bench seeds [--seeds=3] [--models=seq2seq,transformer] [--quick]
 
 For each of the demo's attention models (configs/dates_demo.py: the seq2seq LSTM-64 and the
-Transformer d=64, both with the additive score, the demo's slowest), the loop's train step for S
+Transformer d=64, both with the additive score, the demo's slowest) and, with
+--models=se_resnet, the SE-ResNet (small) of configs/mnist_resnet.py, the loop's train step for S
 seeds (attention_zoo.train.seeds.SeedAxis), ms per step of all S seeds:
   separate  S single-run steps one after another (what one process per seed computes on a
             shared core, without the processes' start-up and compile; the program is compiled
@@ -33,7 +34,7 @@ from attention_zoo import build
 from attention_zoo.sweeps import processes
 from attention_zoo.train import batching, flops, optim, seeds
 from attention_zoo.train import steps as steps_lib
-from configs import common, dates_demo
+from configs import common, dates_demo, mnist_resnet
 
 flags.DEFINE_integer('seeds', 3, 'S, the seeds trained together.', lower_bound=2)
 flags.DEFINE_list('models', ['seq2seq', 'transformer'], 'Models of MODELS to time.')
@@ -45,17 +46,25 @@ flags.DEFINE_bool('quick', False, 'A tiny run to check the benchmark works: the 
 flags.DEFINE_bool('child', False, 'Internal: measure in this process and print the result.')
 FLAGS = flags.FLAGS
 
-MODELS = {'seq2seq': 'family=seq2seq,score=additive',
-          'transformer': 'family=transformer,score=additive'}
+
+MODELS = {  # name -> (its config, the task's overrides of --quick); a conv net too, as a seed
+    #          map's speed depends on the model's ops
+    'seq2seq': (lambda: dates_demo.get_config('family=seq2seq,score=additive'), common.TINY_SPLITS),
+    'transformer': (lambda: dates_demo.get_config('family=transformer,score=additive'),
+                    common.TINY_SPLITS),
+    'se_resnet': (lambda: mnist_resnet.config(model='se_resnet_small'),
+                  mnist_resnet.SIZES['tiny']['task']),
+}
 WAYS = ('separate', *seeds.SEED_MAPS)
 RESULT = 'bench seeds result: '
 
 
 def measure(name: str, way: str, num_seeds: int, args) -> dict:
   """ms per step of `num_seeds` seeds of model `name`, trained `way`."""
-  config = dates_demo.get_config(MODELS[name])
+  make_config, quick_task = MODELS[name]
+  config = make_config()
   if args.quick:
-    config.task.update(common.TINY_SPLITS)
+    config.task.update(quick_task)
   tc = config.train
   task = build.get_task(config)
   mesh = batching.make_mesh()
