@@ -267,7 +267,7 @@ def seeds_rows(size: Size, budget: Budget, skipped: list[dict]) -> list[dict]:
   from attention_zoo.train import seeds  # pylint: disable=import-outside-toplevel
   args = types.SimpleNamespace(quick=size.lengths == SIZES['tiny'].lengths, warmup=1,
                                windows=3, steps=size.steps)
-  config = build_demo_config(bench_seeds.MODELS['transformer'], args.quick)
+  config = bench_seeds.model_config('transformer', args.quick)
   rows, attention = [], None
   for way in ('separate', seeds.default_seed_map()):
     name = f'demo transformer, {size.seeds} seeds, {way}'
@@ -287,14 +287,6 @@ def seeds_rows(size: Size, budget: Budget, skipped: list[dict]) -> list[dict]:
                      way=way))
     print(_line(rows[-1]), flush=True)
   return rows
-
-
-def build_demo_config(arg: str, quick: bool):
-  from configs import common, dates_demo  # pylint: disable=import-outside-toplevel
-  config = dates_demo.get_config(arg)
-  if quick:
-    config.task.update(common.TINY_SPLITS)
-  return config
 
 
 def _line(row: dict) -> str:

@@ -27,6 +27,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 
@@ -55,16 +56,24 @@ MODELS = {  # name -> (its config, the task's overrides of --quick); a conv net 
     'se_resnet': (lambda: mnist_resnet.config(model='se_resnet_small'),
                   mnist_resnet.SIZES['tiny']['task']),
 }
+
+
+def model_config(name: str, quick: bool) -> ml_collections.ConfigDict:
+  """The config of MODELS[name], with its task at tiny split sizes when `quick`."""
+  make_config, quick_task = MODELS[name]
+  config = make_config()
+  if quick:
+    config.task.update(quick_task)
+  return config
+
+
 WAYS = ('separate', *seeds.SEED_MAPS)
 RESULT = 'bench seeds result: '
 
 
 def measure(name: str, way: str, num_seeds: int, args) -> dict:
   """ms per step of `num_seeds` seeds of model `name`, trained `way`."""
-  make_config, quick_task = MODELS[name]
-  config = make_config()
-  if args.quick:
-    config.task.update(quick_task)
+  config = model_config(name, args.quick)
   tc = config.train
   task = build.get_task(config)
   mesh = batching.make_mesh()
