@@ -102,6 +102,7 @@ def row(card: Card, row_: Row, records: list[dict[str, Any]],
       'final_evaluation': [r['final_evaluation'] for r in group],
       'by_seed': by_seed,
       'curves': sum(r['curve'] is not None for r in group),
+      'plateau': (plateau(card, row_.label, group) if row_.variant in card.plateau else None),
       'from_legacy': from_legacy,
       'conditions': sittings[0] if len(sittings) == 1 else '; '.join(
           f'seeds {", ".join(str(r["seed"]) for r in group if r["conditions"] == c)}: '
@@ -138,9 +139,6 @@ def report(card: Card, records: dict[str, dict[str, Any]],
     verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(
         rows, f'row above {card.against} (paired t, p < 0.05)' if card.against else 'target met'))
   power = power_entries(card, rows, by_variant)
-  plateaus = [plateau(card, by_variant[v]['label'], [rec for rec in records.values()
-                                                     if rec['variant'] == v])
-              for v in card.plateau]
   intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
   machines = sorted({rec['machine'] for rec in records.values()})
   return {
@@ -148,7 +146,8 @@ def report(card: Card, records: dict[str, dict[str, Any]],
       'config': card.config, 'command': card.command, 'metric': card.metric,
       'metric_label': card.metric_label, 'scale': card.scale, 'digits': card.digits,
       'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
-      'power': power, 'seed_budget': SEED_BUDGET, 'plateaus': plateaus,
+      'power': power, 'seed_budget': SEED_BUDGET,
+      'plateaus': [r['plateau'] for r in rows if r['plateau']],
       'against': card.against,
       'measures': dataclasses.asdict(card.measures) if card.measures else None,
       'complement': card.complement, 'aggregate': aggregate,
@@ -324,16 +323,13 @@ def power_entries(card: Card, rows: list[dict[str, Any]],
     seeds = sorted(set(lo) & set(hi))
     if len(seeds) < 2:  # a step not run yet has no power to state
       continue
-    test = stats.paired_test(hi, lo)
+    diffs = [(hi[s] - lo[s]) * card.scale for s in seeds]
     entry = _power(f'{by_variant[better]["label"]} - {by_variant[worse]["label"]}',
-                   'paired t', seeds, [(hi[s] - lo[s]) * card.scale for s in seeds],
-                   test['p_value'])
+                   'paired t', seeds, diffs, stats.paired_test(hi, lo)['p_value'])
     if entry and card.pilot and len(seeds) > card.pilot:  # what the pilot's seeds asked for
       first = seeds[:card.pilot]
-      entry['pilot'] = _power('', 'paired t', first,
-                              [(hi[s] - lo[s]) * card.scale for s in first],
-                              stats.paired_test({s: hi[s] for s in first},
-                                                {s: lo[s] for s in first})['p_value'])
+      entry['pilot'] = _power('', 'paired t', first, diffs[:card.pilot], stats.paired_test(
+          {s: hi[s] for s in first}, {s: lo[s] for s in first})['p_value'])
     out.append(entry)
   for r in rows:
     values = _finite(r['by_seed'])
