@@ -144,6 +144,65 @@ def test_final_evaluation_runs_on_the_averaged_checkpoints(tmp_path):
   np.testing.assert_allclose(rows[-1]['loss'], test_loss(mean), rtol=1e-5)
 
 
+@pytest.mark.usefixtures('tiny_models')
+def test_final_evaluation_at_the_step_chosen_on_validation(tmp_path):
+  # select the *highest* validation loss (mode 'max'): an early step, so that the chosen step, its
+  # averaging window and the test numbers all differ from the last step's
+  task = h.reverse_task(n_train=64, n_val=16, n_test=24)
+  config = h.tiny_config(steps=8, checkpoint_every=2, keep_checkpoints=4, eval_every=2)
+  with config.unlocked():
+    config.eval.update(average_checkpoints=2, select_metric='loss', select_mode='max')
+  results = train_and_evaluate(config, tmp_path, task=task)
+  rows = wd.read_jsonl(tmp_path / wd.METRICS)
+  first = {}  # the periodic validations: the first validation row of each step after 0
+  for r in rows:
+    if r['split'] == 'validation' and r['step'] > 0:
+      first.setdefault(r['step'], r['loss'])
+  assert sorted(first) == [2, 4, 6, 8]  # the last step's greedy validation is written too
+  chosen = max(first, key=lambda s: (first[s], -s))
+  assert chosen < 8
+  selected = results['final_evaluation']['selected']
+  assert selected == {'metric': 'loss', 'mode': 'max', 'step': chosen,
+                      'curve': [[s, first[s]] for s in (2, 4, 6, 8)]}
+  window = [s for s in (2, 4, 6, 8) if s <= chosen][-2:]
+  assert results['final_evaluation']['averaged_steps'] == window
+  assert results['step'] == 8
+  model = build_model(config, task)
+  model.eval()
+  graphdef, params, rngs, other = steps.split_model(model)
+  loaded = [checkpoints.load_params(tmp_path / wd.CHECKPOINTS, params, step=s)[0] for s in window]
+  mean = jax.tree.map(lambda *x: np.mean(np.stack(x), 0), *loaded)
+  full = _split_batch(task, 'test')
+  logits = nnx.merge(graphdef, mean, rngs, other)(full['source'], full['target_in'])
+  loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, full['target_out']).mean())
+  np.testing.assert_allclose(results['test']['loss'], loss, rtol=1e-5)
+  assert [r['step'] for r in rows if r['split'] == 'test'] == [8]  # test read once
+
+
+@pytest.mark.parametrize('override, match', [
+    (dict(eval_every=3), 'positive multiple of train.checkpoint_every'),
+    (dict(eval_every=0), 'positive multiple of train.checkpoint_every'),
+    (dict(keep_checkpoints=3), 'train.keep_checkpoints must be >= 4'),
+])
+def test_selection_on_validation_needs_a_checkpoint_at_every_validation(tmp_path, override,
+                                                                          match):
+  config = h.tiny_config(steps=8, **{'checkpoint_every': 2, 'keep_checkpoints': 4,
+                                     'eval_every': 2, **override})
+  with config.unlocked():
+    config.eval.update(select_metric='loss', select_mode='max')
+  with pytest.raises(ValueError, match=match):
+    train_and_evaluate(config, tmp_path / 'run', task=h.reverse_task())
+  assert not (tmp_path / 'run').exists()
+
+
+def test_select_step_takes_the_best_and_the_earliest_of_equals():
+  from attention_zoo.train.loop import select_step
+  curve = {400: 30.0, 800: 34.5, 1200: 34.5, 1600: float('nan')}
+  assert select_step(curve, 'max') == 800
+  assert select_step(curve, 'min') == 400
+  assert select_step({4: float('nan'), 8: 1.0}, 'min') == 8
+
+
 def test_more_averaged_checkpoints_than_kept_is_an_error(tmp_path):
   config = h.tiny_config(keep_checkpoints=2)
   with config.unlocked():

@@ -90,6 +90,7 @@ CHECKS: tuple[tuple[str, Callable[[Any, Any, int], bool], str], ...] = (
     ('eval.batch_size', lambda v, c, d: v >= 1, 'must be >= 1'),
     ('eval.max_examples', lambda v, c, d: v >= 0, 'must be >= 0 (0: all)'),
     ('eval.beam_size', _size, 'must be an integer >= 1 (1: greedy)'),
+    ('eval.select_mode', lambda v, c, d: v in ('max', 'min'), "must be 'max' or 'min'"),
     # The model sizes and rates the families share (each family's options dataclass checks them
     # again, with the rules only it knows, when the model is built: after the dataset is).
     ('model.hidden', _size, 'must be an integer >= 1'),

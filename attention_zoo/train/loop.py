@@ -364,7 +364,11 @@ def _finish(run: _Seed, state: steps.TrainState, evaluator: evaluation.Evaluator
             t_start: float, attention: dict[str, Any]) -> dict[str, Any]:
   """The final evaluation of one seed and its results.json."""
   t_final = time.perf_counter()
-  final_state, final = _final_state(run.workdir / wd.CHECKPOINTS, evaluator, state)
+  selected = _selection(run, evaluator, step, state)
+  final_state, final = _final_state(run.workdir / wd.CHECKPOINTS, evaluator, state,
+                                    selected and selected['step'])
+  if selected:
+    final['selected'] = selected
   evals = {split: _evaluate(evaluator, run.writer, split, step, final_state, final=True)
            for split in _final_splits(task)}
   final['seconds'] = time.perf_counter() - t_final
@@ -466,22 +470,85 @@ def _check_final_evaluation(config: ml_collections.ConfigDict) -> None:
   if n > max(keep, 1):
     raise ValueError(f'eval.average_checkpoints={n} needs train.keep_checkpoints >= {n}, got '
                      f'{keep}')
+  metric, tc = config.eval.get('select_metric', ''), config.train
+  if not metric:
+    return
+  if tc.eval_every <= 0 or tc.eval_every % tc.checkpoint_every:
+    raise ValueError(f'eval.select_metric={metric!r} chooses among the validations\' steps, each '
+                     'of which needs a checkpoint: train.eval_every must be a positive multiple '
+                     f'of train.checkpoint_every ({tc.checkpoint_every}), got {tc.eval_every}')
+  saved = -(-tc.steps // tc.checkpoint_every)  # every checkpoint of the run, the last included
+  if keep < saved:
+    raise ValueError(f'eval.select_metric={metric!r} may choose any validation\'s step, so every '
+                     f'checkpoint is kept: train.keep_checkpoints must be >= {saved} '
+                     f'(train.steps / train.checkpoint_every), got {keep}')
+
+
+def validation_curve(metrics_path: pathlib.Path, metric: str) -> dict[int, float]:
+  """{step: `metric`} of the periodic validations in metrics.jsonl: the first validation row of
+  each step after 0 (a final evaluation's row, written after it at the last step, is not one)."""
+  curve: dict[int, float] = {}
+  for row in wd.read_jsonl(metrics_path):
+    if row['split'] == 'validation' and row['step'] > 0 and row['step'] not in curve:
+      if metric not in row:
+        raise ValueError(f'eval.select_metric={metric!r}: the validation of step {row["step"]} '
+                         f'({metrics_path}) has no such metric; it has {sorted(row)}')
+      curve[row['step']] = float(row[metric])
+  return curve
+
+
+def select_step(curve: dict[int, float], mode: str) -> int:
+  """The step whose validation value is best (mode 'max': highest, 'min': lowest); the earliest
+  of equals. Non-finite values are never chosen unless all are."""
+  sign = 1.0 if mode == 'max' else -1.0
+  key = lambda s: (np.isfinite(curve[s]), sign * curve[s] if np.isfinite(curve[s]) else 0.0, -s)
+  return max(curve, key=key)
+
+
+def _selection(run: _Seed, evaluator: evaluation.Evaluator, step: int,
+               state: steps.TrainState) -> dict[str, Any] | None:
+  """With eval.select_metric: the step the final evaluation uses, chosen on validation alone
+  (`select_step` over the periodic validations, greedy, one checkpoint each; the last step's is
+  evaluated here, the loop's final step having none), as results.json records it; else None."""
+  cfg = evaluator.cfg
+  metric = cfg.get('select_metric', '')
+  if not metric:
+    return None
+  path = run.workdir / wd.METRICS
+  curve = validation_curve(path, metric)
+  if step not in curve:
+    last = _evaluate(evaluator, run.writer, 'validation', step, state)
+    curve = validation_curve(path, metric) if run.writer else {**curve, step: last[metric]}
+  mode = cfg.get('select_mode', 'max')
+  chosen = select_step(curve, mode)
+  return {'metric': metric, 'mode': mode, 'step': chosen,
+          'curve': [[s, curve[s]] for s in sorted(curve)]}
 
 
 def _final_state(checkpoint_dir: pathlib.Path, evaluator: evaluation.Evaluator,
-                 state: steps.TrainState) -> tuple[steps.TrainState, dict[str, Any]]:
+                 state: steps.TrainState, until: int | None = None
+                 ) -> tuple[steps.TrainState, dict[str, Any]]:
   """-> (the state the final evaluation uses, what it is, for results.json). With
   eval.average_checkpoints = N > 1, its params are the mean of the last N checkpoints' (fewer
-  when fewer were saved, with a warning); the other model state stays the last step's."""
+  when fewer were saved, with a warning); `until` (a step chosen on validation): of the last N up
+  to that step, and the other model state (e.g. BatchNorm statistics) is that step's; otherwise
+  the other model state stays the last step's."""
   cfg = evaluator.cfg
-  averaged = [int(jax.device_get(state.step))]
-  if cfg.average_checkpoints > 1:
-    averaged = checkpoints.saved_steps(checkpoint_dir)[-cfg.average_checkpoints:]
+  last = int(jax.device_get(state.step))
+  until = last if until is None else until
+  averaged = [until]
+  if cfg.average_checkpoints > 1 or until != last:
+    averaged = [s for s in checkpoints.saved_steps(checkpoint_dir) if s <= until]
+    averaged = averaged[-cfg.average_checkpoints:]
     if len(averaged) < cfg.average_checkpoints:
-      logging.warning('eval.average_checkpoints=%d: only %d checkpoints saved (%s); averaging '
-                      'those', cfg.average_checkpoints, len(averaged), averaged)
-    state = state._replace(params=checkpoints.average_params(checkpoint_dir, state.params,
-                                                             averaged))
+      logging.warning('eval.average_checkpoints=%d: only %d checkpoints saved up to step %d '
+                      '(%s); averaging those', cfg.average_checkpoints, len(averaged), until,
+                      averaged)
+    params = checkpoints.average_params(checkpoint_dir, state.params, averaged)
+    other = state.other
+    if until != last and jax.tree.leaves(other):
+      other = checkpoints.load_params(checkpoint_dir, state.params, other, step=until)[1]
+    state = state._replace(params=params, other=other)
   beam = cfg.beam_size if evaluator.final_generate is not None else 1
   return state, {'averaged_steps': averaged, 'beam_size': beam,
                  'length_penalty': cfg.length_penalty if beam > 1 else None}
