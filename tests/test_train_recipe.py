@@ -12,6 +12,7 @@ from attention_zoo.build import build_model
 from attention_zoo.specials import PAD
 from attention_zoo.models.registry import MODELS
 from attention_zoo.train import batching, checkpoints, evaluation, steps
+from attention_zoo.train.selection import select_step
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import Checkpoints
 from attention_zoo.train.loop import train_and_evaluate
@@ -196,7 +197,6 @@ def test_selection_on_validation_needs_a_checkpoint_at_every_validation(tmp_path
 
 
 def test_select_step_takes_the_best_and_the_earliest_of_equals():
-  from attention_zoo.train.loop import select_step
   curve = {400: 30.0, 800: 34.5, 1200: 34.5, 1600: float('nan')}
   assert select_step(curve, 'max') == 800
   assert select_step(curve, 'min') == 400

@@ -48,7 +48,7 @@ from absl import logging
 from attention_zoo import build
 from attention_zoo.data.base import Task
 from attention_zoo.train import batching, checkpoints, config_utils, distributed, evaluation, hooks
-from attention_zoo.train import flops, optim, run_info, seeds as seeds_lib, steps
+from attention_zoo.train import flops, optim, run_info, seeds as seeds_lib, selection, steps
 from attention_zoo.train import workdir as wd
 from attention_zoo.train.checkpoints import Checkpoints
 from attention_zoo.train.writers import MetricWriter, progress_bar
@@ -484,27 +484,6 @@ def _check_final_evaluation(config: ml_collections.ConfigDict) -> None:
                      f'(train.steps / train.checkpoint_every), got {keep}')
 
 
-def validation_curve(metrics_path: pathlib.Path, metric: str) -> dict[int, float]:
-  """{step: `metric`} of the periodic validations in metrics.jsonl: the first validation row of
-  each step after 0 (a final evaluation's row, written after it at the last step, is not one)."""
-  curve: dict[int, float] = {}
-  for row in wd.read_jsonl(metrics_path):
-    if row['split'] == 'validation' and row['step'] > 0 and row['step'] not in curve:
-      if metric not in row:
-        raise ValueError(f'eval.select_metric={metric!r}: the validation of step {row["step"]} '
-                         f'({metrics_path}) has no such metric; it has {sorted(row)}')
-      curve[row['step']] = float(row[metric])
-  return curve
-
-
-def select_step(curve: dict[int, float], mode: str) -> int:
-  """The step whose validation value is best (mode 'max': highest, 'min': lowest); the earliest
-  of equals. Non-finite values are never chosen unless all are."""
-  sign = 1.0 if mode == 'max' else -1.0
-  key = lambda s: (np.isfinite(curve[s]), sign * curve[s] if np.isfinite(curve[s]) else 0.0, -s)
-  return max(curve, key=key)
-
-
 def _selection(run: _Seed, evaluator: evaluation.Evaluator, step: int,
                state: steps.TrainState) -> dict[str, Any] | None:
   """With eval.select_metric: the step the final evaluation uses, chosen on validation alone
@@ -515,13 +494,15 @@ def _selection(run: _Seed, evaluator: evaluation.Evaluator, step: int,
   if not metric:
     return None
   path = run.workdir / wd.METRICS
-  curve = validation_curve(path, metric)
+  curve = selection.validation_curve(wd.read_jsonl(path), metric, str(path))
   if step not in curve:
     last = _evaluate(evaluator, run.writer, 'validation', step, state)
-    curve = validation_curve(path, metric) if run.writer else {**curve, step: last[metric]}
+    if last is None:
+      raise ValueError(f'eval.select_metric={metric!r} chooses on the validation split; the task '
+                       f'has none (splits: {sorted(evaluator.task.splits)})')
+    curve[step] = float(last[metric])
   mode = cfg.get('select_mode', 'max')
-  chosen = select_step(curve, mode)
-  return {'metric': metric, 'mode': mode, 'step': chosen,
+  return {'metric': metric, 'mode': mode, 'step': selection.select_step(curve, mode),
           'curve': [[s, curve[s]] for s in sorted(curve)]}
 
 
