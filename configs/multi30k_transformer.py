@@ -75,7 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """Both directions at `size`, `seeds` seeds each (default 3)."""
+  """Both directions at each `size` ('+'-joined, e.g. small_select+small_long), `seeds` seeds
+  each (default 3)."""
   arg = common.parse_arg(arg, size='small', seeds=3)
-  return [{'config_arg': f'source={s},target={t},size={arg.size}', 'seed': seed}
-          for s, t in (('de', 'en'), ('en', 'de')) for seed in common.seeds(arg.seeds)]
+  return [{'config_arg': f'source={s},target={t},size={size}', 'seed': seed}
+          for size in arg.size.split('+') for s, t in (('de', 'en'), ('en', 'de'))
+          for seed in common.seeds(arg.seeds)]

@@ -155,10 +155,10 @@ def test_an_edited_run_file_fails_the_check_until_the_docs_are_redrawn(tmp_path)
   record['splits']['test']['value'] = 30.0
   wd.write_json(run / evidence.RECORD, record)
   found = check.problems(folder, md, readme)
-  assert any(p.startswith('README.md:') and '(card multi30k_transformer)' in p and '30.00' in p
-             and 'not reproduced' in p for p in found), found
-  assert any(p.startswith('REPRODUCTIONS.md:') and 'not reproduced: 30.00 < target 36.5' in p
-             for p in found), found
+  for file in ('README.md', 'REPRODUCTIONS.md'):  # the row (kept beside, without a target)
+    assert any(p.startswith(f'{file}:') and '(card multi30k_transformer)' in p
+               and '| 30.00 | 57.17 | 1 (0) | reported: no target for this row |' in p
+               for p in found), found
   redrawn = evidence.load(folder)
   assert check.problems(folder, render.render(redrawn),
                         render.splice(readme, render.readme_blocks(redrawn))) == []
@@ -174,12 +174,12 @@ def test_a_changed_definition_fails_the_check(change):
                                                 *card.rows[1:])),
       'deviation': dataclasses.replace(card, deviations=card.deviations[:-1] + ('Other.',)),
       'source': dataclasses.replace(card, rows=(card.rows[0], dataclasses.replace(
-          card.rows[1], target_source='a made-up table'))),
+          card.rows[1], target_source='a made-up table'), *card.rows[2:])),
   }[change]
   with cards.CARDS.override(card.name, changed):
     found = _problems()
   assert found and all('(card multi30k_transformer)' in p for p in found), found
-  expected = {'target': 'target 98', 'deviation': 'Other.', 'source': 'a made-up table'}[change]
+  expected = {'target': '| 98 (', 'deviation': 'Other.', 'source': 'a made-up table'}[change]
   assert any(expected in p for p in found), found
 
 
@@ -205,6 +205,13 @@ def _write_sweep(root, card, results_of, curve_of=None):
   return card
 
 
+def _transformer_card():
+  """The multi30k_transformer card with its two judged rows only (length chosen on validation)."""
+  card = cards.CARDS.get('multi30k_transformer')
+  return dataclasses.replace(card, rows=card.rows[:2],
+                             config=card.config.replace('small_select+small_long', 'small_select'))
+
+
 def _fake_sweep(root, values):
   """A sweep dir of the multi30k_transformer card with results.json of the given BLEU values
   (None: that run has not finished) and a curve of validation and test rows."""
@@ -219,7 +226,7 @@ def _fake_sweep(root, values):
             {'step': 100, 'split': 'validation', 'gen_bleu': 10.0 + i},
             {'step': 200, 'split': 'validation', 'gen_bleu': 20.0 + i},
             {'step': 200, 'split': 'test', 'gen_bleu': values[i]}]
-  return _write_sweep(root, cards.CARDS.get('multi30k_transformer'), results, curve)
+  return _write_sweep(root, _transformer_card(), results, curve)
 
 
 def _build(card, sweep_dir, tmp, conditions='', keep_from=None):
@@ -237,7 +244,8 @@ def test_write_stores_each_runs_files_and_load_derives_the_same_report(tmp_path)
   folder = tmp_path / 'reproductions'
   report = evidence.write(card, tmp_path / 'sweep', folder, 'alone')
   same = lambda x: json.dumps(x, sort_keys=True)  # (one seed: std NaN, which != itself)
-  assert same(evidence.load(folder)) == same({card.name: report})
+  with cards.CARDS.override(card.name, card):
+    assert same(evidence.load(folder)) == same({card.name: report})
   runs = folder / card.name / evidence.RUNS
   names = sorted(name for row in report['rows'] for name in row['runs'])
   assert sorted(p.name for p in runs.iterdir()) == names
@@ -281,15 +289,17 @@ def test_every_cited_target_has_a_source_and_the_multi30k_length_choice_is_state
   for card in map(cards.CARDS.get, cards.CARDS.names()):
     for row in card.rows:
       if row.target is not None and row.target_source:
-        assert any(row.label in s for s in card.sources) or card.name != 'multi30k_transformer'
+        # (the source names the row by its model and direction: the label before any comma)
+        assert any(row.label.partition(',')[0] in s for s in card.sources), (card.name, row)
   text = reproduce.REPRODUCTIONS_MD.read_text()
   assert 'was chosen on the test split' in text and 'stayed below 35 test BLEU' in text
-  assert 'Not done: a rerun with the length chosen on validation BLEU' in text
+  assert 'length chosen on validation' in text
+  assert 'at the step of the highest validation BLEU' in text
 
 
 def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):
   # two runs trained as one seed-parallel group of 2, each results.json with the group's 60 s
-  card = _write_sweep(tmp_path / 'sweep', cards.CARDS.get('multi30k_transformer'),
+  card = _write_sweep(tmp_path / 'sweep', _transformer_card(),
                       lambda i, run: {'test': {'gen_bleu': 36.0, 'gen_chrf': 50.0},
                                       'seed_group_size': 2})
   report = _build(card, tmp_path / 'sweep', tmp_path)
@@ -297,7 +307,7 @@ def test_a_seed_parallel_run_counts_its_share_of_the_group_wall_time(tmp_path):
 
 
 def test_a_run_without_wall_s_keeps_the_time_between_its_files(tmp_path):
-  card = _write_sweep(tmp_path / 'sweep', cards.CARDS.get('multi30k_transformer'),
+  card = _write_sweep(tmp_path / 'sweep', _transformer_card(),
                       lambda i, run: {'test': {'gen_bleu': 36.0}, 'wall_s': None})
   for run_dir in (tmp_path / 'sweep' / wd.RUNS).iterdir():
     os.utime(run_dir / wd.CONFIG, (1000.0, 1000.0))
@@ -329,8 +339,9 @@ def test_keep_rows_keeps_the_committed_runs_of_rows_without_runs_here(tmp_path):
   assert (en_de['by_seed'], en_de['conditions'], en_de['verdict']) == (
       {0: 36.0}, 'second sitting', 'reproduced')
   assert report['verdict'] == 'reproduced'
-  assert report['conditions'] == ('Transformer de→en: first sitting; '
-                                  'Transformer en→de: second sitting')
+  assert report['conditions'] == ('Transformer de→en, length chosen on validation: first '
+                                  'sitting; Transformer en→de, length chosen on validation: '
+                                  'second sitting')
   assert report['wall_s'] == 120.0
   assert _build(card, tmp_path / 'b', tmp_path)['rows'][0]['verdict'] == 'not run'
 
@@ -845,3 +856,41 @@ def test_the_dates_additive_length_is_where_the_plateau_rule_stopped():
       assert [[r['step'], 100 * r['gen_exact_match']] for r in curve[-2:]] == p['seeds'][seed][
           'last_two']
       assert curve[-1]['step'] == steps
+
+
+def test_a_length_chosen_on_validation_is_recomputed_from_the_curve(tmp_path):
+  """A run that chose its final step on validation (eval.select_metric): the card recomputes
+  the step from the committed curve, shows the curve and the step, and refuses a results.json
+  that names another step."""
+  values = {400: 20.0, 800: 31.0, 1200: 30.5}  # validation BLEU: highest at 800, not the last
+
+  def results(i, run):
+    curve = [[s, v + i] for s, v in values.items()]
+    return {'test': {'gen_bleu': 36.0 + i, 'gen_chrf': 50.0}, 'step': 1200,
+            'final_evaluation': {'averaged_steps': [400, 800], 'selected': {
+                'metric': 'gen_bleu', 'mode': 'max', 'step': 800, 'curve': curve}}}
+
+  def curve(i, run):
+    return ([{'step': 0, 'split': 'validation', 'gen_bleu': 0.0}]
+            + [{'step': s, 'split': 'validation', 'gen_bleu': v + i} for s, v in values.items()]
+            + [{'step': 1200, 'split': 'validation', 'gen_bleu': 99.0},  # the final evaluation's
+               {'step': 1200, 'split': 'test', 'gen_bleu': 36.0 + i}])
+
+  card = _write_sweep(tmp_path / 'sweep', _transformer_card(), results, curve)
+  report = _build(card, tmp_path / 'sweep', tmp_path)
+  de_en = report['rows'][0]['length']
+  assert de_en['seeds'] == [{'seed': 0, 'step': 800, 'last': 1200, 'averaged_steps': [400, 800],
+                             'curve': [[400, 20.0], [800, 31.0], [1200, 30.5]]}]
+  lines = '\n'.join(render.length_lines(report))
+  assert ('400: 20.00, **800: 31.00**, 1,200: 30.50. The highest is at step 800, before the '
+          'last validated step (1,200); the final evaluation averages the checkpoints of steps '
+          '400–800') in lines
+  assert '**Training length, on validation**' in render.section(report)
+  # a results.json that names the last step instead: the committed files contradict each other
+  run = tmp_path / 'evidence' / card.name / evidence.RUNS / report['rows'][0]['runs'][0]
+  tampered = wd.read_json(run / wd.RESULTS)
+  tampered['final_evaluation']['selected']['step'] = 1200
+  wd.write_json(run / wd.RESULTS, tampered)
+  with cards.CARDS.override(card.name, card), pytest.raises(derive.EvidenceError,
+                                                            match='chose step 1200'):
+    evidence.load(tmp_path / 'evidence')

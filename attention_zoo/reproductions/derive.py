@@ -22,7 +22,10 @@ one-sample t-test against it is not significant (p >= 0.05: "mean >= target" cou
 way), the seeds needed for 80% power at α = 0.05 to detect the observed mean difference, and the
 smallest difference the committed seeds detect. A difference that needs more than SEED_BUDGET
 seeds cannot be decided at this size. A row whose training length rests on the plateau rule
-(card.plateau) shows its validation curve's last two evaluations per seed (`plateau`).
+(card.plateau) shows its validation curve's last two evaluations per seed (`plateau`). A row
+whose runs chose their final step on validation (eval.select_metric: attention_zoo.train.selection)
+shows, per seed, that curve and the step chosen (`length`), each recomputed from the committed
+curve: a run whose results.json names another step is refused (EvidenceError).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 
 from attention_zoo.analysis import stats
 from attention_zoo.reproductions.cards import SELECTIONS, Card, Row
+from attention_zoo.train import selection
 
 TIMINGS = ('wall_s', 'tokens_per_s', 'steps_per_s')  # per-run numbers a row shows as means
 # The most seeds per row this project would run to decide one comparison (10 times a 3-seed
@@ -103,6 +107,7 @@ def row(card: Card, row_: Row, records: list[dict[str, Any]],
       'by_seed': by_seed,
       'curves': sum(r['curve'] is not None for r in group),
       'plateau': (plateau(card, row_.label, group) if row_.variant in card.plateau else None),
+      'length': chosen_length(card, row_.label, group),
       'from_legacy': from_legacy,
       'conditions': sittings[0] if len(sittings) == 1 else '; '.join(
           f'seeds {", ".join(str(r["seed"]) for r in group if r["conditions"] == c)}: '
@@ -148,6 +153,7 @@ def report(card: Card, records: dict[str, dict[str, Any]],
       'shown': list(card.shown), 'rows': rows, 'verdict': verdict, 'reason': reason,
       'power': power, 'seed_budget': SEED_BUDGET,
       'plateaus': [r['plateau'] for r in rows if r['plateau']],
+      'lengths': [r['length'] for r in rows if r['length']],
       'against': card.against,
       'measures': dataclasses.asdict(card.measures) if card.measures else None,
       'complement': card.complement, 'aggregate': aggregate,
@@ -301,6 +307,38 @@ def plateau(card: Card, label: str, records: list[dict[str, Any]]) -> dict[str, 
   return out
 
 
+class EvidenceError(ValueError):
+  """Committed files of a run that contradict each other."""
+
+
+def chosen_length(card: Card, label: str, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+  """The training length each run of a row chose on validation (results.json's
+  final_evaluation.selected), recomputed from its committed validation curve (selection.
+  validation_curve and select_step): per seed the curve (scaled as the card's metric when it is
+  the card's), the step chosen and the checkpoints averaged there. None when no run chose.
+  EvidenceError naming the run when its results name another step or curve than the recomputed."""
+  seeds = []
+  for rec in sorted(records, key=lambda r: r['seed']):
+    chosen = (rec.get('final_evaluation') or {}).get('selected')
+    if not chosen:
+      continue
+    curve = selection.validation_curve(rec['curve'] or (), chosen['metric'], rec['name'])
+    step = selection.select_step(curve, chosen['mode']) if curve else None
+    if step != chosen['step'] or [[s, v] for s, v in sorted(curve.items())] != chosen['curve']:
+      raise EvidenceError(f'run {rec["name"]}: results.json chose step {chosen["step"]} on '
+                          f'validation {chosen["metric"]}, its validation curve gives step '
+                          f'{step} ({sorted(curve.items())})')
+    scale = card.scale if chosen['metric'] == card.metric else 1.0
+    seeds.append({'seed': rec['seed'], 'step': step,
+                  'curve': [[s, v * scale] for s, v in sorted(curve.items())],
+                  'averaged_steps': rec['final_evaluation']['averaged_steps'],
+                  'last': max(curve)})
+  if not seeds:
+    return None
+  first = (records[0]['final_evaluation'] or {})['selected']
+  return {'label': label, 'metric': first['metric'], 'mode': first['mode'], 'seeds': seeds}
+
+
 def _power(label: str, test: str, seeds: list[int], diffs: list[float],
            p_value: float) -> dict[str, Any] | None:
   found = stats.power_analysis(diffs)
@@ -357,7 +395,9 @@ def card_verdict(rows: list[dict[str, Any]], what: str = 'target met') -> tuple[
   unrun = [r['label'] for r in rows if r['verdict'] == 'not run']
   tail = f'; not run yet: {", ".join(unrun)}' if unrun else ''
   if not judged:
-    return ('reported' if not unrun else 'not run'), 'no row has a target' + tail
+    if unrun:
+      return 'not run', 'no row with a target has run yet' + tail
+    return 'reported', 'no row has a target'
   ok = [r['label'] for r in judged if r['verdict'] == 'reproduced']
   if len(ok) == len(judged):
     return 'reproduced', f'every {what} ({len(ok)} of {len(judged)})' + tail

@@ -182,6 +182,29 @@ def plateau_lines(report: dict[str, Any]) -> list[str]:
   return out
 
 
+def length_lines(report: dict[str, Any]) -> list[str]:
+  """Each row whose runs chose their length on validation (derive.chosen_length): per seed the
+  validation curve, the step of its best value and the checkpoints averaged there; []: none."""
+  digits, out = report['digits'], []
+  for e in report.get('lengths') or []:
+    for s in e['seeds']:
+      curve = ', '.join(f'**{step:,}: {v:.{digits}f}**' if step == s['step'] else
+                        f'{step:,}: {v:.{digits}f}' for step, v in s['curve'])
+      steps = s['averaged_steps']
+      window = f'{steps[0]:,}–{steps[-1]:,}' if len(steps) > 1 else f'{steps[0]:,}'
+      where = ('the last validated step' if s['step'] == s['last'] else
+               f'before the last validated step ({s["last"]:,})')
+      out.append(f'- {e["label"]}, seed {s["seed"]}, validation {e["metric"]} (step: value): '
+                 f'{curve}. The {"highest" if e["mode"] == "max" else "lowest"} is at step '
+                 f'{s["step"]:,}, {where}; the final evaluation averages the checkpoints of '
+                 f'steps {window} and reads the test split there, once.')
+  if out:
+    out = ['**Training length, on validation** (the step of the best periodic validation, '
+           'greedy decoding, among every validation of the run; attention_zoo/train/'
+           'selection.py):', ''] + out
+  return out
+
+
 def evidence_line(report: dict[str, Any]) -> str:
   """What the card's numbers are derived from, and what its runs lack."""
   ev, name = report['evidence'], report['card']
@@ -215,6 +238,7 @@ def section(report: dict[str, Any]) -> str:
          f'**Verdict:** {report["verdict"]}: {report["reason"]}', '',
          *(power + [''] if (power := power_lines(report)) else []),
          *(plateau + [''] if (plateau := plateau_lines(report)) else []),
+         *(length + [''] if (length := length_lines(report)) else []),
          f'**Command:** `{report["command"]}` (config `{report["config"]}`; total run time '
          f'{_minutes(report["wall_s"])} on {report["machine"]}'
          + (f'; {report["conditions"]}' if report.get('conditions') else '') + ')', '',
