@@ -9,7 +9,8 @@ The config is locked: a misspelled override fails, naming the nearest valid keys
 Seeds: --seeds=0,1,2 trains those seeds of the config (config.seed replaced), each in its own
 workdir (one --workdir per seed, or one folder that gets seed=<s>/ per seed), as one program
 mapped over the seeds (--seed_map=map or vmap; default: map on CPU, vmap elsewhere), or as one
-child process per seed (--seed_map=processes). attention_zoo.train.seeds says what each does.
+child process per seed (--seed_map=processes; the default for a model registered to train its
+seeds apart on this platform: the conv nets on CPU). attention_zoo.train.seeds says what each does.
 
   python -m experiments.main --config=configs/dates_demo.py:family=seq2seq,score=dot \
     --seeds=0,1,2 --workdir=runs/dot
@@ -105,7 +106,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   import jax  # pylint: disable=import-outside-toplevel
   seed_list = None if _SEEDS.value is None else [int(s) for s in _SEEDS.value]
-  if seed_list is not None and _SEED_MAP.value == seeds.PROCESSES:
+  if seed_list is not None and (_SEED_MAP.value == seeds.PROCESSES or (
+      _SEED_MAP.value is None and len(seed_list) > 1
+      and seeds.apart_by_default(_CONFIG.value.model_name))):
     _one_process_per_seed(seed_list)
     return
   multihost, settings = _DISTRIBUTED()

@@ -19,19 +19,31 @@ MODELS: Registry = Registry('model')
 # name -> the task sizes (Task.model_dims keys) the model takes, for a model registered with
 # task_dims; the others take every size their task offers.
 TASK_DIMS: dict[str, tuple[str, ...]] = {}
+# name -> the platforms on which the seeds of a sweep train this model one process each by
+# default, one program over them (lax.map, vmap) being slower there (attention_zoo.train.seeds).
+SEEDS_APART: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(name: str, *, task_dims: Iterable[str] | None = None
-                   ) -> Callable[[T], T]:
+def register_model(name: str, *, task_dims: Iterable[str] | None = None,
+                   seeds_apart_on: Iterable[str] = ()) -> Callable[[T], T]:
   """Registers a model constructor as `name`. task_dims: the task sizes it takes, for a model
   that takes only some of what its tasks offer (a ResNet takes num_classes and in_channels, not
-  image_shape); None: every size its task offers."""
+  image_shape); None: every size its task offers. seeds_apart_on: the platforms ('cpu', 'gpu',
+  'tpu') where its seeds train one process each by default (`seeds_apart`)."""
   def add(ctor: T) -> T:
     MODELS.register(name)(ctor)
     if task_dims is not None:
       TASK_DIMS[name] = tuple(task_dims)
+    if seeds_apart_on:
+      SEEDS_APART[name] = tuple(seeds_apart_on)
     return ctor
   return add
+
+
+def seeds_apart_on(name: str) -> tuple[str, ...]:
+  """The platforms where the seeds of model `name` train one process each by default."""
+  _load_all()
+  return SEEDS_APART.get(name, ())
 
 
 def options_from(cls: type[T], options: Mapping[str, Any], what: str) -> T:

@@ -4,8 +4,10 @@
 
 Runs form one Group when their configs are equal but for `seed`, the config lets seeds train as
 one program (attention_zoo.train.seeds.why_not_together: padded batches, no per-seed hook), the
-seed map is not 'processes', and their folders' latest checkpoint steps agree (a group resumes
-from one step). Every other run is a Group of one. A Group of S runs is one child process,
+seed map is not 'processes' (asked for, or the model's default on this platform:
+seeds.apart_by_default, the conv nets on CPU), and their folders' latest checkpoint steps agree
+(a group resumes from one step). Every other run is a Group of one. A Group of S runs is one
+child process,
   python -m experiments.main --config=SPEC --config.<override>=... --seeds=0,1,2 \
     --workdir=runs/<name0> --workdir=runs/<name1> --workdir=runs/<name2>
 (`command`), which trains each seed in its own runs/<name>/ folder.
@@ -53,7 +55,9 @@ def group_runs(spec: str, runs: list[Run], sweep_dir: pathlib.Path,
   units: dict[tuple, list[Run]] = {}
   for run in runs:
     config = run_config(spec, run)
-    if seed_map == seeds.PROCESSES or seeds.why_not_together(config) is not None:
+    apart = seed_map == seeds.PROCESSES or (
+        seed_map is None and seeds.apart_by_default(config.model_name))
+    if apart or seeds.why_not_together(config) is not None:
       key: tuple = ('alone', run.name)
     else:
       fields = config_utils.to_dict(config)

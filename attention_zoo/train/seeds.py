@@ -25,6 +25,9 @@ would end at its own step); and one process (the loop checks it).
 
 from __future__ import annotations
 
+import functools
+import subprocess
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
@@ -54,8 +57,27 @@ CHOICES = (*SEED_MAPS, PROCESSES)
 
 
 def default_seed_map(platform: str | None = None) -> str:
-  """The seed map of `platform` (default: jax.default_backend())."""
+  """The seed map of one program on `platform` (default: jax.default_backend())."""
   return DEFAULT_BY_PLATFORM.get(platform or jax.default_backend(), 'vmap')
+
+
+def apart_by_default(model_name: str, platform: str | None = None) -> bool:
+  """Whether a sweep (or experiments.main --seeds) trains the seeds of `model_name` one process
+  each (PROCESSES) when no seed map is asked for: a model registered to train its seeds apart
+  on `platform` (models.registry.seeds_apart_on: the conv nets on CPU). platform None: that of
+  a fresh process (`platform_of_a_fresh_process`), asked only for such a model."""
+  from attention_zoo.models import registry  # pylint: disable=import-outside-toplevel
+  apart_on = registry.seeds_apart_on(model_name)
+  return bool(apart_on) and (platform or platform_of_a_fresh_process()) in apart_on
+
+
+@functools.cache
+def platform_of_a_fresh_process() -> str:
+  """jax.default_backend() as a child process sees it. A launcher asks a child rather than
+  initialize a backend itself: on a GPU that would hold memory its runs need."""
+  out = subprocess.run([sys.executable, '-c', 'import jax; print(jax.default_backend())'],
+                       capture_output=True, text=True, check=True)
+  return out.stdout.split()[-1]
 
 
 def check_seed_map(name: str) -> str:
