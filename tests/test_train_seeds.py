@@ -343,3 +343,19 @@ def test_processes_seed_map_runs_one_experiments_main_per_seed(tmp_path):
     run = tmp_path / 'p' / f'seed={seed}'
     assert wd.read_json(run / wd.CONFIG)['seed'] == seed
     assert 'seed_group_size' not in wd.read_json(run / wd.RESULTS)  # a run of its own
+
+
+def test_a_conv_nets_seeds_get_a_process_each_without_a_seed_map_on_cpu(tmp_path, data_dir):
+  if jax.default_backend() != 'cpu':
+    pytest.skip('the default that trains seeds apart is the CPU\'s')
+  mnist = pathlib.Path(data_dir) / fixtures.DATA_SUBDIR['mnist']
+  out = subprocess.run([sys.executable, '-m', 'experiments.main',
+                        f'--config={fixtures.CONFIG_DIR / "mnist_resnet.py"}:'
+                        'model=resnet_small,size=tiny', f'--config.task.data_dir={mnist}',
+                        f'--config.task.tfds_dir={tmp_path / "tfds"}', '--config.train.steps=2',
+                        f'--workdir={tmp_path / "p"}', '--seeds=0,1'], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  for seed in (0, 1):
+    results = wd.read_json(tmp_path / 'p' / f'seed={seed}' / wd.RESULTS)
+    assert 'seed_group_size' not in results  # its own process, not one program of 2 seeds
