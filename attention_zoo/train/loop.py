@@ -26,6 +26,10 @@ absolute bound, not a multiple of the run's first logged loss: with a learning r
 the first update, the first window's mean is already huge (Adam at lr = 1e12: ~1e12 and more from
 the first log on), and an absolute bound resumes exactly as it runs uninterrupted.
 
+The final evaluation (validation, test and any other split; eval.beam_size, the last
+eval.average_checkpoints checkpoints averaged) runs at the last step, or with eval.select_metric
+at the step of the best periodic validation (selection.py: the length chosen on validation).
+
 A failed start leaves nothing behind: the task is built before any workdir is written, and a
 workdir this call created is removed when the start fails before the first train step (a workdir
 that existed before is never removed).
