@@ -623,6 +623,54 @@ def test_se_mnist_decision_by_hand_from_the_results_files():
   assert test.pvalue > 0.05 and report['verdict'] == 'not reproduced'
 
 
+def test_the_babi_forms_are_chosen_on_validation_by_hand():
+  """babi_memn2n_forms from its 50 runs' results.json read by hand: each text form's validation
+  error against the code's on its task, scipy's paired t-test, and the verdicts that follow;
+  the card's rows read the validation split, never test."""
+  card = cards.CARDS.get('babi_memn2n_forms')
+  runs = reproduce.EVIDENCE / card.name / evidence.RUNS
+  assert {r.split for r in card.rows} == {'validation'}
+  error = {r.variant: [1 - json.loads((runs / f'{r.variant},seed={s}' / wd.RESULTS).read_text())[
+      'validation']['accuracy'] for s in range(10)] for r in card.rows}
+  report = EVIDENCE[card.name]
+  judged = [r for r in card.rows if r.versus]
+  assert len(judged) == 3
+  for row in judged:
+    test = scipy_stats.ttest_rel(error[row.variant], error[row.versus])
+    found = next(r for r in report['rows'] if r['variant'] == row.variant)
+    assert found['vs_baseline']['p_value'] == pytest.approx(test.pvalue)
+    diff = np.mean(error[row.variant]) - np.mean(error[row.versus])
+    assert found['vs_baseline']['mean_diff'] == pytest.approx(diff)
+    assert found['verdict'] == ('reproduced' if diff > 0 and test.pvalue < 0.05 else
+                                'not reproduced')
+  assert report['verdict'] == 'reproduced'
+
+
+def test_a_row_set_against_another_is_judged_on_the_paired_difference():
+  card = cards.CARDS.get('babi_memn2n_forms')
+  base = {'name': 'x', 'conditions': '', 'machine': 'm', 'select_key': None, 'wall_s': 1.0,
+          'tokens_per_s': None, 'steps_per_s': None, 'final_evaluation': None, 'curve': None,
+          'results': True}
+
+  def record(variant, seed, error):
+    return {**base, 'name': f'{variant},seed={seed}', 'variant': variant, 'seed': seed,
+            'splits': {'validation': {'value': error, 'shown': {}}}}
+
+  code, text = card.rows[0].variant, card.rows[1].variant
+  records = {}
+  for seed, (a, b) in enumerate([(0.10, 0.12), (0.20, 0.19), (0.15, 0.18)]):  # not separable
+    records[f'{code},{seed}'] = record(code, seed, a)
+    records[f'{text},{seed}'] = record(text, seed, b)
+  small = dataclasses.replace(card, rows=card.rows[:2])
+  report = derive.report(small, records)
+  row = report['rows'][1]
+  assert row['verdict'] == 'not reproduced' and 'p = ' in row['reason']
+  assert row['vs_baseline']['mean_diff'] == pytest.approx(np.mean([0.02, -0.01, 0.03]))
+  bad = dataclasses.replace(card, rows=(dataclasses.replace(card.rows[1], versus='nothing'),))
+  with pytest.raises(ValueError, match='no row of it'):
+    derive.report(bad, {k: v for k, v in records.items() if v['variant'] == text})
+
+
 def test_the_plateau_rule_by_hand():
   """dates_alignment's Transformer-additive runs (the demo's 1,500 steps): their validation exact
   match at the last two evaluations, read from the committed curves by hand, rises on the mean,

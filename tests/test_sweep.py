@@ -13,6 +13,7 @@ import time
 import pytest
 
 from attention_zoo import sweeps
+from attention_zoo.sweeps import plan
 from attention_zoo.train import workdir as wd
 from tests import fixtures as h
 
@@ -149,3 +150,27 @@ def test_demo_config_and_sweep_expand():
   variants = {r.arg for r in runs}
   assert 'family=seq2seq,score=none,reverse=true' in variants
   assert sweeps.run_config(demo, runs[3]).task.reverse_source
+
+
+def test_sweep_json_keeps_the_override_order_that_names_a_variant(tmp_path):
+  # a variant with two overrides is named in their order ('noise=x,empty_slots=y'), by the sweep
+  # and by what reads sweep.json back (the report, a card's evidence) alike
+  spec = tmp_path / 'cfg.py'
+  spec.write_text(textwrap.dedent('''
+      import ml_collections
+      def get_config(arg=None):
+        return ml_collections.ConfigDict({'seed': 0, 'model': {'noise': 'a', 'empty_slots': 'b'}})
+      def get_sweep(arg=None):
+        return [{'model.noise': 'x', 'model.empty_slots': 'y', 'seed': 0}]
+  '''))
+  runs = plan.write_plan(str(spec), tmp_path / 's')
+  assert runs[0].variant == 'noise=x,empty_slots=y'
+  path = tmp_path / 's' / wd.SWEEP
+  saved = wd.read_json(path)['runs'][0]
+  assert plan.variant_name(saved['arg'], saved['overrides']) == 'noise=x,empty_slots=y'
+  wd.write_json(path, wd.read_json(path))  # as an older sweep wrote it: keys sorted
+  assert list(wd.read_json(path)['runs'][0]['overrides']) == ['model.empty_slots', 'model.noise',
+                                                              'seed']
+  plan.write_plan(str(spec), tmp_path / 's')  # rewritten in the runs' order
+  saved = wd.read_json(path)['runs'][0]
+  assert plan.variant_name(saved['arg'], saved['overrides']) == 'noise=x,empty_slots=y'

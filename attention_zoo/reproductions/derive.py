@@ -137,12 +137,24 @@ def report(card: Card, records: dict[str, dict[str, Any]],
     for r in rows:
       r['vs_baseline'] = (stats.paired_test(_finite(r['by_seed']), _finite(base))
                           if r['variant'] != card.baseline else None)
+  for row_, r in zip(card.rows, rows):
+    if row_.versus:
+      if row_.versus not in by_variant:
+        raise ValueError(f'card {card.name}: row {row_.label!r} is set against {row_.versus!r}, '
+                         f'which is no row of it; its rows: {sorted(by_variant)}')
+      other = by_variant[row_.versus]
+      r['vs_baseline'] = stats.paired_test(_finite(r['by_seed']), _finite(other['by_seed']))
+      if r['summary']:
+        r['verdict'], r['reason'] = versus_verdict(card, r['vs_baseline'], other['label'])
   aggregate = aggregate_rows(card, rows) if card.aggregate else None
   if aggregate:
     verdict, reason = aggregate['verdict'], aggregate['reason']
   else:
-    verdict, reason = (order_verdict(card, by_variant) if card.order else card_verdict(
-        rows, f'row above {card.against} (paired t, p < 0.05)' if card.against else 'target met'))
+    what = (f'row above {card.against} (paired t, p < 0.05)' if card.against else
+            'row worse than the row it is set against (paired t, p < 0.05)'
+            if any(r.versus for r in card.rows) else 'target met')
+    verdict, reason = (order_verdict(card, by_variant) if card.order else
+                       card_verdict(rows, what))
   power = power_entries(card, rows, by_variant)
   intervals = sorted({r['summary']['interval'] for r in rows if r['summary']})
   machines = sorted({rec['machine'] for rec in records.values()})
@@ -166,8 +178,9 @@ def report(card: Card, records: dict[str, dict[str, Any]],
           f'{" / ".join(labels)}: {c or "alone"}' for c, labels in _by_conditions(rows).items())),
       'deviations': list(card.deviations), 'sources': list(card.sources),
       'choices': list(card.choices),
-      'readme': card.readme, 'baseline': card.baseline,
-      'baseline_label': by_variant[card.baseline]['label'] if card.baseline else None,
+      'readme': card.readme, 'baseline': card.baseline or card.versus_label or None,
+      'baseline_label': (by_variant[card.baseline]['label'] if card.baseline else
+                         card.versus_label or None),
       'evidence': {'runs': len(records),
                    'results': sum(rec['results'] for rec in records.values()),
                    'curves': sum(rec['curve'] is not None for rec in records.values()),
@@ -213,6 +226,17 @@ def check_variants(card: Card, variants: list[str]) -> None:
   if stray:
     raise ValueError(f'card {card.name}: runs of variants the card does not list: {stray}; '
                      f'its rows: {sorted(known)}')
+
+
+def versus_verdict(card: Card, test: dict[str, Any], other: str) -> tuple[str, str]:
+  """(verdict, reason) of a row that must be worse than `other` (Row.versus), from their paired
+  t-test (this row minus `other`, unscaled)."""
+  if test['n'] < 2:
+    return 'not run', f'fewer than 2 seeds shared with {other}'
+  diff, p = test['mean_diff'] * card.scale, test['p_value']
+  worse = diff < 0 if card.higher_is_better else diff > 0
+  text = f'{diff:+.{card.digits}f} vs {other} (paired t, p = {p:.3f})'
+  return ('reproduced' if worse and p < 0.05 else 'not reproduced'), text
 
 
 def row_verdict(row_: Row, mean: float | None, higher_is_better: bool = True,

@@ -109,14 +109,17 @@ def write_plan(spec: str, sweep_dir: str | os.PathLike, *, strict: bool = False)
           'runs': [dataclasses.asdict(r) for r in runs]}
   path = sweep_dir / wd.SWEEP
   old = wd.read_json(path) if path.exists() else None
-  if old == plan:
+  # (in the runs' own key order, which names their variants: sorted keys would rename a variant
+  # with two overrides; an older sweep.json written sorted is rewritten so)
+  text = json.dumps(plan, indent=2) + '\n'
+  if old is not None and json.dumps(old, indent=2) + '\n' == text:
     return runs
   if strict and old is not None and old['runs'] != plan['runs']:
     raise ValueError(f'{path} lists other runs than {spec} gives now (was the config edited '
                      'after the sweep was planned?); run it from an unchanged config or '
                      'another --workdir')
   tmp = path.with_name(f'{path.name}.{socket.gethostname()}.{os.getpid()}.tmp')
-  tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + '\n')
+  tmp.write_text(text)
   tmp.replace(path)
   return runs
 
