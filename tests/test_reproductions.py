@@ -646,6 +646,29 @@ def test_the_babi_forms_are_chosen_on_validation_by_hand():
   assert report['verdict'] == 'reproduced'
 
 
+def test_the_multi30k_length_is_the_best_validation_step_by_hand():
+  """The Transformer de→en run chosen on validation: its committed curve read by hand (the first
+  validation row of each step after 0), the step of the highest BLEU, the checkpoints averaged up
+  to it, and the card's test BLEU is the run's, read once."""
+  card = cards.CARDS.get('multi30k_transformer')
+  run = reproduce.EVIDENCE / card.name / evidence.RUNS / f'{card.rows[0].variant},seed=0'
+  rows = [json.loads(line) for line in (run / evidence.CURVE).read_text().splitlines()]
+  curve = {}
+  for r in rows:
+    if r['step'] > 0:
+      curve.setdefault(r['step'], r['gen_bleu'])
+  assert sorted(curve) == list(range(400, 4_001, 400))
+  best = max(curve, key=lambda s: (curve[s], -s))
+  results = json.loads((run / wd.RESULTS).read_text())
+  assert results['final_evaluation']['selected']['step'] == best
+  assert results['final_evaluation']['averaged_steps'] == list(range(best - 800, best + 1, 200))
+  found = EVIDENCE[card.name]['rows'][0]
+  assert found['length']['seeds'][0]['step'] == best
+  assert found['by_seed'] == {0: pytest.approx(results['test']['gen_bleu'])}
+  assert found['verdict'] == ('reproduced' if results['test']['gen_bleu'] >= 36.5 else
+                              'not reproduced')
+
+
 def test_a_row_set_against_another_is_judged_on_the_paired_difference():
   card = cards.CARDS.get('babi_memn2n_forms')
   base = {'name': 'x', 'conditions': '', 'machine': 'm', 'select_key': None, 'wall_s': 1.0,

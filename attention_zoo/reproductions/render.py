@@ -192,7 +192,8 @@ def length_lines(report: dict[str, Any]) -> list[str]:
                         f'{step:,}: {v:.{digits}f}' for step, v in s['curve'])
       steps = s['averaged_steps']
       window = f'{steps[0]:,}–{steps[-1]:,}' if len(steps) > 1 else f'{steps[0]:,}'
-      where = ('the last validated step' if s['step'] == s['last'] else
+      where = ('the last validated step: at the end of the run\'s budget validation had not '
+               'stopped improving' if s['step'] == s['last'] else
                f'before the last validated step ({s["last"]:,})')
       out.append(f'- {e["label"]}, seed {s["seed"]}, validation {e["metric"]} (step: value): '
                  f'{curve}. The {"highest" if e["mode"] == "max" else "lowest"} is at step '
