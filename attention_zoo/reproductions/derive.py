@@ -132,20 +132,19 @@ def report(card: Card, records: dict[str, dict[str, Any]],
            if r['wall_s'] is not None}.values()
   sittings = {r['conditions'] for r in rows if r['runs']}
   by_variant = {r['variant']: r for r in rows}  # (the baseline and order name unique variants)
-  if card.baseline:
-    base = by_variant[card.baseline]['by_seed']
-    for r in rows:
-      r['vs_baseline'] = (stats.paired_test(_finite(r['by_seed']), _finite(base))
-                          if r['variant'] != card.baseline else None)
-  for row_, r in zip(card.rows, rows):
-    if row_.versus:
-      if row_.versus not in by_variant:
-        raise ValueError(f'card {card.name}: row {row_.label!r} is set against {row_.versus!r}, '
-                         f'which is no row of it; its rows: {sorted(by_variant)}')
-      other = by_variant[row_.versus]
-      r['vs_baseline'] = stats.paired_test(_finite(r['by_seed']), _finite(other['by_seed']))
-      if r['summary']:
-        r['verdict'], r['reason'] = versus_verdict(card, r['vs_baseline'], other['label'])
+  for row_, r in zip(card.rows, rows):  # paired over seeds: against the row's versus, or the
+    against = row_.versus or card.baseline  #                          card's baseline
+    if card.baseline:
+      r['vs_baseline'] = None
+    if not against or against == row_.variant:
+      continue
+    if against not in by_variant:
+      raise ValueError(f'card {card.name}: row {row_.label!r} is set against {against!r}, '
+                       f'which is no row of it; its rows: {sorted(by_variant)}')
+    other = by_variant[against]
+    r['vs_baseline'] = stats.paired_test(_finite(r['by_seed']), _finite(other['by_seed']))
+    if row_.versus and r['summary']:
+      r['verdict'], r['reason'] = versus_verdict(card, r['vs_baseline'], other['label'])
   aggregate = aggregate_rows(card, rows) if card.aggregate else None
   if aggregate:
     verdict, reason = aggregate['verdict'], aggregate['reason']
@@ -341,11 +340,12 @@ def chosen_length(card: Card, label: str, records: list[dict[str, Any]]) -> dict
   validation_curve and select_step): per seed the curve (scaled as the card's metric when it is
   the card's), the step chosen and the checkpoints averaged there. None when no run chose.
   EvidenceError naming the run when its results name another step or curve than the recomputed."""
-  seeds = []
+  seeds, how = [], None
   for rec in sorted(records, key=lambda r: r['seed']):
     chosen = (rec.get('final_evaluation') or {}).get('selected')
     if not chosen:
       continue
+    how = {'metric': chosen['metric'], 'mode': chosen['mode']}
     curve = selection.validation_curve(rec['curve'] or (), chosen['metric'], rec['name'])
     step = selection.select_step(curve, chosen['mode']) if curve else None
     if step != chosen['step'] or [[s, v] for s, v in sorted(curve.items())] != chosen['curve']:
@@ -357,10 +357,7 @@ def chosen_length(card: Card, label: str, records: list[dict[str, Any]]) -> dict
                   'curve': [[s, v * scale] for s, v in sorted(curve.items())],
                   'averaged_steps': rec['final_evaluation']['averaged_steps'],
                   'last': max(curve)})
-  if not seeds:
-    return None
-  first = (records[0]['final_evaluation'] or {})['selected']
-  return {'label': label, 'metric': first['metric'], 'mode': first['mode'], 'seeds': seeds}
+  return {'label': label, **how, 'seeds': seeds} if seeds else None
 
 
 def _power(label: str, test: str, seeds: list[int], diffs: list[float],
