@@ -51,7 +51,7 @@ def table(report: dict[str, Any]) -> str:
   scale, digits = report['scale'], report['digits']
   metric = report['metric_label']
   extra = report['shown']
-  vs = report.get('baseline')
+  vs = report.get('baseline_label') or report.get('versus_label')  # the Δ column's other row
   papers = any(r['paper'] is not None for r in report['rows'])
   targets = any(r['target'] is not None for r in report['rows'])
   picks = any(r.get('selected') for r in report['rows'])
@@ -60,7 +60,7 @@ def table(report: dict[str, Any]) -> str:
   head = (['', *(['paper'] if papers else []), *(['target (source)'] if targets else []),
            f'ours: {metric}',
            *(['ours: the selected seed'] if picks else []), *[f'{m}' for m in extra],
-           *([f'Δ vs {report["baseline_label"]} (p)'] if vs else []),
+           *([f'Δ vs {vs} (p)'] if vs else []),
            *([f'Δ vs {against} (p)'] if against else []),
            *([READ_HEADER[report['measures']['section']].format(**report['measures'])]
              if read else []),
