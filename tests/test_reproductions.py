@@ -617,8 +617,8 @@ def test_se_mnist_decision_by_hand_from_the_results_files():
   test = scipy_stats.ttest_rel(acc['se_resnet_small'], acc['resnet_small'])
   report = EVIDENCE['se_mnist']
   se = next(r for r in report['rows'] if r['variant'] == 'model_name=se_resnet_small')
-  assert se['vs_baseline']['p_value'] == pytest.approx(test.pvalue)
-  assert se['vs_baseline']['mean_diff'] == pytest.approx(
+  assert se['paired']['p_value'] == pytest.approx(test.pvalue)
+  assert se['paired']['mean_diff'] == pytest.approx(
       np.mean(acc['se_resnet_small']) - np.mean(acc['resnet_small']))
   assert test.pvalue > 0.05 and report['verdict'] == 'not reproduced'
 
@@ -638,9 +638,9 @@ def test_the_babi_forms_are_chosen_on_validation_by_hand():
   for row in judged:
     test = scipy_stats.ttest_rel(error[row.variant], error[row.versus])
     found = next(r for r in report['rows'] if r['variant'] == row.variant)
-    assert found['vs_baseline']['p_value'] == pytest.approx(test.pvalue)
+    assert found['paired']['p_value'] == pytest.approx(test.pvalue)
     diff = np.mean(error[row.variant]) - np.mean(error[row.versus])
-    assert found['vs_baseline']['mean_diff'] == pytest.approx(diff)
+    assert found['paired']['mean_diff'] == pytest.approx(diff)
     assert found['verdict'] == ('reproduced' if diff > 0 and test.pvalue < 0.05 else
                                 'not reproduced')
   assert report['verdict'] == 'reproduced'
@@ -690,7 +690,7 @@ def test_a_row_set_against_another_is_judged_on_the_paired_difference():
   report = derive.report(small, records)
   row = report['rows'][1]
   assert row['verdict'] == 'not reproduced' and 'p = ' in row['reason']
-  assert row['vs_baseline']['mean_diff'] == pytest.approx(np.mean([0.02, -0.01, 0.03]))
+  assert row['paired']['mean_diff'] == pytest.approx(np.mean([0.02, -0.01, 0.03]))
   bad = dataclasses.replace(card, rows=(dataclasses.replace(card.rows[1], versus='nothing'),))
   with pytest.raises(ValueError, match='no row of it'):
     derive.report(bad, {k: v for k, v in records.items() if v['variant'] == text})

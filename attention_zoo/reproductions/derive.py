@@ -132,19 +132,19 @@ def report(card: Card, records: dict[str, dict[str, Any]],
            if r['wall_s'] is not None}.values()
   sittings = {r['conditions'] for r in rows if r['runs']}
   by_variant = {r['variant']: r for r in rows}  # (the baseline and order name unique variants)
-  for row_, r in zip(card.rows, rows):  # paired over seeds: against the row's versus, or the
-    against = row_.versus or card.baseline  #                          card's baseline
-    if card.baseline:
-      r['vs_baseline'] = None
+  # Each row's paired test over seeds: against its `versus` row, else the card's baseline.
+  for row_, r in zip(card.rows, rows):
+    against = row_.versus or card.baseline
+    r['paired'] = None
     if not against or against == row_.variant:
       continue
     if against not in by_variant:
       raise ValueError(f'card {card.name}: row {row_.label!r} is set against {against!r}, '
                        f'which is no row of it; its rows: {sorted(by_variant)}')
     other = by_variant[against]
-    r['vs_baseline'] = stats.paired_test(_finite(r['by_seed']), _finite(other['by_seed']))
+    r['paired'] = stats.paired_test(_finite(r['by_seed']), _finite(other['by_seed']))
     if row_.versus and r['summary']:
-      r['verdict'], r['reason'] = versus_verdict(card, r['vs_baseline'], other['label'])
+      r['verdict'], r['reason'] = versus_verdict(card, r['paired'], other['label'])
   aggregate = aggregate_rows(card, rows) if card.aggregate else None
   if aggregate:
     verdict, reason = aggregate['verdict'], aggregate['reason']

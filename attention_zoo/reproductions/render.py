@@ -78,7 +78,7 @@ def table(report: dict[str, Any]) -> str:
              *([f'{pick["value"] * scale:.{digits}f} (seed {pick["seed"]} of {pick["of"]})'
                 if pick else '-'] if picks else []),
              *[_pm(r['shown'].get(m), 1.0, _shown_digits(r['shown'].get(m))) for m in extra],
-             *([_delta(r.get('vs_baseline'), scale, digits)] if vs else []),
+             *([_delta(r.get('paired'), scale, digits)] if vs else []),
              *([_delta(r.get('vs_against'), scale, digits)] if against else []),
              *([', '.join(f'{k} ({n} of {len(r["runs"])})' for k, n in r['measured'].items())
                 or '-'] if read else []),
